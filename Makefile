@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both create or refresh .venv first; a second run installs nothing (stamp file).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deepfusion-installed
+DEMO_CONFIG ?= configs/demo.yaml
+
+.PHONY: venv demo test test-all bench clean-work
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing deepfusion into $(VENV) (torch comes from this machine's disk)"
+	$(PY) -m pip install -q --upgrade pip
+	# torch/torchvision first and pinned, so nothing below pulls another build
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.make_demo_data --config $(DEMO_CONFIG)
+	$(PY) -m jobs.preprocess --config $(DEMO_CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -m ''
+
+bench: $(STAMP)
+	$(PY) bench/preprocess.py
+
+clean-work:
+	rm -rf work

@@ -1,0 +1,43 @@
+"""Offline image augmentation that tops classes up to a balanced count.
+
+Geometric (rotation, scale, translation, flip), photometric (brightness, contrast,
+saturation), Gaussian noise, and random crop with zero padding, all from
+``torchvision.transforms.v2``. Each augmented copy is a pure function of
+``(seed, source path, copy index)``, so re-running a job reproduces it bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from deepfusion.config import AugmentConfig
+
+
+def build_augmentation(cfg: AugmentConfig, size: int) -> v2.Compose:
+    return v2.Compose([
+        v2.RandomAffine(degrees=cfg.rotation_degrees, translate=(cfg.translate, cfg.translate),
+                        scale=cfg.scale),
+        v2.RandomHorizontalFlip(p=cfg.hflip_p),
+        v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast, saturation=cfg.saturation),
+        v2.RandomCrop(size, padding=int(round(cfg.crop_pad_fraction * size)), fill=0),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.GaussianNoise(sigma=cfg.noise_sigma, clip=True),
+    ])
+
+
+def copy_seed(seed: int, source: str, copy_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}|{source}|{copy_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def augment_image(image: np.ndarray, transform: v2.Compose, seed: int) -> np.ndarray:
+    """Apply ``transform`` to an RGB ``uint8 [H, W, 3]`` image under its own RNG seed."""
+    tensor = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)  # CHW uint8, writable
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = transform(v2.functional.to_image(tensor))
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()

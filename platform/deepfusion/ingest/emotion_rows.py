@@ -1,0 +1,87 @@
+"""Emotion samples (MELD rows, speech clips) -> ``EMOTION_SCHEMA`` rows, as a Ray Data actor."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+from deepfusion.config import AudioConfig, TextConfig, VideoConfig
+from deepfusion.ingest.schema import EMOTION_SCHEMA, with_error
+from deepfusion.preprocessing import MediaError, NoAudioTrack
+from deepfusion.preprocessing.audio import load_audio
+from deepfusion.preprocessing.text import load_tokenizer, tokenize
+from deepfusion.preprocessing.video import decode_video
+
+_OUTPUT_SCHEMA = with_error(EMOTION_SCHEMA)
+
+
+class EmotionRowDecoder:
+    """Decodes video frames, audio and token ids for a batch of sample records.
+
+    A callable class so each Ray Data actor loads the tokenizer once. A sample whose
+    media is corrupt comes out with ``error`` set (and is quarantined by the writer);
+    a sample without media is kept with its modality mask saying so.
+    """
+
+    def __init__(self, video: VideoConfig, audio: AudioConfig, text: TextConfig,
+                 speaker_ids: dict[str, int]):
+        self.video, self.audio, self.text = video, audio, text
+        self.speaker_ids = speaker_ids
+        load_tokenizer(text.tokenizer)
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        records = batch.to_dict("records")
+        token_ids = tokenize(self.text.tokenizer, [r["text"] for r in records], self.text.max_length)
+        rows = [self._row(r, ids) for r, ids in zip(records, token_ids)]
+        return pa.Table.from_pylist(rows, schema=_OUTPUT_SCHEMA)
+
+    def _row(self, record: dict, input_ids) -> dict:
+        row = {
+            "sample_id": record["sample_id"],
+            "split": record["split"],
+            "label": int(record["label"]),
+            "emotion": record["emotion"],
+            "text": record["text"],
+            "input_ids": input_ids,
+            "speaker": record["speaker"],
+            "speaker_id": self.speaker_ids.get(record["speaker"], 0),
+            "gender": _none_if_nan(record.get("gender")),
+            "age": _none_if_nan(record.get("age")),
+            "dialogue_id": _int_or_none(record.get("dialogue_id")),
+            "utterance_id": _int_or_none(record.get("utterance_id")),
+            "video_frames": None,
+            "num_frames": self.video.num_frames,
+            "frame_size": self.video.frame_size,
+            "audio": None,
+            "audio_num_samples": None,
+            "sample_rate": self.audio.sample_rate,
+            "has_video": False,
+            "has_audio": False,
+            "has_text": bool(record["text"]),
+            "source": record["source"],
+            "error": None,
+        }
+        try:
+            video_path = _none_if_nan(record.get("video_path"))
+            if video_path:
+                frames = decode_video(video_path, self.video.num_frames, self.video.frame_size)
+                row["video_frames"], row["has_video"] = frames.tobytes(), True
+            audio_path = _none_if_nan(record.get("audio_path"))
+            if audio_path:
+                try:
+                    samples, length = load_audio(audio_path, self.audio.sample_rate, self.audio.max_seconds)
+                    row["audio"], row["audio_num_samples"], row["has_audio"] = samples, length, True
+                except NoAudioTrack:
+                    pass  # an mp4 without sound: the mask says no audio
+        except MediaError as err:
+            row.update(video_frames=None, audio=None, has_video=False, has_audio=False, error=str(err))
+        return row
+
+
+def _none_if_nan(value):
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
+def _int_or_none(value):
+    value = _none_if_nan(value)
+    return None if value is None else int(value)

@@ -1,0 +1,147 @@
+"""Writing decoded rows as Parquet shards + ``manifest.json`` + ``quarantine.jsonl``.
+
+A dataset's output folder is built under a temporary name and swapped in only when
+complete, so an interrupted job never leaves a half-written dataset that looks done.
+The manifest's ``source_fingerprint`` and ``config_hash`` decide whether a re-run has
+any work to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import ray.data
+from ray.data.expressions import col
+
+from deepfusion import __version__
+from deepfusion.ingest.schema import SCHEMA_VERSION, describe
+from deepfusion.sources import Quarantined
+from deepfusion.splits import SPLITS
+
+MANIFEST = "manifest.json"
+QUARANTINE = "quarantine.jsonl"
+
+
+def source_fingerprint(root: Path) -> dict:
+    """Hash of every file's relative path, size and mtime under ``root`` (a stat, no reads)."""
+    digest = hashlib.sha256()
+    count = 0
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        st = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        count += 1
+    return {"root": str(Path(root).resolve()), "files": count, "sha256": digest.hexdigest()}
+
+
+def config_hash(dataset_config) -> str:
+    payload = json.dumps(
+        {"schema_version": SCHEMA_VERSION, "config": dataset_config.model_dump(mode="json")},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def read_manifest(out_dir: Path) -> dict | None:
+    try:
+        return json.loads((Path(out_dir) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_up_to_date(out_dir: Path, fingerprint: dict, cfg_hash: str) -> bool:
+    manifest = read_manifest(out_dir)
+    if not manifest:
+        return False
+    shards_present = all(
+        (Path(out_dir) / f).is_file() for files in manifest.get("shards", {}).values() for f in files
+    )
+    return (
+        shards_present
+        and manifest.get("schema_version") == SCHEMA_VERSION
+        and manifest.get("source_fingerprint") == fingerprint
+        and manifest.get("config_hash") == cfg_hash
+    )
+
+
+def staging_dir(out_dir: Path) -> Path:
+    staging = Path(out_dir).parent / f".{Path(out_dir).name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish(staging: Path, out_dir: Path) -> None:
+    """Swap a complete staging folder in place of ``out_dir``."""
+    out_dir = Path(out_dir)
+    old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+    if out_dir.exists():
+        out_dir.rename(old)
+    staging.rename(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_shards(
+    decoded: ray.data.Dataset, schema: pa.Schema, staging: Path, class_column: str,
+    rows_per_shard: int,
+) -> tuple[dict, dict, list[Quarantined]]:
+    """Write the good rows of ``decoded`` per split; return (counts, shard files, quarantined).
+
+    ``decoded`` carries an ``error`` column; it is materialized once so the good rows,
+    the per-split writes and the quarantine all read the same decoded blocks.
+    """
+    decoded = decoded.materialize()
+    good = decoded.filter(expr=col("error").is_null()).drop_columns(["error"])
+    labels = good.select_columns(["split", class_column]).to_pandas()
+    counts = {
+        split: dict(sorted(Counter(labels.loc[labels["split"] == split, class_column]).items()))
+        for split in SPLITS
+    }
+    shards: dict[str, list[str]] = {}
+    for split in SPLITS:
+        if not counts[split]:
+            continue
+        good.filter(expr=col("split") == split).write_parquet(
+            str(staging / split), min_rows_per_file=rows_per_shard, schema=schema
+        )
+        shards[split] = sorted(
+            str(p.relative_to(staging)) for p in (staging / split).glob("*.parquet")
+        )
+    failed = decoded.filter(expr=col("error").is_not_null()).select_columns(
+        ["source", "error"]).take_all()
+    quarantined = [Quarantined(r["source"], r["error"], stage="decode") for r in failed]
+    return counts, shards, quarantined
+
+
+def write_quarantine(staging: Path, quarantined: list[Quarantined]) -> None:
+    with open(staging / QUARANTINE, "w") as handle:
+        for q in quarantined:
+            handle.write(json.dumps(q.to_dict()) + "\n")
+
+
+def write_manifest(staging: Path, *, dataset_config, kind: str, schema: pa.Schema,
+                   fingerprint: dict, counts: dict, shards: dict, quarantined: list[Quarantined],
+                   extra: dict) -> dict:
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "deepfusion_version": __version__,
+        "dataset": dataset_config.name,
+        "kind": kind,
+        "source_fingerprint": fingerprint,
+        "config_hash": config_hash(dataset_config),
+        "preprocess_config": dataset_config.model_dump(mode="json"),
+        "counts": counts,
+        "totals": {split: sum(c.values()) for split, c in counts.items()},
+        "quarantined": len(quarantined),
+        "quarantined_by_stage": dict(Counter(q.stage for q in quarantined)),
+        "columns": describe(schema),
+        "shards": shards,
+        **extra,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest

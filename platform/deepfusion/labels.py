@@ -1,0 +1,51 @@
+"""The label spaces of the two tasks, and explicit maps from a dataset's labels onto them.
+
+Class order is part of a model's contract: a checkpoint trained with one order and fused
+with another silently scrambles predictions. Every label id in the platform comes from
+a ``LabelMap`` defined here, never from ``sorted(set(...))`` of whatever a dataset holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# MELD's seven emotions, in MELD's own (alphabetical) order.
+EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
+
+TEXTILE_CLASSES: tuple[str, ...] = ("clothes_dump", "textile_dye", "textile_billboard")
+
+# RAVDESS/TESS name their emotions differently; "calm" has no MELD counterpart and is
+# folded into "neutral" (documented in datasets/speech.md).
+SPEECH_TO_EMOTION: dict[str, str] = {
+    "neutral": "neutral",
+    "calm": "neutral",
+    "happy": "joy",
+    "sad": "sadness",
+    "angry": "anger",
+    "fearful": "fear",
+    "disgust": "disgust",
+    "surprised": "surprise",
+}
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """An ordered list of class names; ids are positions in it."""
+
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"duplicate class names in label map: {list(self.names)}")
+
+    def id_of(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"unknown label {name!r}; expected one of {list(self.names)}") from None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}

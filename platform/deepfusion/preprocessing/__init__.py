@@ -1,0 +1,12 @@
+"""Decoding of raw media into arrays: the one code path shared by Ray Data jobs and Serve."""
+
+
+class MediaError(ValueError):
+    """A file that cannot be decoded (corrupt, truncated, empty, unsupported).
+
+    Its message names the file and what is wrong; ingestion quarantines the sample.
+    """
+
+
+class NoAudioTrack(MediaError):
+    """A container (mp4) without sound: not corrupt, the sample simply has no audio."""

