@@ -45,6 +45,7 @@ class DataResources(StrictModel):
     """Sizing of Ray Data workers. Fractional CPUs keep 2-core machines schedulable."""
 
     num_cpus: float = Field(0.5, gt=0)
+    # Decoder actors (or tasks) running at once.
     concurrency: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
     # Parquet files hold at least this many rows (the last one of a split may hold fewer).
@@ -320,3 +321,4 @@ def load_config(
     for assignment in overrides:
         apply_override(data, assignment)
     return validate_config(model, data, source=str(path))
+

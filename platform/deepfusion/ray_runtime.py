@@ -29,5 +29,6 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
         ray.init(address="auto")
         log.info("joined the running Ray cluster on this machine")
     except ConnectionError:
-        ray.init(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
+        # "local": never follow a stale address file left by a head that is gone.
+        ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         log.info("started a local Ray node")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -13,8 +14,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 def exact_split_counts(target_per_class: int, ratios: SplitRatios) -> dict[str, int]:
     """Per-class counts for a balanced set of ``target_per_class`` items (800 -> 560/120/120)."""
-    val = round(target_per_class * ratios.val)
-    test = round(target_per_class * ratios.test)
+    # Half up, not Python's half-to-even: 30 items at 15% are 5, not 4.
+    val = math.floor(target_per_class * ratios.val + 0.5)
+    test = math.floor(target_per_class * ratios.test + 0.5)
     return {"train": target_per_class - val - test, "val": val, "test": test}
 
 

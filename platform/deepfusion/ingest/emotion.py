@@ -35,7 +35,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, 
         EmotionRowDecoder, batch_format="pandas", batch_size=data.batch_size,
         fn_constructor_kwargs={"video": video, "audio": cfg.audio, "text": cfg.text,
                                "speaker_ids": speakers},
-        num_cpus=data.num_cpus, concurrency=data.concurrency,
+        num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
     counts, shards, failed = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion",
                                           data.rows_per_shard)

@@ -25,7 +25,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
     probed = (
         ray.data.from_items(items)
         .map_batches(probe_images, batch_format="pandas", batch_size=data.batch_size,
-                     num_cpus=data.num_cpus, concurrency=data.concurrency)
+                     num_cpus=data.num_cpus, compute=ray.data.TaskPoolStrategy(size=data.concurrency))
         .to_pandas()
     )
     bad = probed[probed["error"].notna()]
@@ -49,7 +49,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
         fn_constructor_kwargs={"dataset_name": cfg.name, "labels": labels,
                                "image_size": cfg.image_size, "augment": cfg.augment,
                                "seed": cfg.seed},
-        num_cpus=data.num_cpus, concurrency=data.concurrency,
+        num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
     counts, shards, failed = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name",
                                           data.rows_per_shard)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import librosa
@@ -41,10 +42,19 @@ def _read_container_audio(path: str) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks).astype(np.float32), int(rate)
 
 
+# libsndfile reads a cut-off wav without complaint and only notes it in its diagnostics,
+# e.g. "data : 61382 (should be 20431)": the header's sample bytes vs what the file holds.
+_TRUNCATED_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
 def _read_sound_file(path: str) -> tuple[np.ndarray, int]:
     try:
+        truncated = _TRUNCATED_CHUNK.search(soundfile.info(path).extra_info)
+        if truncated and int(truncated.group(2)) < int(truncated.group(1)):
+            raise MediaError(f"{path}: truncated audio file: header declares {truncated.group(1)} "
+                             f"bytes of samples, the file holds {truncated.group(2)}")
         samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError) as err:
+    except (soundfile.LibsndfileError, RuntimeError) as err:
         raise MediaError(f"{path}: corrupt or unsupported audio file ({err})") from None
     return samples.mean(axis=1), int(rate)
 

@@ -1,0 +1,78 @@
+"""Shared fixtures: a real local Ray, small synthetic corpora, the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import ray
+
+from deepfusion.config import DemoDataConfig, PreprocessConfig, validate_config
+from deepfusion.demo.image_corpus import write_image_corpus
+from deepfusion.demo.meld_corpus import write_meld_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DEEPFUSION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def pytest_configure(config):
+    # Keep the many Ray Data progress lines out of test logs.
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real single-node Ray for the session, sized like the 2-core machines here."""
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder not found: {SHARED_DATA} (set DEEPFUSION_SHARED_DATA)")
+    return SHARED_DATA
+
+
+SMALL_DEMO = DemoDataConfig(
+    out=Path("unused"), seed=0, dialogues={"train": 10, "dev": 3, "test": 3},
+    utterances_per_dialogue=(3, 5), frame_size=48, image_scale=0.05, image_size=64,
+)
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """A small SYNTHETIC corpus: ``meld/`` (MELD layout) and ``textile/`` (image folder)."""
+    root = tmp_path_factory.mktemp("demo_corpus")
+    write_meld_corpus(SMALL_DEMO, root / "meld")
+    write_image_corpus(SMALL_DEMO, root / "textile")
+    return root
+
+
+@pytest.fixture
+def corpus_copy(demo_corpus, tmp_path) -> Path:
+    """A private copy of the demo corpus that a test may damage."""
+    return Path(shutil.copytree(demo_corpus, tmp_path / "corpus"))
+
+
+def preprocess_config(output_dir: Path, *datasets: dict, **data) -> PreprocessConfig:
+    return validate_config(PreprocessConfig, {
+        "output_dir": str(output_dir),
+        "data": {"num_cpus": 0.5, "concurrency": 2, "batch_size": 8, **data},
+        "datasets": list(datasets),
+    })
+
+
+def image_dataset(root: Path, name: str = "textile", **kw) -> dict:
+    return {"kind": "image_folder", "name": name, "root": str(root), "target_per_class": 30,
+            "image_size": 32, **kw}
+
+
+def meld_dataset(root: Path, name: str = "meld", **kw) -> dict:
+    return {"kind": "meld", "name": name, "root": str(root),
+            "video": {"num_frames": 8, "frame_size": 32},
+            "audio": {"sample_rate": 16000, "max_seconds": 3.0},
+            "text": {"tokenizer": "offline", "max_length": 32}, **kw}

@@ -1,0 +1,111 @@
+"""Typed configuration: YAML in configs/, unknown keys and bad values named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deepfusion.config import ConfigError, ExperimentConfig, PreprocessConfig, load_config, validate_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.preprocess is not None and cfg.preprocess.datasets
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+BASE = """
+preprocess:
+  output_dir: out
+  datasets:
+    - kind: image_folder
+      name: textile
+      root: data
+"""
+
+
+def test_unknown_key_is_rejected_with_its_dotted_name(tmp_path):
+    path = write(tmp_path, BASE + "      imagesize: 64\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "preprocess.datasets.0.imagesize" in str(err.value)
+    assert "Extra inputs are not permitted" in str(err.value)
+
+
+def test_bad_value_is_rejected_with_key_and_value(tmp_path):
+    path = write(tmp_path, BASE + "      image_size: -3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "preprocess.datasets.0.image_size" in str(err.value)
+    assert "-3" in str(err.value)
+
+
+def test_unknown_top_level_section_is_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="tranin"):
+        load_config(write(tmp_path, BASE + "tranin: {}\n"))
+
+
+def test_split_ratios_must_sum_to_one(tmp_path):
+    path = write(tmp_path, BASE + "      split: {train: 0.8, val: 0.15, test: 0.15}\n")
+    with pytest.raises(ConfigError, match=r"split.*must be 1.0"):
+        load_config(path)
+
+
+def test_unknown_dataset_kind_names_the_allowed_kinds(tmp_path):
+    path = write(tmp_path, BASE.replace("image_folder", "videos"))
+    with pytest.raises(ConfigError, match="image_folder.*meld.*speech"):
+        load_config(path)
+
+
+def test_speech_label_map_must_target_task_emotions(tmp_path):
+    path = write(tmp_path, BASE.replace("kind: image_folder", "kind: speech")
+                 + "      label_map: {happy: happiness}\n")
+    with pytest.raises(ConfigError, match="happiness"):
+        load_config(path)
+
+
+def test_overrides_and_env_expansion(tmp_path, monkeypatch):
+    monkeypatch.setenv("DF_TEST_ROOT", "/data/textile")
+    path = write(tmp_path, BASE.replace("root: data", "root: ${DF_TEST_ROOT}"))
+    cfg = load_config(path, ["preprocess.datasets.0.image_size=48", "preprocess.output_dir=/tmp/o"])
+    dataset = cfg.preprocess.datasets[0]
+    assert (dataset.image_size, str(dataset.root), str(cfg.preprocess.output_dir)) == (
+        48, "/data/textile", "/tmp/o")
+
+
+def test_env_default_and_missing_variable(tmp_path, monkeypatch):
+    monkeypatch.delenv("DF_UNSET", raising=False)
+    path = write(tmp_path, BASE.replace("root: data", "root: ${DF_UNSET:-fallback}"))
+    assert str(load_config(path).preprocess.datasets[0].root) == "fallback"
+    path = write(tmp_path, BASE.replace("root: data", "root: ${DF_UNSET}"))
+    with pytest.raises(ConfigError, match="DF_UNSET"):
+        load_config(path)
+
+
+def test_override_into_a_missing_list_index_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="'5' is not an index"):
+        load_config(write(tmp_path, BASE), ["preprocess.datasets.5.root=x"])
+
+
+def test_config_is_immutable():
+    cfg = validate_config(PreprocessConfig, {"output_dir": "o", "datasets": [
+        {"kind": "image_folder", "name": "t", "root": "r"}]})
+    with pytest.raises(Exception):
+        cfg.output_dir = "elsewhere"
+
+
+def test_job_needs_its_section(tmp_path):
+    cfg = load_config(write(tmp_path, "ray: {num_cpus: 1}\n"))
+    with pytest.raises(ConfigError, match="needs a 'preprocess' section"):
+        cfg.require("preprocess", "exp.yaml")

@@ -1,0 +1,139 @@
+"""Jobs as users run them: ``python -m jobs.X`` and ``ray job submit`` to a local head."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_job(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "RAY_DATA_DISABLE_PROGRESS_BARS": "1"})
+
+
+def tiny_image_folder(demo_corpus: Path, dest: Path, per_class: int = 8) -> Path:
+    for folder in (demo_corpus / "textile").iterdir():
+        (dest / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:per_class]:
+            shutil.copy(image, dest / folder.name / image.name)
+    return dest
+
+
+def write_config(path: Path, root: Path, out: Path) -> Path:
+    path.write_text(yaml.safe_dump({
+        "ray": {"num_cpus": 2},
+        "preprocess": {"output_dir": str(out), "data": {"num_cpus": 0.5, "concurrency": 2},
+                       "datasets": [{"kind": "image_folder", "name": "tiny", "root": str(root),
+                                     "target_per_class": 10, "image_size": 32}]},
+    }))
+    return path
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_preprocess_cli_summary_rerun_and_force(demo_corpus, tmp_path):
+    root = tiny_image_folder(demo_corpus, tmp_path / "images")
+    (root / "textile_dye" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    config = write_config(tmp_path / "exp.yaml", root, tmp_path / "shards")
+    first = run_job("jobs.preprocess", "--config", str(config))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[tiny] written in" in first.stdout
+    assert "train     18" in first.stdout  # 10 per class: 15% of 10 rounds half up to 2 -> 6 / 2 / 2
+    assert "quarantined 1" in first.stdout
+    again = run_job("jobs.preprocess", "--config", str(config))
+    assert again.returncode == 0 and "[tiny] up to date, nothing redone" in again.stdout
+    forced = run_job("jobs.preprocess", "--config", str(config), "--force")
+    assert forced.returncode == 0 and "[tiny] written in" in forced.stdout
+
+
+def test_cli_rejects_a_bad_config_naming_the_key(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("preprocess:\n  output_dir: o\n  datasets:\n    - {kind: image_folder, name: t, "
+                      "root: r, image_sise: 10}\n")
+    result = run_job("jobs.preprocess", "--config", str(config))
+    assert result.returncode == 2
+    assert "preprocess.datasets.0.image_sise: Extra inputs are not permitted" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_names_a_missing_dataset_root(tmp_path):
+    config = write_config(tmp_path / "exp.yaml", tmp_path / "absent", tmp_path / "shards")
+    result = run_job("jobs.preprocess", "--config", str(config))
+    assert result.returncode == 2
+    assert f"image folder root not found: {tmp_path / 'absent'}" in result.stderr
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A separate ``ray start --head`` on its own ports; --block ties its life to this process."""
+    gcs_port, dashboard_port, agent_port, client_port = free_ports(4)
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+         f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
+         f"--ray-client-server-port={client_port}", "--min-worker-port=20000",
+         "--max-worker-port=20999", "--num-cpus=2", "--disable-usage-stats",
+         "--include-dashboard=true"],
+        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    address = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{address}/api/version", timeout=2)
+            break
+        except requests.ConnectionError:
+            time.sleep(1)
+    else:
+        head.kill()
+        pytest.fail(f"ray head did not start: {(tmp_path / 'head.log').read_text()[-2000:]}")
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    head.wait(timeout=60)
+
+
+@pytest.mark.usefixtures("ray_local")  # token auth on in this process, as the `ray` CLI does
+def test_job_submission_api_runs_a_job_to_succeeded(ray_head, demo_corpus, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    root = tiny_image_folder(demo_corpus, tmp_path / "images")
+    out = tmp_path / "shards"
+    client = JobSubmissionClient(ray_head)
+    job_id = client.submit_job(
+        entrypoint=(f"python -m jobs.preprocess --config configs/demo.yaml "
+                    f"--set preprocess.output_dir={out} "
+                    f"--set 'preprocess.datasets=[{{kind: image_folder, name: tiny, root: {root}, "
+                    f"target_per_class: 10, image_size: 32}}]'"),
+        runtime_env={"working_dir": str(REPO_ROOT)},
+    )
+    deadline = time.monotonic() + 300
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                             JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-3000:]
+    assert "Connecting to existing Ray cluster" in logs  # the job joined the head, not a new node
+    assert "[tiny] written in" in logs
+    assert (out / "tiny" / "manifest.json").is_file()

@@ -1,0 +1,95 @@
+"""The shared decoders on real files: demo mp4/wav, real RAVDESS/TESS speech, real photos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepfusion.preprocessing import MediaError, NoAudioTrack
+from deepfusion.preprocessing.audio import load_audio
+from deepfusion.preprocessing.image import decode_image, load_image
+from deepfusion.preprocessing.text import OFFLINE_WEIGHTS_SHA256, _sha256, offline_model_dir, tokenize
+from deepfusion.preprocessing.video import decode_video, sample_frame_indices
+from deepfusion.demo.meld_corpus import write_mp4
+
+
+def test_frame_indices_cover_the_clip_uniformly():
+    assert sample_frame_indices(80, 8).tolist() == [0, 11, 23, 34, 45, 56, 68, 79]
+    assert sample_frame_indices(3, 8).tolist() == [0, 0, 1, 1, 1, 1, 2, 2]  # short clips repeat
+
+
+def test_video_decodes_eight_uniform_frames_in_order(tmp_path):
+    # Frame t is filled with grey level 10*t, so the decoded levels reveal which frames came back.
+    frames = np.stack([np.full((48, 48, 3), 10 * t, np.uint8) for t in range(24)])
+    write_mp4(tmp_path / "clip.mp4", frames, fps=8, audio=None, sample_rate=16000)
+    decoded = decode_video(tmp_path / "clip.mp4", num_frames=8, size=32)
+    assert decoded.shape == (8, 32, 32, 3) and decoded.dtype == np.uint8
+    expected = 10 * sample_frame_indices(24, 8)
+    assert np.abs(decoded[:, 16, 16, 0].astype(int) - expected).max() <= 4  # lossy codec
+
+
+def test_mp4_audio_track_matches_the_wav_beside_it(demo_corpus):
+    media = demo_corpus / "meld" / "train"
+    stem = next(p.with_suffix("") for p in sorted(media.glob("*.wav")))
+    from_wav, n_wav = load_audio(stem.with_suffix(".wav"), 16000)
+    from_mp4, n_mp4 = load_audio(stem.with_suffix(".mp4"), 16000)
+    assert from_wav.dtype == from_mp4.dtype == np.float32
+    assert abs(n_mp4 - n_wav) <= 2048  # AAC priming/padding frames
+    n = min(n_wav, n_mp4) - 2048
+    # AAC delays the signal by its priming samples: align, then compare the waveforms.
+    lag = int(np.argmax(np.correlate(from_mp4[:4000], from_wav[:2000], "valid")))
+    assert np.corrcoef(from_wav[:n - lag], from_mp4[lag:n])[0, 1] > 0.95
+
+
+def test_mp4_without_sound_reports_no_audio_track(tmp_path):
+    write_mp4(tmp_path / "mute.mp4", np.zeros((4, 32, 32, 3), np.uint8), 8, None, 16000)
+    with pytest.raises(NoAudioTrack):
+        load_audio(tmp_path / "mute.mp4")
+
+
+def test_real_speech_is_resampled_to_16k_mono(shared_data):
+    path = shared_data / "speech" / "ravdess" / "03-01-01-01-01-01-07.wav"  # 48 kHz original
+    samples, length = load_audio(path, 16000, max_seconds=1.0)
+    assert samples.shape == (16000,) and length > 16000
+    assert 0 < np.abs(samples).max() <= 1.0
+
+
+def test_real_photo_decodes_and_resizes(shared_data):
+    path = next((shared_data / "textile_standin" / "clothes_dump").glob("*.jpg"))
+    assert decode_image(path).ndim == 3
+    assert load_image(path, 224).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_files_raise_media_error_naming_the_file(demo_corpus, tmp_path, damage):
+    sources = {
+        "video": next((demo_corpus / "meld" / "train").glob("*.mp4")),
+        "wav": next((demo_corpus / "meld" / "train").glob("*.wav")),
+        "image": next((demo_corpus / "textile" / "clothes_dump").glob("*.jpg")),
+    }
+    decoders = {"video": lambda p: decode_video(p, 8, 32), "wav": load_audio,
+                "image": lambda p: load_image(p, 32)}
+    for kind, source in sources.items():
+        data = source.read_bytes()
+        damaged = tmp_path / f"{kind}{source.suffix}"
+        damaged.write_bytes({"truncate": data[: len(data) // 3], "garbage": os.urandom(4096),
+                             "empty": b""}[damage])
+        with pytest.raises(MediaError) as err:
+            decoders[kind](damaged)
+        assert str(damaged) in str(err.value), (kind, damage)
+
+
+def test_missing_file_is_a_media_error(tmp_path):
+    for decode in (lambda p: decode_video(p, 8, 32), load_audio, decode_image):
+        with pytest.raises(MediaError, match="file not found"):
+            decode(tmp_path / "absent.bin")
+
+
+def test_offline_text_model_is_verified_and_tokenizes():
+    weights = offline_model_dir() / "model.safetensors"
+    assert _sha256(weights) == OFFLINE_WEIGHTS_SHA256
+    ids = tokenize("offline", ["Oh my god, really?"], max_length=16)[0]
+    assert ids[0] == 101 and ids[-1] == 102 and len(ids) > 4  # [CLS] ... [SEP] of the uncased vocab
