@@ -76,3 +76,13 @@ def meld_dataset(root: Path, name: str = "meld", **kw) -> dict:
             "video": {"num_frames": 8, "frame_size": 32},
             "audio": {"sample_rate": 16000, "max_seconds": 3.0},
             "text": {"tokenizer": "offline", "max_length": 32}, **kw}
+
+
+def read_shards(out_dir: Path, split: str) -> list[dict]:
+    """Rows of one split, ``split`` restored from the Hive folder name as readers do."""
+    import pyarrow.parquet as pq
+
+    folder = Path(out_dir) / f"split={split}"
+    if not folder.is_dir():
+        return []
+    return [row | {"split": split} for row in pq.read_table(folder).to_pylist()]

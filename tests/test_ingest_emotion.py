@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import meld_dataset, preprocess_config
-from deepfusion.ingest import preprocess
+from conftest import meld_dataset, preprocess_config, read_shards
+from deepfusion.ingest.pipeline import preprocess
 from deepfusion.ingest.schema import EMOTION_SCHEMA, frames_from_bytes
 from deepfusion.labels import EMOTIONS
 from deepfusion.preprocessing.audio import load_audio
@@ -28,16 +28,16 @@ def csv_rows(path: Path) -> list[dict]:
 
 
 def all_rows(out_dir: Path) -> list[dict]:
-    return [r for split in ("train", "val", "test") if (out_dir / split).is_dir()
-            for r in pq.read_table(out_dir / split).to_pylist()]
+    return [r for split in ("train", "val", "test") for r in read_shards(out_dir, split)]
 
 
 def test_demo_meld_schema_counts_and_modality_masks(demo_corpus, tmp_path):
     root = demo_corpus / "meld"
     [result] = preprocess(preprocess_config(tmp_path / "s", meld_dataset(root)))
     rows = {r["sample_id"]: r for r in all_rows(result.out_dir)}
-    shard = next((result.out_dir / "train").glob("*.parquet"))
-    assert pq.read_schema(shard).remove_metadata().equals(EMOTION_SCHEMA)
+    shard = next((result.out_dir / "split=train").glob("*.parquet"))
+    assert pq.read_schema(shard).remove_metadata().equals(
+        EMOTION_SCHEMA.remove(EMOTION_SCHEMA.get_field_index("split")))
     assert result.manifest["quarantined"] == 0
     for split, csv_name, folder in (("train", "train_sent_emo.csv", "train"),
                                     ("val", "dev_sent_emo.csv", "dev"), ("test", "test_sent_emo.csv", "test")):
@@ -63,7 +63,7 @@ def test_decoded_media_equal_the_shared_decoders(demo_corpus, tmp_path):
     root = demo_corpus / "meld"
     [result] = preprocess(preprocess_config(tmp_path / "s", meld_dataset(root)))
     rows = [r for r in all_rows(result.out_dir) if r["has_video"]]
-    with_wav = next(r for r in rows if (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())
+    with_wav = next(r for r in rows if r["split"] == "train" and (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())
     mp4_only = next(r for r in rows if r["split"] == "train"
                     and not (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())
     for row, audio_suffix in ((with_wav, ".wav"), (mp4_only, ".mp4")):
@@ -145,7 +145,7 @@ def test_real_meld_transcripts_text_only(shared_data, tmp_path):
     assert result.manifest["quarantined"] == 0
     assert result.manifest["counts"]["train"]["neutral"] == 4710
     assert result.manifest["counts"]["val"]["disgust"] == 22
-    table = pq.read_table(result.out_dir / "val", columns=["has_video", "has_audio", "has_text"])
+    table = pq.read_table(result.out_dir / "split=val", columns=["has_video", "has_audio", "has_text"])
     assert not any(table["has_video"].to_pylist()) and not any(table["has_audio"].to_pylist())
     assert "sentiment" not in {c.lower() for c in result.manifest["columns"]}
 

@@ -10,17 +10,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import image_dataset, preprocess_config
-from deepfusion.ingest import preprocess
+from conftest import image_dataset, preprocess_config, read_shards
+from deepfusion.ingest.pipeline import preprocess
 from deepfusion.ingest.schema import IMAGE_SCHEMA, image_from_bytes
 from deepfusion.preprocessing.image import load_image
 from deepfusion.sources import LayoutError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def read_split(out_dir: Path, split: str):
-    return pq.read_table(out_dir / split).to_pylist()
 
 
 def test_demo_images_exact_counts_balance_and_no_leakage(demo_corpus, tmp_path):
@@ -31,9 +27,10 @@ def test_demo_images_exact_counts_balance_and_no_leakage(demo_corpus, tmp_path):
     # clothes_dump has 25 train originals (5 left out), the others are topped up by copies.
     for split, n in {"train": 20, "val": 5, "test": 5}.items():
         assert manifest["counts"][split] == {"clothes_dump": n, "textile_billboard": n, "textile_dye": n}
-    rows = {s: read_split(result.out_dir, s) for s in ("train", "val", "test")}
-    assert pq.read_schema(next((result.out_dir / "train").glob("*.parquet"))).remove_metadata() \
-        .equals(IMAGE_SCHEMA)
+    rows = {s: read_shards(result.out_dir, s) for s in ("train", "val", "test")}
+    shard = next((result.out_dir / "split=train").glob("*.parquet"))
+    assert pq.read_schema(shard).remove_metadata().equals(
+        IMAGE_SCHEMA.remove(IMAGE_SCHEMA.get_field_index("split")))
     # Balanced after augmentation: every class has the same train count, topped up by copies.
     assert Counter(r["label_name"] for r in rows["train"]) == {c: 20 for c in manifest["label_map"]}
     copies = Counter(r["label_name"] for r in rows["train"] if r["copy_index"] > 0)
@@ -58,8 +55,8 @@ def test_augmentation_is_deterministic(demo_corpus, tmp_path):
     first = preprocess(preprocess_config(tmp_path / "a", image_dataset(demo_corpus / "textile")))[0]
     second = preprocess(preprocess_config(tmp_path / "b", image_dataset(demo_corpus / "textile")))[0]
     key = lambda r: r["sample_id"]  # noqa: E731
-    a = sorted(read_split(first.out_dir, "train"), key=key)
-    b = sorted(read_split(second.out_dir, "train"), key=key)
+    a = sorted(read_shards(first.out_dir, "train"), key=key)
+    b = sorted(read_shards(second.out_dir, "train"), key=key)
     assert [r["sample_id"] for r in a] == [r["sample_id"] for r in b]
     assert all(x["image"] == y["image"] for x, y in zip(a, b))
 

@@ -93,3 +93,20 @@ def test_offline_text_model_is_verified_and_tokenizes():
     assert _sha256(weights) == OFFLINE_WEIGHTS_SHA256
     ids = tokenize("offline", ["Oh my god, really?"], max_length=16)[0]
     assert ids[0] == 101 and ids[-1] == 102 and len(ids) > 4  # [CLS] ... [SEP] of the uncased vocab
+
+
+def test_tokenizer_matches_transformers_on_real_meld_text(shared_data):
+    """Workers read tokenizer.json with `tokenizers`; ids must equal transformers' own."""
+    import csv
+
+    from transformers import AutoTokenizer
+
+    from deepfusion.preprocessing.text import resolve_text_model
+
+    with open(shared_data / "meld" / "dev_sent_emo.csv", encoding="utf-8", newline="") as handle:
+        texts = [row["Utterance"] for row in csv.DictReader(handle)]
+    reference = AutoTokenizer.from_pretrained(resolve_text_model("offline"))
+    for max_length in (8, 64):
+        expected = reference(texts, truncation=True, max_length=max_length)["input_ids"]
+        actual = tokenize("offline", texts, max_length)
+        assert [list(ids) for ids in actual] == expected

@@ -9,6 +9,7 @@ import ray.data
 
 from deepfusion.config import DataResources, MeldDataset, SpeechDataset, VideoConfig
 from deepfusion.ingest.emotion_rows import EmotionRowDecoder
+from deepfusion.ingest.quarantine import collect, remote_quarantine_log
 from deepfusion.ingest.schema import EMOTION_SCHEMA
 from deepfusion.ingest.shards import write_shards
 from deepfusion.labels import EMOTIONS, LabelMap
@@ -31,14 +32,14 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, 
         records, quarantined = scan_speech(cfg)
         video = VideoConfig()  # speech has no video; the sizes only describe the empty column
     speakers = speaker_vocabulary(records)
+    quarantine_log = remote_quarantine_log()
     decoded = ray.data.from_items(records).map_batches(
         EmotionRowDecoder, batch_format="pandas", batch_size=data.batch_size,
         fn_constructor_kwargs={"video": video, "audio": cfg.audio, "text": cfg.text,
-                               "speaker_ids": speakers},
+                               "speaker_ids": speakers, "quarantine": quarantine_log},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
-    counts, shards, failed = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion",
-                                          data.rows_per_shard)
+    counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)
     modality = Counter(
         ("video" if r["video_path"] else "") + ("+audio" if r["audio_path"] else "") or "text-only"
         for r in records
@@ -51,4 +52,4 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, 
         "audio": cfg.audio.model_dump(),
         "text": cfg.text.model_dump(),
     }
-    return counts, shards, quarantined + failed, extra
+    return counts, shards, quarantined + collect(quarantine_log), extra

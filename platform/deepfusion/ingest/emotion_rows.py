@@ -2,38 +2,48 @@
 
 from __future__ import annotations
 
+import cv2
 import pandas as pd
 import pyarrow as pa
 
 from deepfusion.config import AudioConfig, TextConfig, VideoConfig
-from deepfusion.ingest.schema import EMOTION_SCHEMA, with_error
+from deepfusion.ingest.quarantine import report
+from deepfusion.ingest.schema import EMOTION_SCHEMA
 from deepfusion.preprocessing import MediaError, NoAudioTrack
 from deepfusion.preprocessing.audio import load_audio
 from deepfusion.preprocessing.text import load_tokenizer, tokenize
 from deepfusion.preprocessing.video import decode_video
-
-_OUTPUT_SCHEMA = with_error(EMOTION_SCHEMA)
+from deepfusion.sources import Quarantined
 
 
 class EmotionRowDecoder:
     """Decodes video frames, audio and token ids for a batch of sample records.
 
     A callable class so each Ray Data actor loads the tokenizer once. A sample whose
-    media is corrupt comes out with ``error`` set (and is quarantined by the writer);
-    a sample without media is kept with its modality mask saying so.
+    media is corrupt is reported to ``quarantine`` (a ``QuarantineLog`` or its actor)
+    and left out; a sample without media is kept with its modality mask saying so.
     """
 
     def __init__(self, video: VideoConfig, audio: AudioConfig, text: TextConfig,
-                 speaker_ids: dict[str, int]):
+                 speaker_ids: dict[str, int], quarantine):
         self.video, self.audio, self.text = video, audio, text
-        self.speaker_ids = speaker_ids
+        self.speaker_ids, self.quarantine = speaker_ids, quarantine
+        # Ray runs one decoder per CPU slot; OpenCV's own thread pool on top of that only
+        # oversubscribes the cores (and is no faster even alone: see docs/benchmarks.md).
+        cv2.setNumThreads(1)
         load_tokenizer(text.tokenizer)
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         records = batch.to_dict("records")
         token_ids = tokenize(self.text.tokenizer, [r["text"] for r in records], self.text.max_length)
-        rows = [self._row(r, ids) for r, ids in zip(records, token_ids)]
-        return pa.Table.from_pylist(rows, schema=_OUTPUT_SCHEMA)
+        rows, rejected = [], []
+        for record, ids in zip(records, token_ids):
+            try:
+                rows.append(self._row(record, ids))
+            except MediaError as err:
+                rejected.append(Quarantined(record["source"], str(err), stage="decode"))
+        report(self.quarantine, rejected)
+        return pa.Table.from_pylist(rows, schema=EMOTION_SCHEMA)
 
     def _row(self, record: dict, input_ids) -> dict:
         row = {
@@ -59,22 +69,18 @@ class EmotionRowDecoder:
             "has_audio": False,
             "has_text": bool(record["text"]),
             "source": record["source"],
-            "error": None,
         }
-        try:
-            video_path = _none_if_nan(record.get("video_path"))
-            if video_path:
-                frames = decode_video(video_path, self.video.num_frames, self.video.frame_size)
-                row["video_frames"], row["has_video"] = frames.tobytes(), True
-            audio_path = _none_if_nan(record.get("audio_path"))
-            if audio_path:
-                try:
-                    samples, length = load_audio(audio_path, self.audio.sample_rate, self.audio.max_seconds)
-                    row["audio"], row["audio_num_samples"], row["has_audio"] = samples, length, True
-                except NoAudioTrack:
-                    pass  # an mp4 without sound: the mask says no audio
-        except MediaError as err:
-            row.update(video_frames=None, audio=None, has_video=False, has_audio=False, error=str(err))
+        video_path = _none_if_nan(record.get("video_path"))
+        if video_path:
+            frames = decode_video(video_path, self.video.num_frames, self.video.frame_size)
+            row["video_frames"], row["has_video"] = frames.tobytes(), True
+        audio_path = _none_if_nan(record.get("audio_path"))
+        if audio_path:
+            try:
+                samples, length = load_audio(audio_path, self.audio.sample_rate, self.audio.max_seconds)
+                row["audio"], row["audio_num_samples"], row["has_audio"] = samples, length, True
+            except NoAudioTrack:
+                pass  # an mp4 without sound: the mask says no audio
         return row
 
 

@@ -7,12 +7,12 @@ import pyarrow as pa
 
 from deepfusion.augment import augment_image, build_augmentation, copy_seed
 from deepfusion.config import AugmentConfig
-from deepfusion.ingest.schema import IMAGE_SCHEMA, with_error
+from deepfusion.ingest.quarantine import report
+from deepfusion.ingest.schema import IMAGE_SCHEMA
 from deepfusion.labels import LabelMap
 from deepfusion.preprocessing import MediaError
 from deepfusion.preprocessing.image import decode_image, load_image
-
-_OUTPUT_SCHEMA = with_error(IMAGE_SCHEMA)
+from deepfusion.sources import Quarantined
 
 
 def probe_images(batch: pd.DataFrame) -> pd.DataFrame:
@@ -31,16 +31,27 @@ def probe_images(batch: pd.DataFrame) -> pd.DataFrame:
 
 
 class ImageRowRenderer:
-    """Resize each planned image; augmented copies (``copy_index > 0``) are also transformed."""
+    """Resize each planned image; augmented copies (``copy_index > 0``) are also transformed.
+
+    Files were probed before the split, so a failure here means the file changed since;
+    it is reported to ``quarantine`` like any other reject.
+    """
 
     def __init__(self, dataset_name: str, labels: LabelMap, image_size: int,
-                 augment: AugmentConfig, seed: int):
+                 augment: AugmentConfig, seed: int, quarantine):
         self.dataset_name, self.labels, self.size, self.seed = dataset_name, labels, image_size, seed
         self.transform = build_augmentation(augment, image_size)
+        self.quarantine = quarantine
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
-        rows = [self._row(r) for r in batch.to_dict("records")]
-        return pa.Table.from_pylist(rows, schema=_OUTPUT_SCHEMA)
+        rows, rejected = [], []
+        for record in batch.to_dict("records"):
+            try:
+                rows.append(self._row(record))
+            except MediaError as err:
+                rejected.append(Quarantined(record["path"], str(err), stage="decode"))
+        report(self.quarantine, rejected)
+        return pa.Table.from_pylist(rows, schema=IMAGE_SCHEMA)
 
     def _row(self, record: dict) -> dict:
         path, copy_index = record["path"], int(record["copy_index"])
@@ -55,12 +66,8 @@ class ImageRowRenderer:
             "image": b"",
             "height": self.size,
             "width": self.size,
-            "error": None,
         }
-        try:
-            image = load_image(path, self.size)
-        except MediaError as err:
-            return row | {"error": str(err)}
+        image = load_image(path, self.size)
         if copy_index:
             image = augment_image(image, self.transform, copy_seed(self.seed, path, copy_index))
         row["image"] = image.tobytes()

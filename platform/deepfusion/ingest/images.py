@@ -8,6 +8,7 @@ import ray.data
 
 from deepfusion.config import DataResources, ImageFolderDataset
 from deepfusion.ingest.image_rows import ImageRowRenderer, probe_images
+from deepfusion.ingest.quarantine import collect, remote_quarantine_log
 from deepfusion.ingest.schema import IMAGE_SCHEMA
 from deepfusion.ingest.shards import write_shards
 from deepfusion.labels import LabelMap
@@ -43,16 +44,16 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
     ]
 
     # 3. Resize (and augment) in parallel and write.
+    quarantine_log = remote_quarantine_log()
     labels = LabelMap(tuple(cfg.classes))
     rendered = ray.data.from_items(planned).map_batches(
         ImageRowRenderer, batch_format="pandas", batch_size=data.batch_size,
         fn_constructor_kwargs={"dataset_name": cfg.name, "labels": labels,
                                "image_size": cfg.image_size, "augment": cfg.augment,
-                               "seed": cfg.seed},
+                               "seed": cfg.seed, "quarantine": quarantine_log},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
-    counts, shards, failed = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name",
-                                          data.rows_per_shard)
+    counts, shards = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name", data.rows_per_shard)
     originals = {c: len(paths) for c, paths in usable_by_class.items()}
     extra = {
         "label_map": labels.to_dict(),
@@ -62,4 +63,4 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
         "unused_originals": unused,
         "split_counts_per_class": exact_split_counts(cfg.target_per_class, cfg.split),
     }
-    return counts, shards, quarantined + failed, extra
+    return counts, shards, quarantined + collect(quarantine_log), extra

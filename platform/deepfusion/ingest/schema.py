@@ -1,5 +1,7 @@
 """The Parquet schemas of the shards: one definition, used by the writers and the docs.
 
+Shards are Hive-partitioned by split (``<dataset>/split=train/*.parquet``): the files
+hold every column below but ``split``, which readers restore from the folder name.
 Arrays are stored as plain Arrow types so any Parquet reader can open a shard:
 pictures as raw ``uint8`` bytes (C order, RGB) whose shape the sibling columns and
 ``manifest.json`` give; audio as ``list<float32>``; token ids as ``list<int32>``.
@@ -49,15 +51,6 @@ EMOTION_SCHEMA = pa.schema([
     pa.field("has_text", pa.bool_(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
 ])
-
-# Rows leave the decoders with the reason they failed (null when they did not); the
-# column never reaches a shard.
-ERROR_FIELD = pa.field("error", pa.string())
-
-
-def with_error(schema: pa.Schema) -> pa.Schema:
-    return schema.append(ERROR_FIELD)
-
 
 def describe(schema: pa.Schema) -> dict[str, str]:
     return {f.name: str(f.type) + ("" if f.nullable else " not null") for f in schema}

@@ -16,8 +16,8 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.dataset as pads
 import ray.data
-from ray.data.expressions import col
 
 from deepfusion import __version__
 from deepfusion.ingest.schema import SCHEMA_VERSION, describe
@@ -86,36 +86,29 @@ def publish(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_shards(
-    decoded: ray.data.Dataset, schema: pa.Schema, staging: Path, class_column: str,
-    rows_per_shard: int,
-) -> tuple[dict, dict, list[Quarantined]]:
-    """Write the good rows of ``decoded`` per split; return (counts, shard files, quarantined).
+def write_shards(rows: ray.data.Dataset, schema: pa.Schema, staging: Path, class_column: str,
+                 rows_per_shard: int) -> tuple[dict, dict]:
+    """Stream ``rows`` into Hive-partitioned shards ``staging/split=<split>/*.parquet``.
 
-    ``decoded`` carries an ``error`` column; it is materialized once so the good rows,
-    the per-split writes and the quarantine all read the same decoded blocks.
+    One pass: decoding and writing overlap, and nothing is materialized, so a corpus far
+    larger than the object store streams through. Each Parquet file holds ``schema``
+    minus ``split``, which readers (Ray Data, pyarrow.dataset, pandas, Spark) restore
+    from the folder name. Returns (counts per split and class, shard files per split),
+    read back from the files written.
     """
-    decoded = decoded.materialize()
-    good = decoded.filter(expr=col("error").is_null()).drop_columns(["error"])
-    labels = good.select_columns(["split", class_column]).to_pandas()
+    rows.write_parquet(str(staging), partition_cols=["split"], max_rows_per_file=rows_per_shard,
+                       schema=schema)
+    written = pads.dataset(staging, format="parquet", partitioning="hive")
+    labels = written.to_table(columns=["split", class_column]).to_pandas()
     counts = {
         split: dict(sorted(Counter(labels.loc[labels["split"] == split, class_column]).items()))
         for split in SPLITS
     }
-    shards: dict[str, list[str]] = {}
-    for split in SPLITS:
-        if not counts[split]:
-            continue
-        good.filter(expr=col("split") == split).write_parquet(
-            str(staging / split), min_rows_per_file=rows_per_shard, schema=schema
-        )
-        shards[split] = sorted(
-            str(p.relative_to(staging)) for p in (staging / split).glob("*.parquet")
-        )
-    failed = decoded.filter(expr=col("error").is_not_null()).select_columns(
-        ["source", "error"]).take_all()
-    quarantined = [Quarantined(r["source"], r["error"], stage="decode") for r in failed]
-    return counts, shards, quarantined
+    shards = {
+        split: sorted(str(p.relative_to(staging)) for p in (staging / f"split={split}").glob("*.parquet"))
+        for split in SPLITS if counts[split]
+    }
+    return counts, shards
 
 
 def write_quarantine(staging: Path, quarantined: list[Quarantined]) -> None:
