@@ -9,7 +9,13 @@ from typing import Callable
 
 from deepfusion.config import ConfigError
 from deepfusion.preprocessing import MediaError
+from deepfusion.preprocessing.text import TextModelUnavailable
 from deepfusion.sources import LayoutError
+from deepfusion.splits import NotEnoughImages
+
+# Errors in what the user gave (config, data layout, model names): a message, exit 2.
+# Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ConfigError, LayoutError, MediaError, NotEnoughImages, TextModelUnavailable)
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -21,10 +27,10 @@ def job_parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_job(main: Callable[[], int]) -> None:
-    """Run ``main``; user errors (config, layout) exit 2 with their message, not a traceback."""
+    """Run ``main``; user errors exit 2 with their message, not a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         sys.exit(main())
-    except (ConfigError, LayoutError, MediaError, ValueError) as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -41,20 +41,48 @@ def write_config(path: Path, root: Path, out: Path) -> Path:
     return path
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_preprocess_cli_summary_rerun_and_force(demo_corpus, tmp_path):
+@pytest.mark.usefixtures("ray_head")
+def test_preprocess_cli_joins_a_local_head_and_reruns_idempotently(demo_corpus, tmp_path):
     root = tiny_image_folder(demo_corpus, tmp_path / "images")
     (root / "textile_dye" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     config = write_config(tmp_path / "exp.yaml", root, tmp_path / "shards")
     first = run_job("jobs.preprocess", "--config", str(config))
     assert first.returncode == 0, first.stderr[-3000:]
     assert "[tiny] written in" in first.stdout
+    assert "joined the running Ray cluster" in first.stderr  # the `ray start --head` above
     assert "train     18" in first.stdout  # 10 per class: 15% of 10 rounds half up to 2 -> 6 / 2 / 2
     assert "quarantined 1" in first.stdout
     again = run_job("jobs.preprocess", "--config", str(config))
     assert again.returncode == 0 and "[tiny] up to date, nothing redone" in again.stdout
     forced = run_job("jobs.preprocess", "--config", str(config), "--force")
     assert forced.returncode == 0 and "[tiny] written in" in forced.stdout
+
+
+@pytest.fixture
+def stale_bootstrap_file():
+    """Ray's bootstrap file naming a head that is gone (as after a crash), restored after."""
+    from ray._common.utils import get_ray_address_file
+
+    path = Path(get_ray_address_file(None))
+    original = path.read_text() if path.exists() else None
+    [dead_port] = free_ports(1)  # nothing listens there
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"127.0.0.1:{dead_port}")
+    yield
+    if original is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(original)
+
+
+@pytest.mark.usefixtures("stale_bootstrap_file")
+def test_cli_starts_a_local_node_despite_a_stale_head_address(demo_corpus, tmp_path):
+    root = tiny_image_folder(demo_corpus, tmp_path / "images", per_class=6)
+    config = write_config(tmp_path / "exp.yaml", root, tmp_path / "shards")
+    result = run_job("jobs.preprocess", "--config", str(config), timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "started a local Ray node" in result.stderr
+    assert "[tiny] written in" in result.stdout
 
 
 def test_cli_rejects_a_bad_config_naming_the_key(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+from pathlib import Path
 
 import ray
 
@@ -12,8 +14,26 @@ from deepfusion.config import RayConfig
 log = logging.getLogger(__name__)
 
 
+def local_head_address() -> str | None:
+    """The address of a ``ray start --head`` on this machine, if one is alive.
+
+    Ray records the last head it started in a bootstrap file and ``ray.init()`` follows
+    it; when that head died uncleanly the file stays, and Ray then waits on the dead
+    address indefinitely. Only an address where something accepts connections counts.
+    """
+    from ray._common.utils import get_ray_address_file  # Ray's own bootstrap file location
+
+    try:
+        address = Path(get_ray_address_file(None)).read_text().strip()
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return address
+    except (OSError, ValueError):
+        return None
+
+
 def connect(cfg: RayConfig = RayConfig()) -> None:
-    """Join ``cfg.address`` / ``RAY_ADDRESS`` / a local ``ray start`` head; else start a node.
+    """Join ``cfg.address`` / ``RAY_ADDRESS`` / a live local head; else start a node.
 
     Under ``ray job submit`` the driver finds its cluster through ``RAY_ADDRESS``; a plain
     ``python -m jobs.X`` joins a head started with ``ray start --head`` on this machine,
@@ -21,14 +41,16 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
     """
     if ray.is_initialized():
         return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-        return
-    try:
+    explicit = cfg.address or os.environ.get("RAY_ADDRESS")
+    if explicit:
+        ray.init(address=explicit)
+        log.info("joined the running Ray cluster at %s", explicit)
+    elif head := local_head_address():
+        # "auto" resolves to the same head; unlike an explicit address it also picks up
+        # the local auth token (Ray >= 2.59 turns token auth on for local heads).
         ray.init(address="auto")
-        log.info("joined the running Ray cluster on this machine")
-    except ConnectionError:
-        # "local": never follow a stale address file left by a head that is gone.
+        log.info("joined the running Ray cluster at %s", head)
+    else:
+        # "local": a new node, whatever a stale bootstrap file says.
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         log.info("started a local Ray node")

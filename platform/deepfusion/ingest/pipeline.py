@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,18 +36,22 @@ def preprocess(cfg: PreprocessConfig, force: bool = False) -> list[PreprocessRes
             continue
         started = time.perf_counter()
         staging = staging_dir(out_dir)
-        if isinstance(dataset, ImageFolderDataset):
-            kind, schema = "image_folder", IMAGE_SCHEMA
-            counts, shards, quarantined, extra = build_image_shards(dataset, cfg.data, staging)
-        else:
-            kind, schema = dataset.kind, EMOTION_SCHEMA
-            counts, shards, quarantined, extra = build_emotion_shards(dataset, cfg.data, staging)
-        write_quarantine(staging, quarantined)
-        manifest = write_manifest(
-            staging, dataset_config=dataset, kind=kind, schema=schema,
-            fingerprint=fingerprint, counts=counts, shards=shards, quarantined=quarantined,
-            extra=extra | {"wall_s": round(time.perf_counter() - started, 2)},
-        )
+        try:
+            if isinstance(dataset, ImageFolderDataset):
+                kind, schema = "image_folder", IMAGE_SCHEMA
+                counts, shards, quarantined, extra = build_image_shards(dataset, cfg.data, staging)
+            else:
+                kind, schema = dataset.kind, EMOTION_SCHEMA
+                counts, shards, quarantined, extra = build_emotion_shards(dataset, cfg.data, staging)
+            write_quarantine(staging, quarantined)
+            manifest = write_manifest(
+                staging, dataset_config=dataset, kind=kind, schema=schema,
+                fingerprint=fingerprint, counts=counts, shards=shards, quarantined=quarantined,
+                extra=extra | {"wall_s": round(time.perf_counter() - started, 2)},
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # the previous output stays as it was
+            raise
         publish(staging, out_dir)
         results.append(PreprocessResult(dataset.name, out_dir, False, manifest))
     return results

@@ -41,4 +41,9 @@ def report(log, entries: list[Quarantined]) -> None:
 
 
 def collect(log) -> list[Quarantined]:
-    return log.entries() if isinstance(log, QuarantineLog) else ray.get(log.entries.remote())
+    """All entries; a log actor is ended afterwards (one per job, not one left per run)."""
+    if isinstance(log, QuarantineLog):
+        return log.entries()
+    entries = ray.get(log.entries.remote())
+    ray.kill(log)
+    return entries

@@ -1,0 +1,26 @@
+"""Typed experiment configuration, validated at the edge.
+
+Experiments are YAML files in ``configs/``. ``load_config`` reads one, applies
+``--set dotted.key=value`` overrides, expands ``${ENV_VARS}`` in strings and validates
+the result against a pydantic model. Unknown keys and bad values are rejected with a
+``ConfigError`` whose message names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+from deepfusion.config.base import ConfigError, StrictModel
+from deepfusion.config.demo import DemoDataConfig
+from deepfusion.config.experiment import ExperimentConfig
+from deepfusion.config.loading import apply_override, load_config, validate_config
+from deepfusion.config.preprocess import (
+    AudioConfig, AugmentConfig, DatasetConfig, ImageFolderDataset, MeldDataset, PreprocessConfig,
+    SpeechDataset, SplitRatios, TextConfig, VideoConfig,
+)
+from deepfusion.config.resources import DataResources, RayConfig
+
+__all__ = [
+    "AudioConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
+    "DemoDataConfig", "ExperimentConfig", "ImageFolderDataset", "MeldDataset", "PreprocessConfig",
+    "RayConfig", "SpeechDataset", "SplitRatios", "StrictModel", "TextConfig", "VideoConfig",
+    "apply_override", "load_config", "validate_config",
+]

