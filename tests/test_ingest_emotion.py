@@ -165,3 +165,4 @@ def test_real_speech_speaker_disjoint_and_mapped(shared_data, tmp_path):
     assert set(emotions) == set(EMOTIONS)
     assert all(r["has_audio"] and not r["has_video"] and len(r["audio"]) <= 32000 for r in rows)
     assert {r["gender"] for r in rows} == {"male", "female"}
+    assert result.manifest["media_by_sample"] == {"audio": 236}

@@ -17,6 +17,10 @@ from deepfusion.sources.meld import scan_meld
 from deepfusion.sources.speech import scan_speech
 
 
+_MEDIA_KIND = {(True, True): "video+audio", (True, False): "video", (False, True): "audio",
+               (False, False): "text-only"}
+
+
 def speaker_vocabulary(records: list[dict]) -> dict[str, int]:
     """Ids for the speakers seen in train (most frequent first); 0 is every other speaker."""
     counts = Counter(r["speaker"] for r in records if r["split"] == "train")
@@ -40,10 +44,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, 
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
     counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)
-    modality = Counter(
-        ("video" if r["video_path"] else "") + ("+audio" if r["audio_path"] else "") or "text-only"
-        for r in records
-    )
+    modality = Counter(_MEDIA_KIND[bool(r["video_path"]), bool(r["audio_path"])] for r in records)
     extra = {
         "label_map": LabelMap(EMOTIONS).to_dict(),
         "speakers": speakers,
