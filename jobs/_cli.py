@@ -8,6 +8,7 @@ import sys
 from typing import Callable
 
 from deepfusion.config import ConfigError
+from deepfusion.models.weights import ModelWeightsUnavailable
 from deepfusion.preprocessing import MediaError
 from deepfusion.preprocessing.text import TextModelUnavailable
 from deepfusion.sources import LayoutError
@@ -15,7 +16,8 @@ from deepfusion.splits import NotEnoughImages
 
 # Errors in what the user gave (config, data layout, model names): a message, exit 2.
 # Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, LayoutError, MediaError, NotEnoughImages, TextModelUnavailable)
+USER_ERRORS = (ConfigError, LayoutError, MediaError, ModelWeightsUnavailable, NotEnoughImages,
+               TextModelUnavailable)
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:

@@ -16,11 +16,19 @@ from deepfusion.config.preprocess import (
     AudioConfig, AugmentConfig, DatasetConfig, ImageFolderDataset, MeldDataset, PreprocessConfig,
     SpeechDataset, SplitRatios, TextConfig, VideoConfig,
 )
+from deepfusion.config.models import (
+    AudioEncoderConfig, ImageBackboneConfig, MimamoConfig, ModelConfig, MultimodalLSTMConfig,
+    SpeakerEncoderConfig, TextEncoderConfig, TextileNetConfig,
+)
 from deepfusion.config.resources import DataResources, RayConfig
+from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, TrainConfig
 
 __all__ = [
-    "AudioConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
-    "DemoDataConfig", "ExperimentConfig", "ImageFolderDataset", "MeldDataset", "PreprocessConfig",
-    "RayConfig", "SpeechDataset", "SplitRatios", "StrictModel", "TextConfig", "VideoConfig",
+    "AudioConfig", "AudioEncoderConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
+    "DemoDataConfig", "ExperimentConfig", "ImageBackboneConfig", "ImageFolderDataset", "MeldDataset",
+    "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PreprocessConfig",
+    "RayConfig", "RunSection", "ScalingSection", "SpeakerEncoderConfig", "SpeechDataset",
+    "SplitRatios", "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig",
+    "TrainConfig", "VideoConfig",
     "apply_override", "load_config", "validate_config",
 ]

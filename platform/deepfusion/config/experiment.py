@@ -6,6 +6,7 @@ from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.preprocess import PreprocessConfig
 from deepfusion.config.resources import RayConfig
+from deepfusion.config.train import TrainConfig
 
 
 class ExperimentConfig(StrictModel):
@@ -14,6 +15,7 @@ class ExperimentConfig(StrictModel):
     ray: RayConfig = RayConfig()
     demo_data: DemoDataConfig | None = None
     preprocess: PreprocessConfig | None = None
+    train: TrainConfig | None = None
 
     def require(self, section: str, source: str = "<config>"):
         value = getattr(self, section)

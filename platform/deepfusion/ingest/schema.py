@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Hive split folders (split=train/)
 
 IMAGE_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),

@@ -1,0 +1,47 @@
+"""Train one backbone (textile classifier, MIMAMO Net or Multimodal LSTM) with Ray Train.
+
+    python -m jobs.train --config configs/textile.yaml [--fresh] [--set train.epochs=5 ...]
+
+Re-running with the same ``train.run.name`` resumes from the latest checkpoint (raise
+``train.epochs`` to train longer); ``--fresh`` starts the run over.
+"""
+
+from __future__ import annotations
+
+import json
+
+from deepfusion.config import load_config
+from deepfusion.config.resources import DataResources
+from deepfusion.ray_runtime import connect
+from jobs._cli import job_parser, run_job
+
+
+def main() -> int:
+    parser = job_parser(__doc__)
+    parser.add_argument("--fresh", action="store_true", help="delete the run's checkpoints and start over")
+    args = parser.parse_args()
+    experiment = load_config(args.config, args.overrides)
+    cfg = experiment.require("train", args.config)
+    data_resources = experiment.preprocess.data if experiment.preprocess else DataResources()
+    connect(experiment.ray)
+    from deepfusion.training.trainer import train
+
+    outcome = train(cfg, fresh=args.fresh, data_resources=data_resources)
+    best = outcome.best_metrics
+    print(f"[{cfg.run.name}] {outcome.epochs_completed} epochs on {'GPU' if outcome.used_gpu else 'CPU'}; "
+          f"best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "
+          f"val weighted F1 {best['val_weighted_f1']:.4f}")
+    print(f"  best checkpoint: {outcome.best_checkpoint}")
+    if outcome.test_metrics is not None:
+        test = outcome.test_metrics
+        print(f"  test: accuracy {test['accuracy']:.4f}, weighted F1 {test['weighted_f1']:.4f} "
+              f"(n={test['num_samples']})")
+        print(f"  per-class F1: {json.dumps({k: round(v['f1'], 3) for k, v in test['per_class'].items()})}")
+        print(f"  metrics: {outcome.test_metrics_path}")
+        print(f"  confusion matrix: {outcome.test_confusion_path}")
+    print(f"  Ray Train results: {outcome.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)

@@ -1,0 +1,101 @@
+"""Audio encoders: Wav2Vec2 (the methodology's) and a log-mel front end; both 16 kHz.
+
+Each maps a padded waveform batch ``[B, N]`` with true lengths ``[B]`` to frame states
+``[B, S, H]`` and a bool mask of the frames that cover real audio.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepfusion.config.models import AudioEncoderConfig
+from deepfusion.models.weights import from_pretrained
+
+SAMPLE_RATE = 16000
+OFFLINE_HINT = ("Offline, use preset cpu-small (a small Wav2Vec2 from its config), "
+                "audio_encoder.load_weights: false, audio_encoder.kind: logmel, or a local folder.")
+
+
+def normalize_waveform(waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance over each clip's real samples (Wav2Vec2FeatureExtractor's
+    ``do_normalize``); padding stays 0."""
+    mask = (torch.arange(waveform.shape[1], device=waveform.device)[None] < lengths[:, None]).to(waveform.dtype)
+    count = mask.sum(1, keepdim=True).clamp(min=1.0)
+    mean = (waveform * mask).sum(1, keepdim=True) / count
+    var = (((waveform - mean) * mask) ** 2).sum(1, keepdim=True) / count
+    return (waveform - mean) / torch.sqrt(var + 1e-7) * mask
+
+
+class Wav2Vec2AudioEncoder(nn.Module):
+    def __init__(self, cfg: AudioEncoderConfig):
+        super().__init__()
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+        if cfg.load_weights:
+            self.model = from_pretrained(Wav2Vec2Model, cfg.name, "audio encoder", OFFLINE_HINT)
+        else:
+            size = cfg.size
+            self.model = Wav2Vec2Model(Wav2Vec2Config(
+                hidden_size=size.hidden_size, num_hidden_layers=size.num_hidden_layers,
+                num_attention_heads=size.num_attention_heads, intermediate_size=size.intermediate_size,
+                conv_dim=list(size.conv_dim), num_conv_pos_embeddings=size.num_conv_pos_embeddings,
+            ))
+        # LayerDrop skips layers at random: DDP needs every trainable weight in every step.
+        self.model.config.layerdrop = 0.0
+        # Only pretrained convolutions are worth freezing; random ones must learn.
+        if cfg.freeze_feature_encoder and cfg.load_weights:
+            self.model.freeze_feature_encoder()
+        self.hidden_size = self.model.config.hidden_size
+        # Group-norm models (wav2vec2-base) must not get an attention mask; layer-norm ones do.
+        self.pass_attention_mask = self.model.config.feat_extract_norm == "layer"
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        waveform = normalize_waveform(waveform, lengths)
+        sample_mask = torch.arange(waveform.shape[1], device=waveform.device)[None] < lengths[:, None]
+        states = self.model(
+            waveform, attention_mask=sample_mask.long() if self.pass_attention_mask else None,
+        ).last_hidden_state
+        frames = self.model._get_feat_extract_output_lengths(lengths)
+        mask = torch.arange(states.shape[1], device=states.device)[None] < frames[:, None]
+        return states, mask
+
+
+class LogMelAudioEncoder(nn.Module):
+    """Log-mel spectrogram (librosa's filterbank, torch STFT) + two 1-D convolutions."""
+
+    n_fft = 400  # 25 ms windows
+    hop = 160  # 10 ms hops
+
+    def __init__(self, cfg: AudioEncoderConfig):
+        super().__init__()
+        import librosa
+
+        mel = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=self.n_fft, n_mels=cfg.n_mels)
+        self.register_buffer("mel_filters", torch.tensor(mel, dtype=torch.float32), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.n_fft), persistent=False)
+        channels = cfg.logmel_channels
+        self.convs = nn.Sequential(
+            nn.Conv1d(cfg.n_mels, channels, kernel_size=5, padding=2), nn.GELU(),
+            nn.Conv1d(channels, channels, kernel_size=5, stride=2, padding=2), nn.GELU(),
+        )
+        self.hidden_size = channels
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        spec = torch.stft(waveform.float(), self.n_fft, self.hop, window=self.window, center=True,
+                          return_complex=True).abs() ** 2
+        log_mel = torch.log(self.mel_filters @ spec + 1e-6)  # [B, n_mels, T]
+        frames = lengths // self.hop + 1
+        valid = (torch.arange(log_mel.shape[-1], device=log_mel.device)[None] < frames[:, None])
+        weights = valid[:, None, :].to(log_mel.dtype)
+        count = weights.sum(-1, keepdim=True).clamp(min=1.0)
+        mean = (log_mel * weights).sum(-1, keepdim=True) / count
+        std = torch.sqrt((((log_mel - mean) * weights) ** 2).sum(-1, keepdim=True) / count + 1e-5)
+        states = self.convs((log_mel - mean) / std * weights).transpose(1, 2)
+        out_frames = (frames + 1) // 2
+        mask = torch.arange(states.shape[1], device=states.device)[None] < out_frames[:, None]
+        return states, mask
+
+
+def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
+    return Wav2Vec2AudioEncoder(cfg) if cfg.kind == "wav2vec2" else LogMelAudioEncoder(cfg)

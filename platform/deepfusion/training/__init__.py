@@ -1,0 +1,1 @@
+"""Training the backbones with Ray Train, and evaluating their checkpoints with Ray Data."""

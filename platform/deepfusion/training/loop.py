@@ -1,0 +1,182 @@
+"""The Ray Train worker loop: plain PyTorch epochs over this worker's Ray Data shard.
+
+Each epoch trains on the worker's part of the train split (DDP keeps replicas equal),
+evaluates the whole validation split, sums confusion matrices over workers, reports
+metrics, and saves a checkpoint from rank 0. A restarted run (same run name, or a
+worker failure under ``FailureConfig``) resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import ray.train
+import torch
+import torch.distributed as dist
+from pydantic import TypeAdapter
+from torch import nn
+
+from deepfusion.config.models import ModelConfig
+from deepfusion.config.train import TrainConfig
+from deepfusion.models import build_model
+from deepfusion.models.inputs import model_batch_inputs
+from deepfusion.training.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
+from deepfusion.training.metrics import classification_metrics, flat_metrics
+from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
+
+# Ray Train routes worker logging (and print) to the driver's console and its log files.
+log = logging.getLogger("deepfusion.train")
+
+
+def worker_device() -> torch.device:
+    """This worker's GPU when Ray assigned one and CUDA works, else the CPU.
+
+    A cluster may advertise GPU resources torch cannot use (a CPU build, a test cluster
+    declaring num_gpus); the run then still proceeds, on CPU.
+    """
+    if torch.cuda.is_available() and ray.get_gpu_ids():
+        return ray.train.torch.get_device()
+    return torch.device("cpu")
+
+
+def train_loop_per_worker(loop_config: dict) -> None:
+    cfg = TrainConfig.model_validate(loop_config["train"])
+    model_cfg = TypeAdapter(ModelConfig).validate_python(loop_config["model"])
+    label_names: list[str] = loop_config["label_names"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = worker_device()
+    amp = cfg.scaling.amp and device.type == "cuda"
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(model_cfg).to(device)
+    trained = model
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True)  # grads live in the all-reduce buckets: no copies
+    optimizer = build_optimizer(cfg.optim, model)
+    steps_per_epoch = math.ceil((loop_config["train_rows"] // world) / cfg.batch_size)
+    scheduler, step_each_batch = build_scheduler(cfg.optim, optimizer, epochs=cfg.epochs,
+                                                 steps_per_epoch=steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    stopper = EarlyStopping(cfg.early_stopping_patience, monitor_mode(cfg.monitor))
+
+    start_epoch = 1
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        from safetensors.torch import load_file
+
+        with checkpoint.as_directory() as folder:
+            model.load_state_dict(load_file(str(Path(folder) / WEIGHTS), device=str(device)))
+            state = torch.load(Path(folder) / TRAINING_STATE, map_location=device, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        stopper.load_state_dict(state["early_stopping"])
+        start_epoch = state["epoch"] + 1
+        if rank == 0:
+            log.info("resumed from epoch %d (%s)", state["epoch"], checkpoint.path)
+    if stopper.should_stop:
+        return  # the run had already stopped early
+
+    weights = torch.tensor(loop_config["class_weights"], device=device) if cfg.optim.class_weighting else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing)
+    epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp,
+                      num_classes=len(label_names), batch_size=cfg.batch_size)
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        started = time.perf_counter()
+        train_confusion, train_loss, train_rows = run_epoch(
+            trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
+            scheduler=scheduler if step_each_batch else None, **epoch_args)
+        train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
+        # Every worker evaluates the whole (unsplit) validation set: identical, exact metrics.
+        val_confusion, val_loss, val_rows = run_epoch(model, val_shard, **epoch_args)
+        train = classification_metrics(train_confusion, label_names)
+        val = classification_metrics(val_confusion.cpu().numpy(), label_names)
+        metrics = {
+            "epoch": epoch,
+            **flat_metrics("train", train, train_loss / max(train_rows, 1)),
+            **flat_metrics("val", val, val_loss / max(val_rows, 1)),
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_samples": train_rows,
+            "epoch_s": round(time.perf_counter() - started, 2),
+        }
+        if scheduler is not None and not step_each_batch:
+            scheduler.step(metrics["val_loss"])
+        improved = stopper.update(metrics[cfg.monitor], epoch)
+        metrics.update(is_best=improved, best_epoch=stopper.best_epoch, **{f"best_{cfg.monitor}": stopper.best})
+        if rank == 0:
+            log.info(_epoch_line(metrics, cfg.epochs))
+        with tempfile.TemporaryDirectory() as folder:
+            saved = None
+            if rank == 0:
+                save_checkpoint(
+                    Path(folder), model, model_config=model_cfg, label_names=label_names,
+                    data_info=loop_config["data_info"], train_config=loop_config["train"],
+                    training_state={
+                        "epoch": epoch, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                        "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
+                        "metrics": metrics,
+                    })
+                saved = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+        if stopper.should_stop:
+            if rank == 0:
+                log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)",
+                         cfg.monitor, stopper.patience, stopper.best, stopper.best_epoch)
+            break
+
+
+def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
+              optimizer=None, scaler=None, grad_clip=None, scheduler=None):
+    """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows)."""
+    training = optimizer is not None
+    module.train(training)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    loss_sum, rows = 0.0, 0
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+        inputs = model_batch_inputs(model_cfg, batch).to(device)
+        labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
+        with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
+            logits = module(inputs)
+            loss = loss_fn(logits.float(), labels)
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+        loss_sum += float(loss.detach()) * len(labels)
+        rows += len(labels)
+        confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    return confusion.view(num_classes, num_classes), loss_sum, rows
+
+
+def _sum_over_workers(confusion: torch.Tensor, loss_sum: float, rows: int):
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return confusion.cpu().numpy(), loss_sum, rows
+    totals = torch.tensor([loss_sum, rows], dtype=torch.float64, device=confusion.device)
+    dist.all_reduce(confusion)
+    dist.all_reduce(totals)
+    return confusion.cpu().numpy(), float(totals[0]), int(totals[1])
+
+
+def _epoch_line(m: dict, epochs: int) -> str:
+    best = " *" if m["is_best"] else ""
+    return (f"epoch {m['epoch']:3d}/{epochs}  train loss {m['train_loss']:.4f} acc {m['train_accuracy']:.3f} "
+            f"wF1 {m['train_weighted_f1']:.3f} | val loss {m['val_loss']:.4f} acc {m['val_accuracy']:.3f} "
+            f"wF1 {m['val_weighted_f1']:.3f} | lr {m['lr']:.2e} {m['epoch_s']:.1f}s{best}")

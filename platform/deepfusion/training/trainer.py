@@ -1,0 +1,178 @@
+"""The driver side of training: data checks, the Ray ``TorchTrainer``, best-checkpoint
+export and the test-set evaluation.
+
+Run directory (``<run.storage_path>/<run.name>``): Ray Train's own results and
+``checkpoint_epoch_*`` folders, plus ``run_config.json`` (what may not change on resume),
+``best/`` (a copy of the best checkpoint, the stable path later stages use) and
+``evaluation/`` (test metrics JSON and confusion-matrix PNG).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from deepfusion.config import ConfigError
+from deepfusion.config.resources import DataResources
+from deepfusion.config.train import ScalingSection, TrainConfig
+from deepfusion.training.checkpoint import checkpoint_hash
+from deepfusion.training.data import TrainingData
+from deepfusion.training.loop import train_loop_per_worker
+from deepfusion.training.optimization import monitor_mode
+
+log = logging.getLogger("deepfusion.train")
+RUN_CONFIG = "run_config.json"
+BEST = "best"
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    run_dir: Path
+    best_checkpoint: Path  # <run_dir>/best
+    best_metrics: dict
+    epochs_completed: int
+    used_gpu: bool
+    test_metrics_path: Path | None = None
+    test_confusion_path: Path | None = None
+    test_metrics: dict | None = None
+
+
+def scaling_config(cfg: ScalingSection) -> tuple[ray.train.ScalingConfig, TorchConfig, bool]:
+    """Ray's scaling and backend configs; GPUs only when the cluster has them."""
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpu = cfg.use_gpu and cluster_gpus > 0
+    if cfg.use_gpu and not use_gpu:
+        log.warning("no GPUs in this Ray cluster: training on CPU (scaling.use_gpu is true; "
+                    "the same config uses %s GPU per worker where GPUs exist)", cfg.gpus_per_worker)
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker} if use_gpu else {})}
+    backend = cfg.backend if cfg.backend != "auto" else ("nccl" if use_gpu else "gloo")
+    scaling = ray.train.ScalingConfig(num_workers=cfg.num_workers, use_gpu=use_gpu,
+                                      resources_per_worker=resources)
+    return scaling, TorchConfig(backend=backend), use_gpu
+
+
+def _resume_key(cfg: TrainConfig) -> dict:
+    """What a resumed run must share with the original: changing it means a new run.
+    Epochs, patience, scaling and evaluation may change (train longer, on more workers)."""
+    return cfg.model_dump(mode="json", include={"model", "data", "batch_size", "monitor", "optim", "seed"})
+
+
+def _check_run_dir(run_dir: Path, cfg: TrainConfig, fresh: bool) -> bool:
+    """True when an earlier run of this name will be resumed."""
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    key = _resume_key(cfg)
+    record = run_dir / RUN_CONFIG
+    if record.is_file():
+        previous = json.loads(record.read_text())
+        if previous != key:
+            changed = sorted(k for k in key if previous.get(k) != key[k])
+            raise ConfigError(
+                f"run {cfg.run.name!r} in {run_dir.parent} was started with a different {', '.join(changed)}; "
+                f"resume it unchanged, pass --fresh to start over, or choose another run.name"
+            )
+        return True
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(key, indent=2) + "\n")
+    return False
+
+
+def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResources = DataResources()) -> TrainOutcome:
+    """Train ``cfg.model`` on ``cfg.data`` with Ray Train (Ray must be up)."""
+    data = TrainingData.open(cfg.data)
+    model_cfg = data.resolve_model_config(cfg.model)
+    storage = Path(cfg.run.storage_path).resolve()
+    run_dir = storage / cfg.run.name
+    resuming = _check_run_dir(run_dir, cfg, fresh)
+    if resuming:
+        log.info("run %s exists: resuming from its latest checkpoint", run_dir)
+    scaling, torch_config, used_gpu = scaling_config(cfg.scaling)
+    columns = data.columns(model_cfg)
+    mode = monitor_mode(cfg.monitor)
+
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "train": cfg.model_dump(mode="json"),
+            "model": model_cfg.model_dump(mode="json"),
+            "label_names": data.label_names,
+            "class_weights": data.class_weights(),
+            "train_rows": data.total("train"),
+            "data_info": {
+                "dataset": data.manifest["dataset"], "kind": data.kind, "path": str(data.path.resolve()),
+                "config_hash": data.manifest["config_hash"],
+                "preprocess_config": data.manifest["preprocess_config"],
+                "speakers": data.manifest.get("speakers", {}),
+            },
+        },
+        scaling_config=scaling,
+        torch_config=torch_config,
+        run_config=ray.train.RunConfig(
+            name=cfg.run.name, storage_path=str(storage),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.run.checkpoints_to_keep, checkpoint_score_attribute=cfg.monitor,
+                checkpoint_score_order=mode),
+        ),
+        # Shuffled anew each epoch (Ray Train re-executes the dataset per epoch).
+        datasets={"train": data.split("train", columns).random_shuffle(), "val": data.split("val", columns)},
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(cfg.monitor, mode)
+    if best is None:
+        raise RuntimeError(f"run {run_dir} produced no checkpoint")
+    best_dir = _export(Path(best.path), run_dir / BEST)
+    best_metrics = _metrics_of(best_dir)
+    outcome = TrainOutcome(run_dir, best_dir, best_metrics, _epochs_completed(result), used_gpu)
+    if not cfg.evaluate_test or data.total("test") == 0:
+        return outcome
+    return _evaluate_test(outcome, data, data_resources, cfg)
+
+
+def _export(checkpoint: Path, target: Path) -> Path:
+    """Copy the best checkpoint to a stable path (Ray may delete the original later)."""
+    staging = target.with_name(target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(checkpoint, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def _metrics_of(checkpoint: Path) -> dict:
+    import torch
+
+    from deepfusion.training.checkpoint import TRAINING_STATE
+
+    return torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)["metrics"]
+
+
+def _epochs_completed(result) -> int:
+    latest = result.checkpoint
+    return _metrics_of(Path(latest.path))["epoch"] if latest is not None else 0
+
+
+def _evaluate_test(outcome: TrainOutcome, data: TrainingData, resources: DataResources,
+                   cfg: TrainConfig) -> TrainOutcome:
+    from dataclasses import replace
+
+    from deepfusion.training.evaluate import evaluate_split
+    from deepfusion.training.report import write_evaluation
+
+    evaluation = evaluate_split(outcome.best_checkpoint, data, "test", resources, cfg.eval_batch_size)
+    metrics_path, figure_path = write_evaluation(
+        evaluation, outcome.run_dir / "evaluation", checkpoint=outcome.best_checkpoint,
+        checkpoint_hash=checkpoint_hash(outcome.best_checkpoint),
+        title=f"{cfg.run.name} ({cfg.model.kind}, {cfg.model.preset}) on {data.manifest['dataset']}",
+    )
+    return replace(outcome, test_metrics_path=metrics_path, test_confusion_path=figure_path,
+                   test_metrics=evaluation.metrics)
+
