@@ -32,6 +32,7 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py
+	$(PY) bench/train_throughput.py
 
 clean-work:
 	rm -rf work

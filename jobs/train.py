@@ -28,9 +28,9 @@ def main() -> int:
 
     outcome = train(cfg, fresh=args.fresh, data_resources=data_resources)
     best = outcome.best_metrics
-    print(f"[{cfg.run.name}] {outcome.epochs_completed} epochs on {'GPU' if outcome.used_gpu else 'CPU'}; "
-          f"best epoch {best['epoch']}: val accuracy {best['val_accuracy']:.4f}, "
-          f"val weighted F1 {best['val_weighted_f1']:.4f}")
+    print(f"[{cfg.run.name}] {outcome.epochs_completed} epochs, {outcome.num_workers} workers x "
+          f"{outcome.worker_resources}; best epoch {best['epoch']}: val accuracy "
+          f"{best['val_accuracy']:.4f}, val weighted F1 {best['val_weighted_f1']:.4f}")
     print(f"  best checkpoint: {outcome.best_checkpoint}")
     if outcome.test_metrics is not None:
         test = outcome.test_metrics

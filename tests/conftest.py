@@ -12,6 +12,7 @@ import ray
 from deepfusion.config import DemoDataConfig, PreprocessConfig, validate_config
 from deepfusion.demo.image_corpus import write_image_corpus
 from deepfusion.demo.meld_corpus import write_meld_corpus
+from deepfusion.ray_runtime import remove_stale_bootstrap_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEEPFUSION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -25,6 +26,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def ray_local():
     """One real single-node Ray for the session, sized like the 2-core machines here."""
+    remove_stale_bootstrap_file()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()

@@ -32,6 +32,13 @@ def local_head_address() -> str | None:
         return None
 
 
+def remove_stale_bootstrap_file() -> None:
+    from ray._common.utils import get_ray_address_file
+
+    if local_head_address() is None:
+        Path(get_ray_address_file(None)).unlink(missing_ok=True)
+
+
 def connect(cfg: RayConfig = RayConfig()) -> None:
     """Join ``cfg.address`` / ``RAY_ADDRESS`` / a live local head; else start a node.
 
@@ -51,6 +58,9 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
         ray.init(address="auto")
         log.info("joined the running Ray cluster at %s", head)
     else:
-        # "local": a new node, whatever a stale bootstrap file says.
+        # The bootstrap file, if any, names a dead head: remove it, or Ray's own helpers
+        # that locate "the local cluster" (Train's placement-group cleaner, the State
+        # API) chase it and time out. "local": a new node either way.
+        remove_stale_bootstrap_file()
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         log.info("started a local Ray node")

@@ -59,6 +59,10 @@ class AudioEncoderConfig(StrictModel):
     size: Wav2Vec2Size = Wav2Vec2Size()  # used when load_weights is false
     n_mels: int = Field(64, ge=8)
     logmel_channels: int = Field(128, ge=8)
+    # SpecAugment (Park et al., 2019) on the log-mel front end, training only: up to this
+    # many mel bins / frames are masked, twice each.
+    freq_mask: int = Field(8, ge=0)
+    time_mask: int = Field(20, ge=0)
 
 
 class SpeakerEncoderConfig(StrictModel):
@@ -68,6 +72,9 @@ class SpeakerEncoderConfig(StrictModel):
     id_dim: int = Field(32, ge=1)
     # Filled from the dataset's manifest by the trainer; 0 is "unknown speaker".
     num_speakers: int = Field(0, ge=0)
+    # Training replaces this share of speaker ids with "unknown": validation and test
+    # speakers are unknown (splits are speaker-disjoint), so that row must be learned too.
+    unknown_dropout: float = Field(0.3, ge=0, le=1)
 
 
 class _PresetModel(StrictModel):
@@ -161,6 +168,9 @@ class MultimodalLSTMConfig(_PresetModel):
     model_dim: int = Field(768, ge=8)
     num_heads: int = Field(8, ge=1)
     lstm_hidden: int = Field(256, ge=1)
+    # How the LSTM's steps become one vector: their mean, or mean and standard deviation
+    # (statistics pooling, robust for unseen speakers when clips are few).
+    pooling: Literal["mean", "mean_std"] = "mean"
     dropout: float = Field(0.3, ge=0, lt=1)
     num_classes: int = Field(7, ge=2)
 

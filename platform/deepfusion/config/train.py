@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deepfusion.config.base import StrictModel
 from deepfusion.config.models import ModelConfig
@@ -37,6 +37,8 @@ class ScalingSection(StrictModel):
     # Collective backend: nccl for CUDA, gloo for CPU; auto picks by whether GPUs are used.
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     amp: bool = True  # mixed precision, only ever on CUDA
+    # Intra-op threads per worker; None: Ray's default (the worker's whole CPUs, at least 1).
+    torch_threads: int | None = Field(None, ge=1)
 
 
 class RunSection(StrictModel):
@@ -53,10 +55,18 @@ class TrainConfig(StrictModel):
     # A dataset folder written by the preprocess job (<output_dir>/<name>, with manifest.json).
     data: Path
     epochs: int = Field(100, ge=1)
+    # The global batch: each of the scaling.num_workers workers takes an equal part, so
+    # results do not depend on how many workers share the work.
     batch_size: int = Field(32, ge=1)
     # Early stopping and the best checkpoint follow this validation metric.
     monitor: Literal["val_weighted_f1", "val_accuracy", "val_loss"] = "val_weighted_f1"
     early_stopping_patience: int = Field(10, ge=1)
+    # Hold the decoded splits in Ray's object store instead of re-reading Parquet each
+    # epoch; "auto" does when they take under a fifth of the store's free memory.
+    cache_dataset: Literal["auto", "always", "never"] = "auto"
+    # Train rows are shuffled within a buffer of this many rows, on top of a new block
+    # order each epoch (no all-to-all shuffle per epoch).
+    shuffle_buffer_rows: int = Field(1024, ge=0)
     optim: OptimConfig = OptimConfig()
     scaling: ScalingSection = ScalingSection()
     run: RunSection
@@ -65,3 +75,13 @@ class TrainConfig(StrictModel):
     evaluate_test: bool = True
     eval_batch_size: int = Field(32, ge=1)
 
+    @model_validator(mode="after")
+    def _batch_divides(self) -> "TrainConfig":
+        if self.batch_size % self.scaling.num_workers:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by scaling.num_workers "
+                             f"{self.scaling.num_workers} (the batch is split evenly over the workers)")
+        return self
+
+    @property
+    def worker_batch_size(self) -> int:
+        return self.batch_size // self.scaling.num_workers

@@ -80,6 +80,7 @@ class LogMelAudioEncoder(nn.Module):
             nn.Conv1d(channels, channels, kernel_size=5, stride=2, padding=2), nn.GELU(),
         )
         self.hidden_size = channels
+        self.freq_mask, self.time_mask = cfg.freq_mask, cfg.time_mask
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spec = torch.stft(waveform.float(), self.n_fft, self.hop, window=self.window, center=True,
@@ -91,10 +92,28 @@ class LogMelAudioEncoder(nn.Module):
         count = weights.sum(-1, keepdim=True).clamp(min=1.0)
         mean = (log_mel * weights).sum(-1, keepdim=True) / count
         std = torch.sqrt((((log_mel - mean) * weights) ** 2).sum(-1, keepdim=True) / count + 1e-5)
-        states = self.convs((log_mel - mean) / std * weights).transpose(1, 2)
+        features = (log_mel - mean) / std * weights
+        if self.training:
+            features = self._spec_augment(features)
+        states = self.convs(features).transpose(1, 2)
         out_frames = (frames + 1) // 2
         mask = torch.arange(states.shape[1], device=states.device)[None] < out_frames[:, None]
         return states, mask
+
+    def _spec_augment(self, features: torch.Tensor) -> torch.Tensor:
+        """Zero two random mel bands and two random time spans per clip."""
+        batch, bins, frames = features.shape
+        keep = torch.ones_like(features, dtype=torch.bool)
+        for size, length, axis in ((self.freq_mask, bins, 1), (self.time_mask, frames, 2)):
+            if not size:
+                continue
+            positions = torch.arange(length, device=features.device)
+            for _ in range(2):
+                width = torch.randint(0, size + 1, (batch, 1), device=features.device)
+                start = (torch.rand(batch, 1, device=features.device) * (length - width).clamp(min=1)).long()
+                band = (positions[None] >= start) & (positions[None] < start + width)  # [B, length]
+                keep &= ~(band[:, :, None] if axis == 1 else band[:, None, :])
+        return features * keep
 
 
 def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:

@@ -44,7 +44,8 @@ class MultimodalLSTM(nn.Module):
         self.lstm = nn.LSTM(dim + cfg.speaker.dim, cfg.lstm_hidden, batch_first=True, bidirectional=True)
         self.norm = nn.LayerNorm(2 * cfg.lstm_hidden)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.classifier = nn.Linear(2 * cfg.lstm_hidden, cfg.num_classes)
+        pooled_width = 2 * cfg.lstm_hidden * (2 if cfg.pooling == "mean_std" else 1)
+        self.classifier = nn.Linear(pooled_width, cfg.num_classes)
 
     def _keys(self, inputs: EmotionInputs, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         null = self.null_key.expand(batch, 1, -1)
@@ -80,5 +81,9 @@ class MultimodalLSTM(nn.Module):
         packed = pack_padded_sequence(steps, lengths.cpu(), batch_first=True, enforce_sorted=False)
         hidden, _ = self.lstm(packed)
         hidden, _ = pad_packed_sequence(hidden, batch_first=True, total_length=steps.shape[1])
-        pooled = masked_mean(self.norm(hidden), query_valid)
+        states = self.norm(hidden)
+        pooled = masked_mean(states, query_valid)
+        if self.config.pooling == "mean_std":
+            variance = masked_mean((states - pooled[:, None]) ** 2, query_valid)
+            pooled = torch.cat([pooled, torch.sqrt(variance + 1e-5)], dim=-1)
         return self.classifier(self.dropout(pooled))

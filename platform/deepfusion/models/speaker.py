@@ -29,10 +29,14 @@ class SpeakerEncoder(nn.Module):
         self.gender_embedding = nn.Embedding(len(GENDERS), 8)
         self.project = nn.Sequential(nn.Linear(cfg.id_dim + 8 + 2, cfg.dim), nn.ReLU())
         self.num_speakers = cfg.num_speakers
+        self.unknown_dropout = cfg.unknown_dropout
 
     def forward(self, speaker_id: torch.Tensor, gender: torch.Tensor, age: torch.Tensor) -> torch.Tensor:
         # Speakers unseen in training (id beyond the table) share the "unknown" row.
-        speaker_id = torch.where(speaker_id > self.num_speakers, torch.zeros_like(speaker_id), speaker_id)
+        unknown = speaker_id > self.num_speakers
+        if self.training and self.unknown_dropout:
+            unknown |= torch.rand(speaker_id.shape, device=speaker_id.device) < self.unknown_dropout
+        speaker_id = torch.where(unknown, torch.zeros_like(speaker_id), speaker_id)
         has_age = ~torch.isnan(age)
         age_feature = torch.stack([torch.where(has_age, age / 100.0, torch.zeros_like(age)),
                                    has_age.to(age.dtype)], dim=-1)

@@ -110,11 +110,17 @@ class TrainingData:
             return ["sample_id", "label", *IMAGE_COLUMNS]
         return ["sample_id", "label", *emotion_columns(**model_inputs(model_cfg))]
 
+    def split_folder(self, name: str) -> Path:
+        folder = self.path / f"split={name}"
+        if not folder.is_dir():
+            raise ConfigError(f"{self.path} has no {name!r} split (expected {folder})")
+        return folder
+
     def split(self, name: str, columns: list[str]):
         """A Ray Dataset over one split's shards (streaming; nothing is loaded here)."""
         import ray.data
 
-        folder = self.path / f"split={name}"
-        if not folder.is_dir():
-            raise ConfigError(f"{self.path} has no {name!r} split (expected {folder})")
-        return ray.data.read_parquet(str(folder), columns=columns)
+        return ray.data.read_parquet(str(self.split_folder(name))).select_columns(columns)
+
+    def bytes_on_disk(self, *splits: str) -> int:
+        return sum(f.stat().st_size for s in splits for f in self.split_folder(s).glob("*.parquet"))

@@ -52,6 +52,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = worker_device()
     amp = cfg.scaling.amp and device.type == "cuda"
+    if cfg.scaling.torch_threads:
+        torch.set_num_threads(cfg.scaling.torch_threads)
+    log.info("worker rank %d/%d: torch device %s, Ray GPU ids %s, AMP %s",
+             rank, world, device, ray.get_gpu_ids(), "on" if amp else "off")
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -61,13 +65,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
             model, device_ids=[device.index] if device.type == "cuda" else None,
             gradient_as_bucket_view=True)  # grads live in the all-reduce buckets: no copies
     optimizer = build_optimizer(cfg.optim, model)
-    steps_per_epoch = math.ceil((loop_config["train_rows"] // world) / cfg.batch_size)
+    batch_size = cfg.batch_size // world  # the configured batch is global
+    steps_per_epoch = math.ceil((loop_config["train_rows"] // world) / batch_size)
     scheduler, step_each_batch = build_scheduler(cfg.optim, optimizer, epochs=cfg.epochs,
                                                  steps_per_epoch=steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     stopper = EarlyStopping(cfg.early_stopping_patience, monitor_mode(cfg.monitor))
 
-    start_epoch = 1
+    start_epoch, history = 1, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         from safetensors.torch import load_file
@@ -80,7 +85,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         stopper.load_state_dict(state["early_stopping"])
-        start_epoch = state["epoch"] + 1
+        start_epoch, history = state["epoch"] + 1, state["history"]
         if rank == 0:
             log.info("resumed from epoch %d (%s)", state["epoch"], checkpoint.path)
     if stopper.should_stop:
@@ -89,31 +94,36 @@ def train_loop_per_worker(loop_config: dict) -> None:
     weights = torch.tensor(loop_config["class_weights"], device=device) if cfg.optim.class_weighting else None
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing)
     epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp,
-                      num_classes=len(label_names), batch_size=cfg.batch_size)
+                      num_classes=len(label_names), batch_size=batch_size)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         started = time.perf_counter()
         train_confusion, train_loss, train_rows = run_epoch(
             trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
-            scheduler=scheduler if step_each_batch else None, **epoch_args)
+            scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
+            **epoch_args)
+        train_s = time.perf_counter() - started
         train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
-        # Every worker evaluates the whole (unsplit) validation set: identical, exact metrics.
-        val_confusion, val_loss, val_rows = run_epoch(model, val_shard, **epoch_args)
+        # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
+        # broadcast so that scheduler and early-stopping decisions agree to the last bit.
+        val_confusion, val_loss, val_rows = _from_rank_zero(*run_epoch(model, val_shard, **epoch_args))
         train = classification_metrics(train_confusion, label_names)
-        val = classification_metrics(val_confusion.cpu().numpy(), label_names)
+        val = classification_metrics(val_confusion, label_names)
         metrics = {
             "epoch": epoch,
             **flat_metrics("train", train, train_loss / max(train_rows, 1)),
             **flat_metrics("val", val, val_loss / max(val_rows, 1)),
             "lr": optimizer.param_groups[0]["lr"],
             "train_samples": train_rows,
+            "train_samples_per_s": round(train_rows / train_s, 2),  # all workers, training pass only
             "epoch_s": round(time.perf_counter() - started, 2),
         }
         if scheduler is not None and not step_each_batch:
             scheduler.step(metrics["val_loss"])
         improved = stopper.update(metrics[cfg.monitor], epoch)
         metrics.update(is_best=improved, best_epoch=stopper.best_epoch, **{f"best_{cfg.monitor}": stopper.best})
+        history.append(metrics)
         if rank == 0:
             log.info(_epoch_line(metrics, cfg.epochs))
         with tempfile.TemporaryDirectory() as folder:
@@ -126,7 +136,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                         "epoch": epoch, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
-                        "metrics": metrics,
+                        "metrics": metrics, "history": history,
                     })
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
@@ -138,13 +148,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
-              optimizer=None, scaler=None, grad_clip=None, scheduler=None):
+              optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0):
     """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows)."""
     training = optimizer is not None
     module.train(training)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     loss_sum, rows = 0.0, 0
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2,
+                                    local_shuffle_buffer_size=shuffle_buffer_rows or None):
         inputs = model_batch_inputs(model_cfg, batch).to(device)
         labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
         with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
@@ -172,6 +183,15 @@ def _sum_over_workers(confusion: torch.Tensor, loss_sum: float, rows: int):
     totals = torch.tensor([loss_sum, rows], dtype=torch.float64, device=confusion.device)
     dist.all_reduce(confusion)
     dist.all_reduce(totals)
+    return confusion.cpu().numpy(), float(totals[0]), int(totals[1])
+
+
+def _from_rank_zero(confusion: torch.Tensor, loss_sum: float, rows: int):
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return confusion.cpu().numpy(), loss_sum, rows
+    totals = torch.tensor([loss_sum, rows], dtype=torch.float64, device=confusion.device)
+    dist.broadcast(confusion, src=0)
+    dist.broadcast(totals, src=0)
     return confusion.cpu().numpy(), float(totals[0]), int(totals[1])
 
 
