@@ -1,6 +1,6 @@
 """Ray Train versus a plain PyTorch loop: the same model, batch, data and step code.
 
-    python bench/train_throughput.py [--config configs/textile.yaml] [--epochs 4] [--set KEY=VALUE ...]
+    python bench/train_throughput.py [--config configs/textile.yaml] [--epochs 6] [--set KEY=VALUE ...]
 
 Plain: one process, the train split read into memory with pyarrow, shuffled each epoch,
 and fed through ``run_epoch`` (the exact step Ray's workers run) with all cores as torch
@@ -102,7 +102,7 @@ def ray_train(cfg) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/textile.yaml")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per side; the first is warm-up")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs per side; the first is warm-up")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     experiment = load_config(args.config, args.overrides)
@@ -124,6 +124,9 @@ def main() -> int:
     configured = ray_train(cfg)
     other = ray_train(cfg.model_copy(update={"scaling": other_layout(cfg.scaling)}))
 
+    import ray
+
+    ray.shutdown()  # flush the workers' log lines now, so the JSON below is the last line
     plain = float(np.mean(plain_rates[1:] or plain_rates))
     print(json.dumps({
         "bench": "train_throughput",

@@ -11,11 +11,37 @@ from deepfusion.config import ConfigError, ExperimentConfig, PreprocessConfig, l
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_validates(path):
+SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_validates_and_has_a_job(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
-    assert cfg.preprocess is not None and cfg.preprocess.datasets
+    assert cfg.preprocess is not None or cfg.train is not None, f"{path.name} configures no job"
+    if cfg.preprocess is not None:
+        assert cfg.preprocess.datasets
+
+
+def _shards_written_by_shipped_configs() -> set[Path]:
+    written = set()
+    for path in SHIPPED:
+        cfg = load_config(path)
+        if cfg.preprocess is not None:
+            written |= {cfg.preprocess.output_dir / ds.name for ds in cfg.preprocess.datasets}
+    return written
+
+
+TRAINING = [p for p in SHIPPED if "\ntrain:" in p.read_text()]
+
+
+def test_training_configs_are_found():
+    assert {p.name for p in TRAINING} >= {"textile.yaml", "mimamo.yaml", "multimodal_lstm.yaml"}
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
+def test_every_training_config_reads_shards_a_shipped_config_writes(path):
+    assert load_config(path).train.data in _shards_written_by_shipped_configs()
 
 
 def write(tmp_path, text: str) -> Path:
