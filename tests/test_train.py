@@ -19,7 +19,7 @@ from conftest import REPO_ROOT, image_dataset, meld_dataset, preprocess_config
 from deepfusion.config import ConfigError, TrainConfig, validate_config
 from deepfusion.ingest.pipeline import preprocess
 from deepfusion.training.checkpoint import (
-    LABEL_MAP, TRAINING_STATE, WEIGHTS, checkpoint_hash, load_model, read_card,
+    LABEL_MAP, TRAINING_STATE, checkpoint_hash, load_model, read_card,
 )
 from deepfusion.training.trainer import train
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.experiment import ExperimentConfig
+from deepfusion.config.fusion import FusionConfig, FusionTraining, SearchSection, SearchSpace
 from deepfusion.config.loading import apply_override, load_config, validate_config
 from deepfusion.config.preprocess import (
     AudioConfig, AugmentConfig, DatasetConfig, ImageFolderDataset, MeldDataset, PreprocessConfig,
@@ -25,9 +26,9 @@ from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, Tra
 
 __all__ = [
     "AudioConfig", "AudioEncoderConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
-    "DemoDataConfig", "ExperimentConfig", "ImageBackboneConfig", "ImageFolderDataset", "MeldDataset",
+    "DemoDataConfig", "ExperimentConfig", "FusionConfig", "FusionTraining", "ImageBackboneConfig", "ImageFolderDataset", "MeldDataset",
     "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PreprocessConfig",
-    "RayConfig", "RunSection", "ScalingSection", "SpeakerEncoderConfig", "SpeechDataset",
+    "RayConfig", "RunSection", "ScalingSection", "SearchSection", "SearchSpace", "SpeakerEncoderConfig", "SpeechDataset",
     "SplitRatios", "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig",
     "TrainConfig", "VideoConfig",
     "apply_override", "load_config", "validate_config",

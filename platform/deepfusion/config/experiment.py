@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
+from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.preprocess import PreprocessConfig
 from deepfusion.config.resources import RayConfig
 from deepfusion.config.train import TrainConfig
@@ -16,6 +17,7 @@ class ExperimentConfig(StrictModel):
     demo_data: DemoDataConfig | None = None
     preprocess: PreprocessConfig | None = None
     train: TrainConfig | None = None
+    fusion: FusionConfig | None = None
 
     def require(self, section: str, source: str = "<config>"):
         value = getattr(self, section)

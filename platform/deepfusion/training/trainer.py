@@ -9,7 +9,6 @@ Run directory (``<run.storage_path>/<run.name>``): Ray Train's own results and
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -19,16 +18,15 @@ import ray
 import ray.train
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from deepfusion.config import ConfigError
 from deepfusion.config.resources import DataResources
 from deepfusion.config.train import ScalingSection, TrainConfig
+from deepfusion.run_dir import claim_run_dir
 from deepfusion.training.checkpoint import checkpoint_hash
 from deepfusion.training.data import TrainingData
 from deepfusion.training.loop import train_loop_per_worker
 from deepfusion.training.optimization import monitor_mode
 
 log = logging.getLogger("deepfusion.train")
-RUN_CONFIG = "run_config.json"
 BEST = "best"
 
 
@@ -66,33 +64,13 @@ def _resume_key(cfg: TrainConfig) -> dict:
     return cfg.model_dump(mode="json", include={"model", "data", "batch_size", "monitor", "optim", "seed"})
 
 
-def _check_run_dir(run_dir: Path, cfg: TrainConfig, fresh: bool) -> bool:
-    """True when an earlier run of this name will be resumed."""
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    key = _resume_key(cfg)
-    record = run_dir / RUN_CONFIG
-    if record.is_file():
-        previous = json.loads(record.read_text())
-        if previous != key:
-            changed = sorted(k for k in key if previous.get(k) != key[k])
-            raise ConfigError(
-                f"run {cfg.run.name!r} in {run_dir.parent} was started with a different {', '.join(changed)}; "
-                f"resume it unchanged, pass --fresh to start over, or choose another run.name"
-            )
-        return True
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(key, indent=2) + "\n")
-    return False
-
-
 def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResources = DataResources()) -> TrainOutcome:
     """Train ``cfg.model`` on ``cfg.data`` with Ray Train (Ray must be up)."""
     data = TrainingData.open(cfg.data)
     model_cfg = data.resolve_model_config(cfg.model)
     storage = Path(cfg.run.storage_path).resolve()
     run_dir = storage / cfg.run.name
-    resuming = _check_run_dir(run_dir, cfg, fresh)
+    resuming = claim_run_dir(run_dir, _resume_key(cfg), what="run", fresh=fresh)
     if resuming:
         log.info("run %s exists: resuming from its latest checkpoint", run_dir)
     scaling, torch_config = scaling_config(cfg.scaling)

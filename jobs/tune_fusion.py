@@ -1,0 +1,46 @@
+"""Late Fusion and the Enhanced Late Fusion search (Ray Tune + OptunaSearch) on cached logits.
+
+    python -m jobs.tune_fusion --config configs/fusion.yaml [--fresh] [--rebuild-cache] [--set ...]
+
+Needs the two trained backbones named in the config (``python -m jobs.train``). Running
+it again resumes an interrupted search (finished trials are kept); ``--fresh`` starts
+the search over. The logits are recomputed only when a checkpoint or the data changed.
+"""
+
+from __future__ import annotations
+
+from deepfusion.config import load_config
+from deepfusion.ray_runtime import connect
+from jobs._cli import job_parser, run_job
+
+
+def main() -> int:
+    parser = job_parser(__doc__)
+    parser.add_argument("--fresh", action="store_true", help="delete the search's results and start over")
+    parser.add_argument("--rebuild-cache", action="store_true", help="recompute the backbones' logits")
+    args = parser.parse_args()
+    experiment = load_config(args.config, args.overrides)
+    cfg = experiment.require("fusion", args.config)
+    connect(experiment.ray)
+    from deepfusion.fusion.experiment import run_fusion
+
+    outcome = run_fusion(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache)
+    cache = outcome.cache
+    print(f"logit cache {cache.folder}: {'built' if outcome.cache_built else 'reused'}, rows {cache.card['rows']}")
+    search = outcome.search
+    print(f"search: {search.num_trials} trials ({search.num_errored} errored) in {search.experiment_dir}")
+    print(f"  best: {', '.join(f'{k}={v:.4g}' for k, v in search.best_config.items())}")
+    print(f"{'model':<22} {'val acc':>8} {'val wF1':>8} {'test acc':>9} {'test wF1':>9}  weights")
+    for row in outcome.rows:
+        test = row.test or {"accuracy": float("nan"), "weighted_f1": float("nan")}
+        weights = "" if row.fusion_weights is None else f"{row.fusion_weights[0]:.3f} / {row.fusion_weights[1]:.3f}"
+        print(f"{row.model:<22} {row.val['accuracy']:>8.4f} {row.val['weighted_f1']:>8.4f} "
+              f"{test['accuracy']:>9.4f} {test['weighted_f1']:>9.4f}  {weights}")
+    print(f"exported for serving: {outcome.export_dir}")
+    print(f"report: {outcome.report}")
+    print(f"optuna-dashboard {search.optuna_storage}  |  tensorboard --logdir {search.experiment_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_job(main)

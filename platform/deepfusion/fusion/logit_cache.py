@@ -1,0 +1,210 @@
+"""The frozen backbones' logits on every split, computed once with Ray Data and kept as Parquet.
+
+Fusion only ever sees logits, so a 50-trial search needs one pass of MIMAMO Net and the
+Multimodal LSTM over the data, not fifty. The cache folder is named by a key hashed
+from both checkpoints' contents and the dataset's manifest: a new checkpoint or a
+re-preprocessed dataset gets a new folder, an unchanged one is reused.
+
+Layout: ``<cache_dir>/<key>/split=<name>/*.parquet`` with columns sample_id, label,
+video_logits, audio_text_logits (list<float32>, one per class), has_video, has_audio,
+has_text; and ``cache.json`` (what the key was made of, counts). ``cache.json`` is
+written last: a folder without it is an interrupted build and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from deepfusion.config import ConfigError
+from deepfusion.config.fusion import FusionConfig
+from deepfusion.ingest.schema import SCHEMA_VERSION
+from deepfusion.ingest.shards import MANIFEST
+from deepfusion.training.data import TrainingData
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+MASK_COLUMNS = ["has_video", "has_audio", "has_text"]
+CACHE_CARD = "cache.json"
+CACHE_FORMAT = 1  # bump when the cache's columns change
+
+
+class BackbonePairPredictor:
+    """``map_batches`` callable: both frozen backbones' logits for a batch of shard rows."""
+
+    def __init__(self, video_checkpoint: str, audio_text_checkpoint: str):
+        import torch
+
+        from deepfusion.training.checkpoint import load_model
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.video, self.video_card = load_model(Path(video_checkpoint), self.device)
+        self.audio_text, self.audio_text_card = load_model(Path(audio_text_checkpoint), self.device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from deepfusion.models.inputs import model_batch_inputs
+
+        with torch.inference_mode():
+            video = self.video(model_batch_inputs(self.video_card.model_config, batch).to(self.device))
+            audio_text = self.audio_text(
+                model_batch_inputs(self.audio_text_card.model_config, batch).to(self.device))
+        return {
+            "sample_id": batch["sample_id"], "label": batch["label"],
+            "video_logits": video.float().cpu().numpy(), "audio_text_logits": audio_text.float().cpu().numpy(),
+            **{c: batch[c] for c in MASK_COLUMNS},
+        }
+
+
+@dataclass(frozen=True)
+class SplitLogits:
+    """One split's cached logits as arrays, rows sorted by sample id."""
+
+    sample_ids: list[str]
+    labels: np.ndarray  # (N,) int64
+    video: np.ndarray  # (N, C) float32
+    audio_text: np.ndarray  # (N, C) float32
+    masks: dict[str, np.ndarray]  # has_video / has_audio / has_text, (N,) bool
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class LogitCache:
+    folder: Path
+    card: dict
+
+    @property
+    def key(self) -> str:
+        return self.folder.name
+
+    @property
+    def label_names(self) -> list[str]:
+        return self.card["label_names"]
+
+    def load(self, split: str) -> SplitLogits:
+        folder = self.folder / f"split={split}"
+        if not folder.is_dir():
+            raise ConfigError(f"the logit cache {self.folder} has no {split!r} split")
+        table = pq.read_table(folder).sort_by("sample_id")
+        return SplitLogits(
+            sample_ids=table.column("sample_id").to_pylist(),
+            labels=table.column("label").to_numpy().astype(np.int64),
+            video=_matrix(table.column("video_logits")),
+            audio_text=_matrix(table.column("audio_text_logits")),
+            masks={c: table.column(c).to_numpy(zero_copy_only=False) for c in MASK_COLUMNS},
+        )
+
+    def load_all(self) -> dict[str, SplitLogits]:
+        return {split: self.load(split) for split in self.card["splits"]}
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    if len(column) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
+
+
+def _hash_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cache_key(cfg: FusionConfig) -> tuple[str, dict]:
+    """The cache folder's name and what it was made of: both checkpoints and the data."""
+    from deepfusion.training.checkpoint import checkpoint_hash
+
+    parts = {}
+    for field in ("video_checkpoint", "audio_text_checkpoint"):
+        folder = getattr(cfg, field)
+        try:
+            parts[field] = {"path": str(folder), "sha256": checkpoint_hash(folder)}
+        except FileNotFoundError as err:
+            raise ConfigError(f"fusion.{field}: {folder} is not a checkpoint folder ({err.filename} is missing); "
+                              f"train the backbone with `python -m jobs.train` first") from None
+    parts["data"] = {"path": str(cfg.data), "manifest_sha256": _hash_file(cfg.data / MANIFEST)}
+    parts["versions"] = {"cache_format": CACHE_FORMAT, "shard_schema": SCHEMA_VERSION}
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return key, parts
+
+
+def _check_backbones(cfg: FusionConfig, data: TrainingData) -> list[str]:
+    from deepfusion.training.checkpoint import read_card
+
+    expected = {"video_checkpoint": "mimamo", "audio_text_checkpoint": "multimodal_lstm"}
+    for field, kind in expected.items():
+        card = read_card(getattr(cfg, field))
+        if card.model_config.kind != kind:
+            raise ConfigError(f"fusion.{field}: {getattr(cfg, field)} holds a {card.model_config.kind} model; "
+                              f"expected {kind}")
+        if card.label_names != data.label_names:
+            raise ConfigError(f"fusion.{field}: the checkpoint's labels {card.label_names} differ from "
+                              f"{data.path}'s {data.label_names}; logits would be scrambled")
+        data.resolve_model_config(card.model_config, field=f"fusion.{field}")
+    return data.label_names
+
+
+def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache, bool]:
+    """The cache for this config, built with Ray Data unless an identical one exists.
+
+    Returns the cache and whether it was (re)built. Needs Ray (connected) only to build.
+    """
+    data = TrainingData.open(cfg.data, field="fusion.data")
+    if data.kind != "meld":
+        raise ConfigError(f"fusion.data: {cfg.data} is a {data.kind} dataset; fusion needs the MELD layout "
+                          f"(video for MIMAMO Net, audio and text for the Multimodal LSTM)")
+    key, parts = cache_key(cfg)
+    folder = Path(cfg.cache_dir) / key
+    card_file = folder / CACHE_CARD
+    if card_file.exists() and not force:
+        log.info("logit cache %s is current (both checkpoints and the data unchanged)", folder)
+        return LogitCache(folder, json.loads(card_file.read_text())), False
+
+    label_names = _check_backbones(cfg, data)
+    started = time.perf_counter()
+    staging = folder.with_name(folder.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    splits = [s for s in SPLITS if (data.path / f"split={s}").is_dir()]
+    try:
+        rows = {split: _write_split(cfg, data, split, staging / f"split={split}") for split in splits}
+        card = {"key": key, **parts, "label_names": label_names, "splits": splits, "rows": rows,
+                "build_s": round(time.perf_counter() - started, 2)}
+        (staging / CACHE_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("logit cache %s built: %s rows in %.1f s", folder, rows, card["build_s"])
+    return LogitCache(folder, card), True
+
+
+def _write_split(cfg: FusionConfig, data: TrainingData, split: str, out: Path) -> int:
+    import ray.data
+
+    from deepfusion.training.checkpoint import read_card
+
+    columns = {"sample_id", "label", *MASK_COLUMNS}
+    for checkpoint in (cfg.video_checkpoint, cfg.audio_text_checkpoint):
+        columns |= set(data.columns(read_card(checkpoint).model_config))
+    resources = cfg.inference
+    logits = data.split(split, sorted(columns)).map_batches(
+        BackbonePairPredictor,
+        fn_constructor_kwargs={"video_checkpoint": str(cfg.video_checkpoint),
+                               "audio_text_checkpoint": str(cfg.audio_text_checkpoint)},
+        batch_size=resources.batch_size, batch_format="numpy", num_cpus=resources.num_cpus,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
+    )
+    logits.write_parquet(str(out))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in out.glob("*.parquet"))

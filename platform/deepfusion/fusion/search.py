@@ -1,0 +1,177 @@
+"""The Enhanced Late Fusion search: Ray Tune trials, proposed by Optuna, on cached logits.
+
+Each trial fits one ``EnhancedLateFusion`` (``fit_fusion``) with the hyperparameters
+Optuna proposes from Table 3's ranges and reports every epoch; its last report carries
+the trial's best epoch as a checkpoint. Results (CSV, JSON, TensorBoard events) land in
+``<search.storage_path>/<search.name>``; the Optuna study is also kept in SQLite there
+(``optuna.db``) for ``optuna-dashboard``.
+
+Speed: the logits go to the object store once (``tune.with_parameters``) and trial
+actors are reused (``reuse_actors``), so a trial costs its fit, not a process start and
+a torch import. Resume: starting the same search again restores it (``Tuner.restore``);
+finished trials are kept, unfinished ones start over.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepfusion.config.fusion import FusionConfig, FusionTraining
+from deepfusion.fusion.logit_cache import LogitCache, SplitLogits
+
+log = logging.getLogger(__name__)
+
+SEARCHED = ("lr", "batch_size", "video_weight", "focal_alpha", "focal_gamma")
+OPTUNA_DB = "optuna.db"
+# Tune's objective: the trial's best validation score so far (its early-stopping epoch).
+OBJECTIVE = {"val_weighted_f1": "best_val_weighted_f1", "val_accuracy": "best_val_accuracy"}
+
+
+def param_space(cfg: FusionConfig) -> dict:
+    from ray import tune
+
+    space = cfg.search.space
+    return {
+        "lr": tune.loguniform(*space.lr),
+        "batch_size": tune.choice(list(space.batch_size)),
+        "video_weight": tune.uniform(*space.video_weight),
+        "focal_alpha": tune.uniform(*space.focal_alpha),
+        "focal_gamma": tune.uniform(*space.focal_gamma),
+    }
+
+
+def trial_hyperparameters(base: FusionTraining, config: dict) -> FusionTraining:
+    return base.model_copy(update={name: config[name] for name in SEARCHED})
+
+
+def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: list[str], base: dict,
+                 backbones: dict, seed: int) -> None:
+    """One Tune trial (runs in a Tune actor)."""
+    import torch
+    from ray import tune
+
+    from deepfusion.fusion.checkpoint import FusionCard, read_fusion_card, save_fusion
+    from deepfusion.fusion.fit import fit_fusion
+
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        # The only checkpoint a trial writes comes with its final report: the fit is done.
+        # A driver killed right after it saved this trial re-reports instead of refitting.
+        with restored.as_directory() as folder:
+            card = read_fusion_card(Path(folder))
+        tune.report(card.metrics["final_report"], checkpoint=restored)
+        return
+    # Tensors of a few hundred rows: more threads only add synchronisation.
+    torch.set_num_threads(1)
+    hp = trial_hyperparameters(FusionTraining(**base), config)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # visible only to trials given a GPU
+    fit = fit_fusion("enhanced_late_fusion", logits["train"], logits["val"], hp, label_names,
+                     seed=seed, device=device)
+    best = {"best_epoch": fit.best_epoch, "best_val_weighted_f1": fit.best["val_weighted_f1"],
+            "best_val_accuracy": fit.best["val_accuracy"], "w1_video": fit.fusion_weights[0],
+            "w2_audio_text": fit.fusion_weights[1]}
+    running = {"best_val_weighted_f1": -1.0, "best_val_accuracy": -1.0}
+    for row in fit.history[:-1]:
+        running = {"best_val_weighted_f1": max(running["best_val_weighted_f1"], row["val_weighted_f1"]),
+                   "best_val_accuracy": max(running["best_val_accuracy"], row["val_accuracy"])}
+        tune.report({**row, **running})
+    final_report = {**fit.history[-1], **best}
+    with tempfile.TemporaryDirectory() as folder:
+        save_fusion(Path(folder), fit.model, FusionCard(
+            kind="enhanced_late_fusion", label_names=label_names, hyperparameters=hp.model_dump(),
+            backbones=backbones, metrics={"val": fit.best, "final_report": final_report},
+            fusion_weights=fit.fusion_weights))
+        tune.report(final_report, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+def search_key(cfg: FusionConfig, cache: LogitCache) -> dict:
+    """What a resumed search must share with the original."""
+    return {"logit_cache": cache.key, "training": cfg.training.model_dump(mode="json"),
+            **cfg.search.model_dump(mode="json", include={"metric", "space", "seed", "num_samples"})}
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    experiment_dir: Path
+    optuna_storage: str
+    num_trials: int
+    num_errored: int
+    best_config: dict
+    best_metrics: dict
+    best_checkpoint: Path  # the best trial's checkpoint folder in Tune's storage
+    results: "object"  # pandas DataFrame of every trial's last result
+
+
+def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> SearchOutcome:
+    """Run (or resume) the sweep; Ray must be up."""
+    import optuna
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from deepfusion.run_dir import claim_run_dir
+
+    search = cfg.search
+    experiment_dir = (Path(search.storage_path) / search.name).resolve()
+    resuming = claim_run_dir(experiment_dir, search_key(cfg, cache), what="search", fresh=fresh)
+    storage_url = f"sqlite:///{experiment_dir / OPTUNA_DB}"
+    metric = OBJECTIVE[search.metric]
+
+    trainable = tune.with_resources(
+        tune.with_parameters(fusion_trial, logits=cache.load_all(), label_names=cache.label_names,
+                             base=cfg.training.model_dump(), backbones=_backbones(cache), seed=search.seed),
+        {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
+    )
+    # Each trial checkpoints once, at its end, and keeps one checkpoint: Tune then snapshots
+    # the experiment state after every finished trial, so a killed driver loses none. That
+    # is intended here; Tune would warn about it on every trial.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if resuming and tune.Tuner.can_restore(str(experiment_dir)):
+        log.info("resuming the search in %s", experiment_dir)
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable,
+                                   resume_unfinished=True, resume_errored=True)
+    else:
+        searcher = OptunaSearch(
+            metric=metric, mode="max", seed=search.seed, study_name=search.name,
+            storage=optuna.storages.RDBStorage(storage_url),
+            points_to_evaluate=_paper_point(cfg),
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg),
+            tune_config=tune.TuneConfig(
+                search_alg=ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials),
+                num_samples=search.num_samples, metric=metric, mode="max", reuse_actors=search.reuse_actors,
+            ),
+            run_config=tune.RunConfig(
+                name=search.name, storage_path=str(experiment_dir.parent), verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            ),
+        )
+    grid = tuner.fit()
+    frame = grid.get_dataframe()
+    best = grid.get_best_result(metric=metric, mode="max", scope="last")
+    return SearchOutcome(
+        experiment_dir=experiment_dir, optuna_storage=storage_url, num_trials=len(grid),
+        num_errored=grid.num_errors, best_config={k: best.config[k] for k in SEARCHED},
+        best_metrics={k: v for k, v in best.metrics.items() if isinstance(v, (int, float))},
+        best_checkpoint=Path(best.checkpoint.path), results=frame,
+    )
+
+
+def _paper_point(cfg: FusionConfig) -> list[dict] | None:
+    """Table 3's reported values (the ``training`` defaults) as the first trial, when they
+    lie inside the space: the sweep then never does worse than the paper's configuration."""
+    space, point = cfg.search.space, {name: getattr(cfg.training, name) for name in SEARCHED}
+    inside = (point["batch_size"] in space.batch_size
+              and all(getattr(space, n)[0] <= point[n] <= getattr(space, n)[1]
+                      for n in ("lr", "video_weight", "focal_alpha", "focal_gamma")))
+    return [point] if inside else None
+
+
+def _backbones(cache: LogitCache) -> dict:
+    return {name: cache.card[name] for name in ("video_checkpoint", "audio_text_checkpoint")}

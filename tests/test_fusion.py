@@ -1,0 +1,164 @@
+"""Fusion models, focal loss and fitting on logits (no Ray needed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from deepfusion.config import ConfigError, FusionTraining, SearchSpace, validate_config
+from deepfusion.fusion.checkpoint import FusionCard, load_fusion, save_fusion
+from deepfusion.fusion.fit import _sample_weights, fit_fusion
+from deepfusion.fusion.focal_loss import focal_loss
+from deepfusion.fusion.logit_cache import SplitLogits
+from deepfusion.fusion.models import EnhancedLateFusion, LateFusion, explain
+
+EMOTIONS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
+
+
+def trainable(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def test_enhanced_late_fusion_has_exactly_nine_trainable_parameters():
+    assert trainable(EnhancedLateFusion(num_classes=7)) == 9  # w1, w2 and a 7-d bias
+    assert trainable(LateFusion()) == 2
+
+
+def test_fusion_weights_sum_to_one_at_every_step():
+    torch.manual_seed(0)
+    model = EnhancedLateFusion(7, video_weight=0.58)
+    assert torch.allclose(model.fusion_weights(), torch.tensor([0.58, 0.42]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.5)
+    for _ in range(20):
+        loss = model(torch.randn(8, 7), torch.randn(8, 7)).pow(3).mean()  # any loss at all
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        w = model.fusion_weights().detach()
+        assert math.isclose(float(w.sum()), 1.0, abs_tol=1e-6) and bool((w > 0).all())
+    assert not torch.allclose(model.fusion_weights(), torch.tensor([0.58, 0.42]))
+
+
+def test_fused_logits_follow_the_formula_in_eval_mode():
+    model = EnhancedLateFusion(7, video_weight=0.7).eval()
+    with torch.no_grad():
+        model.bias.copy_(torch.arange(7.0))
+    video, audio_text = torch.randn(3, 7), torch.randn(3, 7)
+    expected = 0.7 * video + 0.3 * audio_text + torch.arange(7.0)
+    assert torch.allclose(model(video, audio_text), expected, atol=1e-6)
+
+
+def test_focal_loss_matches_a_hand_computed_value():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    p_t = math.exp(2.0) / (math.exp(2.0) + 1.0 + math.exp(-1.0))  # 0.8438...
+    alpha, gamma = 0.5, 2.0
+    expected = -alpha * (1 - p_t) ** gamma * math.log(p_t)
+    assert math.isclose(float(focal_loss(logits, torch.tensor([0]), alpha, gamma)), expected, rel_tol=1e-6)
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_zero():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(32, 7, requires_grad=True), torch.randint(0, 7, (32,))
+    focal = focal_loss(logits, targets, alpha=1.0, gamma=0.0)
+    assert torch.allclose(focal, F.cross_entropy(logits, targets), atol=1e-6)
+    (grad,) = torch.autograd.grad(focal, logits)
+    assert torch.isfinite(grad).all()
+    # and down-weights easy samples for gamma > 0
+    assert float(focal_loss(logits, targets, gamma=2.0)) < float(focal)
+    with pytest.raises(ValueError, match="reduction"):
+        focal_loss(logits, targets, reduction="avg")
+
+
+def test_one_pass_accumulation_equals_step_by_step_accumulation():
+    """The vectorised accumulation in fit_fusion gives the gradient of 4 sequential micro-batches."""
+    torch.manual_seed(0)
+    video, audio_text, labels = torch.randn(14, 7), torch.randn(14, 7), torch.randint(0, 7, (14,))
+    batch, steps = 4, 4  # micro-batches of 4, 4, 4 and a last one of 2
+    sequential = EnhancedLateFusion(7, dropout=0.0)
+    one_pass = EnhancedLateFusion(7, dropout=0.0)
+    for start in range(0, 14, batch):
+        part = slice(start, start + batch)
+        (focal_loss(sequential(video[part], audio_text[part]), labels[part]) / steps).backward()
+    per_sample = focal_loss(one_pass(video, audio_text), labels, reduction="none")
+    (per_sample * _sample_weights(14, batch, steps)).sum().backward()
+    for a, b in zip(sequential.parameters(), one_pass.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6)
+
+
+def informative_logits(rows: int, informative: str, seed: int) -> SplitLogits:
+    """Logits where one modality carries the label and the other is noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, rows)
+    signal = rng.normal(0, 1, (rows, 7)).astype(np.float32)
+    signal[np.arange(rows), labels] += 3.0
+    noise = rng.normal(0, 1, (rows, 7)).astype(np.float32)
+    video, audio_text = (signal, noise) if informative == "video" else (noise, signal)
+    ones = np.ones(rows, dtype=bool)
+    return SplitLogits([f"s{i}" for i in range(rows)], labels, video, audio_text,
+                       {"has_video": ones, "has_audio": ones, "has_text": ones})
+
+
+@pytest.mark.parametrize("informative", ["video", "audio_text"])
+def test_fusion_learns_to_weight_up_the_informative_modality(informative):
+    train, val = informative_logits(400, informative, 0), informative_logits(150, informative, 1)
+    hp = FusionTraining(lr=0.05, batch_size=8, video_weight=0.5, max_epochs=30, patience=30)
+    fit = fit_fusion("enhanced_late_fusion", train, val, hp, EMOTIONS)
+    w_video, w_audio_text = fit.fusion_weights
+    weight_of_informative = w_video if informative == "video" else w_audio_text
+    assert weight_of_informative > 0.75, fit.fusion_weights
+    assert fit.best["val_accuracy"] > 0.8
+    assert len(fit.history) == 30 and fit.best_epoch >= 1
+
+
+def test_early_stopping_keeps_the_best_epoch():
+    train, val = informative_logits(200, "video", 0), informative_logits(60, "video", 1)
+    hp = FusionTraining(lr=1e-5, batch_size=4, patience=2, max_epochs=100)
+    fit = fit_fusion("enhanced_late_fusion", train, val, hp, EMOTIONS)
+    assert len(fit.history) < 100, "a learning rate this small cannot keep improving validation"
+    assert len(fit.history) - fit.best_epoch == 2  # stopped exactly `patience` epochs after the best
+    assert fit.best == max(fit.history, key=lambda r: r["val_weighted_f1"])
+
+
+def test_explain_returns_the_seeds_output_format():
+    model = EnhancedLateFusion(7, video_weight=0.9)
+    video = torch.full((2, 7), -5.0)
+    video[:, 3] = 5.0  # joy
+    audio_text = torch.zeros(2, 7)
+    audio_text[:, 5] = 1.0  # sadness
+    out = explain(model, video, audio_text, EMOTIONS)
+    assert model.training, "explain leaves the model's mode as it found it"
+    assert len(out) == 2
+    first = out[0]
+    assert first["emotion"] == "joy" and 0 < first["confidence"] <= 1
+    assert first["individual_predictions"] == {"video": "joy", "audio_text": "sadness"}
+    assert math.isclose(sum(first["fusion_weights"]), 1.0, abs_tol=1e-5)
+    assert math.isclose(first["fusion_weights"][0], 0.9, abs_tol=1e-5)
+    assert math.isclose(sum(first["probabilities"].values()), 1.0, abs_tol=1e-5)
+
+
+def test_fusion_checkpoint_round_trip(tmp_path):
+    model = EnhancedLateFusion(7, video_weight=0.3).eval()
+    with torch.no_grad():
+        model.bias.normal_()
+    card = FusionCard(kind="enhanced_late_fusion", label_names=EMOTIONS,
+                      hyperparameters=FusionTraining(video_weight=0.3).model_dump(), backbones={},
+                      metrics={}, fusion_weights=[0.3, 0.7])
+    save_fusion(tmp_path / "ckpt", model, card)
+    loaded, loaded_card = load_fusion(tmp_path / "ckpt")
+    video, audio_text = torch.randn(5, 7), torch.randn(5, 7)
+    assert torch.equal(loaded(video, audio_text), model(video, audio_text))
+    assert loaded_card == card
+    with pytest.raises(FileNotFoundError, match="not a fusion checkpoint.*jobs.tune_fusion"):
+        load_fusion(tmp_path / "missing")
+
+
+def test_search_space_ranges_are_validated():
+    with pytest.raises(ConfigError, match="lr: the range .* is empty"):
+        validate_config(SearchSpace, {"lr": [1e-3, 1e-5]})
+    with pytest.raises(ConfigError, match="video_weight"):
+        validate_config(SearchSpace, {"video_weight": [0.0, 0.8]})
+    assert validate_config(SearchSpace, {}).batch_size == (4, 6, 8)
