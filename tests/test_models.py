@@ -195,3 +195,28 @@ def test_emotion_inputs_pad_and_mask_ragged_rows():
     assert inputs.audio.shape == (2, 20000) and inputs.audio_lengths.tolist() == [20000, 8000]
     assert inputs.audio[1].abs().sum() == 0 and inputs.frames is None
     assert inputs.gender.tolist() == [1, 0] and torch.isnan(inputs.age[1])
+
+
+def one_row(inputs: EmotionInputs, i: int) -> EmotionInputs:
+    """Row ``i`` alone, its audio cut to its own length: no padding from other rows."""
+    fields = {name: getattr(inputs, name)[i:i + 1] for name in inputs.__dataclass_fields__}
+    fields["audio"] = fields["audio"][:, :int(inputs.audio_lengths[i])]
+    return EmotionInputs(**fields)
+
+
+@pytest.mark.parametrize("cls, overrides", [
+    (MimamoConfig, {}),
+    (MultimodalLSTMConfig, {}),  # small wav2vec2 with layer norm + attention mask
+    (MultimodalLSTMConfig, {"audio_encoder": {"size": {"feat_extract_norm": "group"}}}),  # wav2vec2-base's kind
+    (MultimodalLSTMConfig, {"audio_encoder": {"kind": "logmel"}}),
+], ids=["mimamo", "lstm-wav2vec2-layer", "lstm-wav2vec2-group", "lstm-logmel"])
+def test_a_sample_gets_the_same_logits_alone_or_in_a_padded_batch(cls, overrides):
+    """Serving batches requests and the logit cache batches rows: a sample's prediction
+    must not depend on its neighbours' lengths."""
+    model = build_model(validate_config(cls, {"preset": "cpu-small", **overrides})).eval()
+    inputs = emotion_batch()
+    inputs.has_audio[:] = True  # every row's audio counts, at lengths 24000, 12000, 8000
+    with torch.no_grad():
+        batched = model(inputs)
+        alone = torch.cat([model(one_row(inputs, i)) for i in range(3)])
+    torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)

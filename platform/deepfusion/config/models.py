@@ -47,6 +47,10 @@ class Wav2Vec2Size(StrictModel):
     intermediate_size: int = 3072
     conv_dim: tuple[int, ...] = (512,) * 7
     num_conv_pos_embeddings: int = 128
+    # "group" is wav2vec2-base's (a GroupNorm over time: a clip's features then depend on
+    # the padding around it, so such models encode clip by clip); "layer" normalizes each
+    # frame and takes an attention mask, so padded batches give each clip's exact output.
+    feat_extract_norm: Literal["group", "layer"] = "group"
 
 
 class AudioEncoderConfig(StrictModel):
@@ -108,7 +112,8 @@ _CPU_SMALL_TEXT = {"name": "offline", "freeze": True}
 _CPU_SMALL_AUDIO = {
     "load_weights": False,
     "size": {"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "intermediate_size": 512, "conv_dim": (128,) * 7, "num_conv_pos_embeddings": 32},
+             "intermediate_size": 512, "conv_dim": (128,) * 7, "num_conv_pos_embeddings": 32,
+             "feat_extract_norm": "layer"},
 }
 
 

@@ -63,7 +63,7 @@ class BackbonePairPredictor:
         return {
             "sample_id": batch["sample_id"], "label": batch["label"],
             "video_logits": video.float().cpu().numpy(), "audio_text_logits": audio_text.float().cpu().numpy(),
-            **{c: batch[c] for c in MASK_COLUMNS},
+            **{c: batch[c] for c in MASK_COLUMNS + ["split"] if c in batch},
         }
 
 
@@ -98,6 +98,8 @@ class LogitCache:
         folder = self.folder / f"split={split}"
         if not folder.is_dir():
             raise ConfigError(f"the logit cache {self.folder} has no {split!r} split")
+        if not any(folder.glob("*.parquet")):
+            raise ConfigError(f"the logit cache {self.folder} holds no {split!r} rows")
         table = pq.read_table(folder).sort_by("sample_id")
         return SplitLogits(
             sample_ids=table.column("sample_id").to_pylist(),
@@ -177,7 +179,8 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
     shutil.rmtree(staging, ignore_errors=True)
     splits = [s for s in SPLITS if (data.path / f"split={s}").is_dir()]
     try:
-        rows = {split: _write_split(cfg, data, split, staging / f"split={split}") for split in splits}
+        _write_splits(cfg, data, splits, staging)
+        rows = {split: _count_rows(staging / f"split={split}") for split in splits}
         card = {"key": key, **parts, "label_names": label_names, "splits": splits, "rows": rows,
                 "build_s": round(time.perf_counter() - started, 2)}
         (staging / CACHE_CARD).write_text(json.dumps(card, indent=2) + "\n")
@@ -190,7 +193,8 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
     return LogitCache(folder, card), True
 
 
-def _write_split(cfg: FusionConfig, data: TrainingData, split: str, out: Path) -> int:
+def _write_splits(cfg: FusionConfig, data: TrainingData, splits: list[str], out: Path) -> None:
+    """One Ray Data pass over every split (one actor pool loads the backbones once)."""
     import ray.data
 
     from deepfusion.training.checkpoint import read_card
@@ -198,13 +202,21 @@ def _write_split(cfg: FusionConfig, data: TrainingData, split: str, out: Path) -
     columns = {"sample_id", "label", *MASK_COLUMNS}
     for checkpoint in (cfg.video_checkpoint, cfg.audio_text_checkpoint):
         columns |= set(data.columns(read_card(checkpoint).model_config))
+    parts = [data.split(split, sorted(columns)).add_column(
+        "split", lambda batch, name=split: pa.array([name] * len(batch), pa.string()), batch_format="pyarrow")
+        for split in splits]
     resources = cfg.inference
-    logits = data.split(split, sorted(columns)).map_batches(
+    logits = parts[0].union(*parts[1:]).map_batches(
         BackbonePairPredictor,
         fn_constructor_kwargs={"video_checkpoint": str(cfg.video_checkpoint),
                                "audio_text_checkpoint": str(cfg.audio_text_checkpoint)},
         batch_size=resources.batch_size, batch_format="numpy", num_cpus=resources.num_cpus,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
     )
-    logits.write_parquet(str(out))
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in out.glob("*.parquet"))
+    logits.write_parquet(str(out), partition_cols=["split"])
+    for split in splits:  # an empty split still gets its (empty) folder
+        (out / f"split={split}").mkdir(parents=True, exist_ok=True)
+
+
+def _count_rows(folder: Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))

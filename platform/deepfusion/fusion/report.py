@@ -63,7 +63,7 @@ def write_report(folder: Path, rows: list[ModelRow], *, search: dict, study_name
     lines += ["", "![model comparison](model_comparison.png)", "",
               "## Enhanced Late Fusion search", "",
               f"{search['num_trials']} trials ({search['num_errored']} errored), objective: "
-              f"{search["metric"]} of each trial's best epoch. Optuna study `{study_name}` in `{storage_url}` "
+              f"{search['metric']} of each trial's best epoch. Optuna study `{study_name}` in `{storage_url}` "
               f"(`optuna-dashboard {storage_url}`); Tune results in `{search['experiment_dir']}` "
               f"(`tensorboard --logdir {search['experiment_dir']}`).", "",
               "Best configuration:", "", "```json", json.dumps(search["best_config"], indent=2), "```", ""]

@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray.tune.search.optuna import OptunaSearch
+
 from deepfusion.config.fusion import FusionConfig, FusionTraining
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits
 
@@ -106,12 +108,44 @@ class SearchOutcome:
     results: "object"  # pandas DataFrame of every trial's last result
 
 
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch for a study that may be ahead of Tune after a killed driver.
+
+    Tune snapshots its state after a trial's checkpoint; the trial can then finish in
+    the (SQLite) study before the next snapshot. On resume Tune re-runs that trial
+    (it re-reports from its checkpoint), and plain OptunaSearch would fail telling a
+    finished Optuna trial again. After a restore, results for trials the study has
+    already finished are recognised and skipped.
+    """
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        self._restored = True
+
+    def _finished_in_study(self, trial_id: str) -> bool:
+        ot_trial = self._ot_trials.get(trial_id)
+        if not getattr(self, "_restored", False) or ot_trial is None:
+            return False
+        state = self._ot_study._storage.get_trial(ot_trial._trial_id).state
+        if state.is_finished():
+            self._completed_trials.add(trial_id)
+            return True
+        return False
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if not self._finished_in_study(trial_id):
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if not self._finished_in_study(trial_id):
+            super().on_trial_complete(trial_id, result, error)
+
+
 def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> SearchOutcome:
     """Run (or resume) the sweep; Ray must be up."""
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     from deepfusion.run_dir import claim_run_dir
 
@@ -135,7 +169,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
     else:
-        searcher = OptunaSearch(
+        searcher = ResumableOptunaSearch(
             metric=metric, mode="max", seed=search.seed, study_name=search.name,
             storage=optuna.storages.RDBStorage(storage_url),
             points_to_evaluate=_paper_point(cfg),
@@ -153,6 +187,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
             ),
         )
     grid = tuner.fit()
+    _fail_orphaned_optuna_trials(storage_url, search.name)
     frame = grid.get_dataframe()
     best = grid.get_best_result(metric=metric, mode="max", scope="last")
     return SearchOutcome(
@@ -161,6 +196,20 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
         best_metrics={k: v for k, v in best.metrics.items() if isinstance(v, (int, float))},
         best_checkpoint=Path(best.checkpoint.path), results=frame,
     )
+
+
+def _fail_orphaned_optuna_trials(storage_url: str, study_name: str) -> None:
+    """Optuna trials still RUNNING once Tune is done were proposed to a driver that was
+    killed before it saved them; Tune ran their replacements. Mark them failed so the
+    study holds one finished trial per Tune trial."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for trial in orphans:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    if orphans:
+        log.info("marked %d Optuna trials of an interrupted driver as failed", len(orphans))
 
 
 def _paper_point(cfg: FusionConfig) -> list[dict] | None:

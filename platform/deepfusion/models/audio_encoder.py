@@ -40,6 +40,7 @@ class Wav2Vec2AudioEncoder(nn.Module):
                 hidden_size=size.hidden_size, num_hidden_layers=size.num_hidden_layers,
                 num_attention_heads=size.num_attention_heads, intermediate_size=size.intermediate_size,
                 conv_dim=list(size.conv_dim), num_conv_pos_embeddings=size.num_conv_pos_embeddings,
+                feat_extract_norm=size.feat_extract_norm,
             ))
         # LayerDrop skips layers at random: DDP needs every trainable weight in every step.
         self.model.config.layerdrop = 0.0
@@ -52,11 +53,17 @@ class Wav2Vec2AudioEncoder(nn.Module):
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         waveform = normalize_waveform(waveform, lengths)
-        sample_mask = torch.arange(waveform.shape[1], device=waveform.device)[None] < lengths[:, None]
-        states = self.model(
-            waveform, attention_mask=sample_mask.long() if self.pass_attention_mask else None,
-        ).last_hidden_state
         frames = self.model._get_feat_extract_output_lengths(lengths)
+        if self.pass_attention_mask:
+            sample_mask = torch.arange(waveform.shape[1], device=waveform.device)[None] < lengths[:, None]
+            states = self.model(waveform, attention_mask=sample_mask.long()).last_hidden_state
+        else:
+            # Group-norm models see padding as signal: encode each clip at its own length,
+            # so a clip's features never depend on the batch it came in (train = serve).
+            states = waveform.new_zeros(waveform.shape[0], int(frames.max()), self.hidden_size)
+            for i, length in enumerate(lengths.tolist()):
+                clip = self.model(waveform[i:i + 1, :length]).last_hidden_state[0]
+                states[i, :clip.shape[0]] = clip
         mask = torch.arange(states.shape[1], device=states.device)[None] < frames[:, None]
         return states, mask
 
@@ -83,22 +90,28 @@ class LogMelAudioEncoder(nn.Module):
         self.freq_mask, self.time_mask = cfg.freq_mask, cfg.time_mask
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        spec = torch.stft(waveform.float(), self.n_fft, self.hop, window=self.window, center=True,
+        # Clip by clip: the STFT's edge padding and the convolutions' context would
+        # otherwise see the batch's zero padding, and a clip's features would depend on
+        # its neighbours (the logit cache and Serve batch differently from training).
+        clips = [self._encode(waveform[i:i + 1, :length]) for i, length in enumerate(lengths.tolist())]
+        states = waveform.new_zeros(len(clips), max(c.shape[0] for c in clips), self.hidden_size)
+        for i, clip in enumerate(clips):
+            states[i, :clip.shape[0]] = clip
+        frames = torch.tensor([c.shape[0] for c in clips], device=states.device)
+        mask = torch.arange(states.shape[1], device=states.device)[None] < frames[:, None]
+        return states, mask
+
+    def _encode(self, clip: torch.Tensor) -> torch.Tensor:
+        """One clip ``[1, N]`` -> frame states ``[ceil((N // hop + 1) / 2), hidden]``."""
+        spec = torch.stft(clip.float(), self.n_fft, self.hop, window=self.window, center=True,
                           return_complex=True).abs() ** 2
-        log_mel = torch.log(self.mel_filters @ spec + 1e-6)  # [B, n_mels, T]
-        frames = lengths // self.hop + 1
-        valid = (torch.arange(log_mel.shape[-1], device=log_mel.device)[None] < frames[:, None])
-        weights = valid[:, None, :].to(log_mel.dtype)
-        count = weights.sum(-1, keepdim=True).clamp(min=1.0)
-        mean = (log_mel * weights).sum(-1, keepdim=True) / count
-        std = torch.sqrt((((log_mel - mean) * weights) ** 2).sum(-1, keepdim=True) / count + 1e-5)
-        features = (log_mel - mean) / std * weights
+        log_mel = torch.log(self.mel_filters @ spec + 1e-6)  # [1, n_mels, T]
+        mean = log_mel.mean(-1, keepdim=True)
+        std = torch.sqrt(((log_mel - mean) ** 2).mean(-1, keepdim=True) + 1e-5)
+        features = (log_mel - mean) / std
         if self.training:
             features = self._spec_augment(features)
-        states = self.convs(features).transpose(1, 2)
-        out_frames = (frames + 1) // 2
-        mask = torch.arange(states.shape[1], device=states.device)[None] < out_frames[:, None]
-        return states, mask
+        return self.convs(features).transpose(1, 2)[0]
 
     def _spec_augment(self, features: torch.Tensor) -> torch.Tensor:
         """Zero two random mel bands and two random time spans per clip."""
