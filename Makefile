@@ -33,6 +33,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/preprocess.py
 	$(PY) bench/train_throughput.py
+	$(PY) bench/fusion_sweep.py
 
 clean-work:
 	rm -rf work
