@@ -18,7 +18,8 @@ SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 def test_every_shipped_config_validates_and_has_a_job(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
-    assert cfg.preprocess is not None or cfg.train is not None, f"{path.name} configures no job"
+    jobs = [cfg.preprocess, cfg.train, cfg.fusion]
+    assert any(section is not None for section in jobs), f"{path.name} configures no job"
     if cfg.preprocess is not None:
         assert cfg.preprocess.datasets
 
@@ -33,6 +34,9 @@ def _shards_written_by_shipped_configs() -> set[Path]:
 
 
 TRAINING = [p for p in SHIPPED if "\ntrain:" in p.read_text()]
+
+
+FUSION = [p for p in SHIPPED if "\nfusion:" in p.read_text()]
 
 
 def test_training_configs_are_found():
@@ -135,3 +139,14 @@ def test_job_needs_its_section(tmp_path):
     cfg = load_config(write(tmp_path, "ray: {num_cpus: 1}\n"))
     with pytest.raises(ConfigError, match="needs a 'preprocess' section"):
         cfg.require("preprocess", "exp.yaml")
+
+
+@pytest.mark.parametrize("path", FUSION, ids=lambda p: p.name)
+def test_fusion_configs_fuse_backbones_trained_by_shipped_configs(path):
+    fusion = load_config(path).fusion
+    trained = {}
+    for other in TRAINING:
+        train = load_config(other).train
+        trained[train.run.storage_path / train.run.name / "best"] = (train.model.kind, train.data)
+    assert trained[fusion.video_checkpoint] == ("mimamo", fusion.data)
+    assert trained[fusion.audio_text_checkpoint] == ("multimodal_lstm", fusion.data)
