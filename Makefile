@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deepfusion-installed
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test test-all bench clean-work
+.PHONY: venv demo test test-all bench serve clean-work
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
+
+# The HTTP application (needs the checkpoints of jobs.train and jobs.tune_fusion; see README)
+serve: $(STAMP)
+	$(VENV)/bin/serve run serve/config.yaml
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py

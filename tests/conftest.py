@@ -88,3 +88,19 @@ def read_shards(out_dir: Path, split: str) -> list[dict]:
     if not folder.is_dir():
         return []
     return [row | {"split": split} for row in pq.read_table(folder).to_pylist()]
+
+
+def save_backbone(folder: Path, data, model_config, seed: int) -> Path:
+    """A backbone checkpoint as jobs.train writes it, with untrained weights: what the
+    fusion and serving tests need is real checkpoints, not good ones (learning is tested
+    elsewhere)."""
+    import torch
+
+    from deepfusion.models import build_model
+    from deepfusion.training.checkpoint import save_checkpoint
+
+    torch.manual_seed(seed)
+    model_config = data.resolve_model_config(model_config)
+    save_checkpoint(folder, build_model(model_config), model_config=model_config, label_names=data.label_names,
+                    data_info=data.checkpoint_info(), train_config={}, training_state={})
+    return folder

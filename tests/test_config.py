@@ -18,7 +18,7 @@ SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 def test_every_shipped_config_validates_and_has_a_job(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
-    jobs = [cfg.preprocess, cfg.train, cfg.fusion]
+    jobs = [cfg.preprocess, cfg.train, cfg.fusion, cfg.serve]
     assert any(section is not None for section in jobs), f"{path.name} configures no job"
     if cfg.preprocess is not None:
         assert cfg.preprocess.datasets
@@ -150,3 +150,16 @@ def test_fusion_configs_fuse_backbones_trained_by_shipped_configs(path):
         trained[train.run.storage_path / train.run.name / "best"] = (train.model.kind, train.data)
     assert trained[fusion.video_checkpoint] == ("mimamo", fusion.data)
     assert trained[fusion.audio_text_checkpoint] == ("multimodal_lstm", fusion.data)
+
+
+def test_serve_config_serves_what_the_shipped_jobs_export():
+    serve = load_config(REPO_ROOT / "configs" / "serve.yaml").serve
+    fusion = load_config(REPO_ROOT / "configs" / "fusion.yaml").fusion
+    trained = {}
+    for path in TRAINING:
+        train = load_config(path).train
+        trained[train.run.storage_path / train.run.name / "best"] = train.model.kind
+    assert (serve.video_checkpoint, serve.audio_text_checkpoint) == (fusion.video_checkpoint,
+                                                                      fusion.audio_text_checkpoint)
+    assert serve.fusion_checkpoint == fusion.export_dir
+    assert trained[serve.textile_checkpoint] == "textile"

@@ -20,27 +20,16 @@ import requests
 import torch
 import yaml
 
-from conftest import REPO_ROOT, meld_dataset, preprocess_config
+from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
 from deepfusion.config import ConfigError, FusionConfig, validate_config
 from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig
 from deepfusion.fusion.logit_cache import open_or_build
 from deepfusion.ingest.pipeline import preprocess
-from deepfusion.models import build_model
 from deepfusion.models.inputs import model_batch_inputs
-from deepfusion.training.checkpoint import load_model, save_checkpoint
+from deepfusion.training.checkpoint import load_model
 from deepfusion.training.data import TrainingData
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-def save_backbone(folder: Path, data: TrainingData, model_config, seed: int) -> Path:
-    """A frozen backbone checkpoint as jobs.train writes it (weights untrained: the fusion
-    stage only needs logits; fusion learning is tested on controlled logits)."""
-    torch.manual_seed(seed)
-    model_config = data.resolve_model_config(model_config)
-    save_checkpoint(folder, build_model(model_config), model_config=model_config, label_names=data.label_names,
-                    data_info={"path": str(data.path)}, train_config={}, training_state={})
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.preprocess import PreprocessConfig
 from deepfusion.config.resources import RayConfig
+from deepfusion.config.serving import ServeSection
 from deepfusion.config.train import TrainConfig
 
 
@@ -18,6 +19,7 @@ class ExperimentConfig(StrictModel):
     preprocess: PreprocessConfig | None = None
     train: TrainConfig | None = None
     fusion: FusionConfig | None = None
+    serve: ServeSection | None = None
 
     def require(self, section: str, source: str = "<config>"):
         value = getattr(self, section)

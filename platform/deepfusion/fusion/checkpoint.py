@@ -6,6 +6,7 @@ a fusion model whose backbones have changed since it was fitted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,3 +52,11 @@ def load_fusion(folder: Path, device: str | torch.device = "cpu") -> tuple[LateF
     model = build_fusion(card.kind, len(card.label_names), hp.get("video_weight", 0.5), hp.get("dropout", 0.0))
     model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
     return model.to(device).eval(), card
+
+
+def checkpoint_sha256(folder: Path) -> str:
+    """Content hash of a fusion checkpoint (weights and card)."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, CARD):
+        digest.update(name.encode() + b"\0" + (Path(folder) / name).read_bytes())
+    return digest.hexdigest()

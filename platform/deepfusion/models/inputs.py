@@ -123,6 +123,15 @@ def _pad_audio(rows, has_audio) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(audio), torch.tensor(valid, dtype=torch.long)
 
 
+def model_columns(model_cfg) -> list[str]:
+    """The shard columns a model reads (beside sample_id and label)."""
+    if model_cfg.kind == "textile":
+        return list(IMAGE_COLUMNS)
+    from deepfusion.models import model_inputs
+
+    return emotion_columns(**model_inputs(model_cfg))
+
+
 def model_batch_inputs(model_cfg, batch: dict[str, np.ndarray]):
     """The inputs of the model ``model_cfg`` describes, from a batch of shard rows."""
     if model_cfg.kind == "textile":

@@ -18,7 +18,7 @@ from deepfusion.ingest.schema import SCHEMA_VERSION
 from deepfusion.ingest.shards import MANIFEST
 from deepfusion.models import model_inputs
 from deepfusion.models.audio_encoder import SAMPLE_RATE
-from deepfusion.models.inputs import IMAGE_COLUMNS, emotion_columns
+from deepfusion.models.inputs import model_columns
 
 # Which dataset kinds each model can learn from.
 MODEL_DATASETS = {"textile": ("image_folder",), "mimamo": ("meld",), "multimodal_lstm": ("meld", "speech")}
@@ -104,11 +104,16 @@ class TrainingData:
         speakers = len(self.manifest.get("speakers", {}))
         return model_cfg.model_copy(update={"speaker": model_cfg.speaker.model_copy(update={"num_speakers": speakers})})
 
+    def checkpoint_info(self) -> dict:
+        """What a checkpoint records of its data (``data.json``): Serve decodes requests
+        with exactly this preprocessing and speaker map."""
+        return {"dataset": self.manifest["dataset"], "kind": self.kind, "path": str(self.path.resolve()),
+                "config_hash": self.manifest["config_hash"], "preprocess_config": self.manifest["preprocess_config"],
+                "speakers": self.manifest.get("speakers", {})}
+
     def columns(self, model_cfg) -> list[str]:
         """The columns a model reads, plus its label: nothing else is read from Parquet."""
-        if model_cfg.kind == "textile":
-            return ["sample_id", "label", *IMAGE_COLUMNS]
-        return ["sample_id", "label", *emotion_columns(**model_inputs(model_cfg))]
+        return ["sample_id", "label", *model_columns(model_cfg)]
 
     def split_folder(self, name: str) -> Path:
         folder = self.path / f"split={name}"

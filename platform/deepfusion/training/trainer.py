@@ -85,12 +85,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
             "label_names": data.label_names,
             "class_weights": data.class_weights(),
             "train_rows": data.total("train"),
-            "data_info": {
-                "dataset": data.manifest["dataset"], "kind": data.kind, "path": str(data.path.resolve()),
-                "config_hash": data.manifest["config_hash"],
-                "preprocess_config": data.manifest["preprocess_config"],
-                "speakers": data.manifest.get("speakers", {}),
-            },
+            "data_info": data.checkpoint_info(),
         },
         scaling_config=scaling,
         torch_config=torch_config,

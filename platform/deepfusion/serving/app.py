@@ -1,0 +1,228 @@
+"""The Ray Serve application: an HTTP ingress that decodes uploads, the two backbones, the
+fusion and the textile classifier, composed with ``DeploymentHandle``s.
+
+    POST /v1/emotion   multipart: video (mp4), audio (wav), text, speaker, gender, age
+    POST /v1/textile   multipart: image
+    GET  /v1/models    every served model's checkpoint, hash, preset and labels
+    GET  /healthz
+
+For one emotion request the ingress decodes the media (the ingestion code path), sends
+the row to MIMAMO Net and the Multimodal LSTM at once, and passes both logits to the
+fusion. Model deployments batch concurrent requests with ``@serve.batch``. Bad input is
+a 4xx JSON error naming the field; it never reaches a model.
+"""
+
+# No `from __future__ import annotations` here: FastAPI reads the route signatures'
+# annotations at runtime, and Serve's class ingress cannot resolve string annotations.
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from ray import serve
+
+from deepfusion.config.serving import DeploymentSection, RequestLimits, ServeSection
+from deepfusion.preprocessing import MediaError
+from deepfusion.serving.predictors import (
+    CheckpointModel, EmotionDecoder, EmotionRequest, FusionModel, TextileClassifier, check_servable, image_row,
+)
+
+api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
+              version="0.1.0")
+
+VIDEO_TYPES = {"video/mp4"}
+AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
+IMAGE_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/webp", "image/tiff"}
+
+
+def bad_request(status: int, field: str, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail={"field": field, "error": message})
+
+
+# Defined above the deployments: Serve pickles them when they are declared, with the
+# module globals that exist at that moment.
+def _ms(start: float, end: float) -> float:
+    return round(1000 * (end - start), 2)
+
+
+@serve.deployment
+class EmotionBackbone:
+    """MIMAMO Net or the Multimodal LSTM: rows in, logits out, batched across requests."""
+
+    def __init__(self, checkpoint: str, max_batch_size: int, batch_wait_timeout_s: float):
+        self.model = CheckpointModel(Path(checkpoint))
+        self.logits.set_max_batch_size(max_batch_size)
+        self.logits.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def describe(self) -> dict:
+        return self.model.describe()
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def logits(self, rows: list[dict]) -> list[np.ndarray]:
+        # In a thread: the replica's event loop keeps accepting the next batch meanwhile.
+        return list(await asyncio.to_thread(self.model.logits, rows))
+
+
+@serve.deployment
+class Fusion:
+    def __init__(self, checkpoint: str):
+        self.model = FusionModel(Path(checkpoint))
+
+    def describe(self) -> dict:
+        return self.model.describe()
+
+    def explain(self, video_logits: np.ndarray, audio_text_logits: np.ndarray) -> dict:
+        return self.model.explain(video_logits[None], audio_text_logits[None])[0]
+
+
+@serve.deployment
+class Textile:
+    def __init__(self, checkpoint: str, max_batch_size: int, batch_wait_timeout_s: float):
+        self.classifier = TextileClassifier(Path(checkpoint))
+        self.classify.set_max_batch_size(max_batch_size)
+        self.classify.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    def describe(self) -> dict:
+        return self.classifier.model.describe() | {"image_size": self.classifier.image_size}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
+    async def classify(self, rows: list[dict]) -> list[dict]:
+        return await asyncio.to_thread(self.classifier.classify, rows)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, video, audio_text, fusion, textile, data_info: dict, textile_image_size: int | None,
+                 limits: dict):
+        self.video, self.audio_text, self.fusion, self.textile = video, audio_text, fusion, textile
+        self.decoder = EmotionDecoder(data_info)
+        self.textile_image_size = textile_image_size
+        self.limits = RequestLimits(**limits)
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/v1/models")
+    async def models(self) -> dict:
+        handles = {"video": self.video, "audio_text": self.audio_text, "fusion": self.fusion}
+        if self.textile is not None:
+            handles["textile"] = self.textile
+        described = await asyncio.gather(*(h.describe.remote() for h in handles.values()))
+        return dict(zip(handles, described))
+
+    @api.post("/v1/emotion")
+    async def emotion(self, video: UploadFile | None = File(None, description="the utterance's mp4"),
+                      audio: UploadFile | None = File(None, description="a wav; else the mp4's own audio"),
+                      text: str = Form("", description="the utterance's transcript"),
+                      speaker: str = Form("", description="speaker name (known speakers get their embedding)"),
+                      gender: str | None = Form(None), age: float | None = Form(None, ge=0, le=130)) -> dict:
+        started = time.perf_counter()
+        if len(text) > self.limits.max_text_chars:
+            raise bad_request(422, "text", f"{len(text)} characters; the limit is {self.limits.max_text_chars}")
+        if video is None and audio is None and not text.strip():
+            raise bad_request(422, "video", "nothing to recognise: send a video, an audio file or a text")
+        with tempfile.TemporaryDirectory(prefix="deepfusion_") as folder:
+            video_path = await self._save(video, "video", VIDEO_TYPES, Path(folder) / "video.mp4")
+            audio_path = await self._save(audio, "audio", AUDIO_TYPES, Path(folder) / "audio.wav")
+            request = EmotionRequest(video_path=video_path, audio_path=audio_path, text=text, speaker=speaker,
+                                     gender=gender, age=age)
+            try:
+                row = await asyncio.to_thread(self.decoder.row, request)
+            except MediaError as err:
+                field = "audio" if audio_path and audio_path in str(err) else "video"
+                raise bad_request(422, field, str(err).replace(folder + "/", "")) from None
+        decoded = time.perf_counter()
+        video_logits, audio_text_logits, video_ms, audio_text_ms = await self._backbones(row)
+        fused = time.perf_counter()
+        result = await self.fusion.explain.remote(video_logits, audio_text_logits)
+        done = time.perf_counter()
+        return result | {
+            "modalities": {"video": row["has_video"], "audio": row["has_audio"], "text": row["has_text"]},
+            "latency_ms": {"preprocess": _ms(started, decoded), "video": video_ms, "audio_text": audio_text_ms,
+                           "fusion": _ms(fused, done), "total": _ms(started, done)},
+        }
+
+    @api.post("/v1/textile")
+    async def textile(self, image: UploadFile = File(..., description="a photo (jpeg, png, ...)")) -> dict:
+        if self.textile is None:
+            raise bad_request(404, "image", "no textile classifier is deployed (serve.textile_checkpoint)")
+        started = time.perf_counter()
+        data = await self._read(image, "image", IMAGE_TYPES)
+        try:
+            row = await asyncio.to_thread(image_row, data, self.textile_image_size)
+        except MediaError as err:
+            raise bad_request(422, "image", str(err)) from None
+        decoded = time.perf_counter()
+        result = await self.textile.classify.remote(row)
+        done = time.perf_counter()
+        return result | {"latency_ms": {"preprocess": _ms(started, decoded), "model": _ms(decoded, done),
+                                        "total": _ms(started, done)}}
+
+    async def _backbones(self, row: dict):
+        """Both backbones at once for one row; each one's own latency."""
+        (video, video_ms), (audio_text, audio_text_ms) = await asyncio.gather(
+            self._timed_logits(self.video, row), self._timed_logits(self.audio_text, row))
+        return video, audio_text, video_ms, audio_text_ms
+
+    @staticmethod
+    async def _timed_logits(handle, row: dict):
+        started = time.perf_counter()
+        logits = await handle.logits.remote(row)
+        return logits, _ms(started, time.perf_counter())
+
+    async def _read(self, upload: UploadFile, field: str, types: set[str]) -> bytes:
+        if upload.content_type not in types:
+            raise bad_request(415, field, f"content type {upload.content_type!r}; expected one of {sorted(types)}")
+        limit = int(self.limits.max_upload_mb * 1024 * 1024)
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise bad_request(413, field, f"larger than the {self.limits.max_upload_mb:g} MB limit")
+        if not data:
+            raise bad_request(422, field, "empty file")
+        return data
+
+    async def _save(self, upload: UploadFile | None, field: str, types: set[str], path: Path) -> str | None:
+        if upload is None:
+            return None
+        path.write_bytes(await self._read(upload, field, types))
+        return str(path)
+
+
+def _options(section: DeploymentSection, name: str) -> dict:
+    return {"name": name, "num_replicas": section.num_replicas,
+            "ray_actor_options": {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus},
+            "max_ongoing_requests": section.max_ongoing_requests, "max_queued_requests": section.max_queued_requests}
+
+
+def build_app(cfg: ServeSection):
+    """The composed application for ``serve.run`` / a Serve config file.
+
+    Checks, before anything is deployed, that the fusion model was fitted on exactly the
+    served backbones and that the checkpoints exist.
+    """
+    from deepfusion.training.checkpoint import read_card
+
+    video_card, audio_text_card = read_card(cfg.video_checkpoint), read_card(cfg.audio_text_checkpoint)
+    fusion = FusionModel(cfg.fusion_checkpoint)
+    check_servable(fusion, video_card, audio_text_card)
+
+    def backbone(section: DeploymentSection, name: str, checkpoint: Path):
+        return EmotionBackbone.options(**_options(section, name)).bind(
+            str(checkpoint), section.max_batch_size, section.batch_wait_timeout_s)
+
+    textile, image_size = None, None
+    if cfg.textile_checkpoint is not None:
+        textile_card = read_card(cfg.textile_checkpoint)
+        image_size = int(textile_card.data_info["preprocess_config"]["image_size"])
+        textile = Textile.options(**_options(cfg.textile, "textile")).bind(
+            str(cfg.textile_checkpoint), cfg.textile.max_batch_size, cfg.textile.batch_wait_timeout_s)
+    return Ingress.options(**_options(cfg.ingress, "ingress")).bind(
+        backbone(cfg.video, "mimamo", cfg.video_checkpoint),
+        backbone(cfg.audio_text, "multimodal_lstm", cfg.audio_text_checkpoint),
+        Fusion.options(**_options(cfg.fusion, "fusion")).bind(str(cfg.fusion_checkpoint)),
+        textile, video_card.data_info, image_size, cfg.limits.model_dump(),
+    )

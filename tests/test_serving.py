@@ -1,0 +1,203 @@
+"""The Serve application on a real local Ray over real HTTP: parity with ingestion and with
+the in-process pipeline, the model listing, and 4xx answers to bad input."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import requests
+import torch
+
+from conftest import image_dataset, meld_dataset, preprocess_config, save_backbone
+from deepfusion.config import ConfigError, validate_config
+from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
+from deepfusion.config.serving import ServeSection
+from deepfusion.fusion.checkpoint import FusionCard, save_fusion
+from deepfusion.fusion.models import EnhancedLateFusion
+from deepfusion.ingest.pipeline import preprocess
+from deepfusion.models.inputs import model_batch_inputs
+from deepfusion.serving.predictors import EmotionDecoder, EmotionPipeline, EmotionRequest, TextileClassifier
+from deepfusion.training.checkpoint import read_card
+from deepfusion.training.data import TrainingData
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+
+@pytest.fixture(scope="module")
+def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
+    root = tmp_path_factory.mktemp("serving")
+    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld"),
+                                 image_dataset(demo_corpus / "textile", name="textile")))
+    meld, textile = TrainingData.open(root / "shards" / "meld"), TrainingData.open(root / "shards" / "textile")
+    video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
+    audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
+    textile_ckpt = save_backbone(root / "textile", textile, TextileNetConfig(kind="textile", preset="cpu-small"), 2)
+    fusion = EnhancedLateFusion(7, video_weight=0.6)
+    with torch.no_grad():
+        fusion.bias.normal_(0, 0.1)
+    save_fusion(root / "fusion", fusion, FusionCard(
+        kind="enhanced_late_fusion", label_names=meld.label_names, hyperparameters={"video_weight": 0.6, "dropout": 0.3},
+        backbones={"video_checkpoint": {"path": str(video), "sha256": read_card(video).content_hash},
+                   "audio_text_checkpoint": {"path": str(audio_text), "sha256": read_card(audio_text).content_hash}},
+        metrics={}, fusion_weights=[0.6, 0.4]))
+    return {"root": root, "meld": meld, "textile": textile, "demo": demo_corpus,
+            "cfg": validate_config(ServeSection, {
+                "video_checkpoint": str(video), "audio_text_checkpoint": str(audio_text),
+                "fusion_checkpoint": str(root / "fusion"), "textile_checkpoint": str(textile_ckpt),
+                "limits": {"max_upload_mb": 1, "max_text_chars": 200}})}
+
+
+def demo_clip(served) -> Path:
+    return sorted((served["demo"] / "meld" / "train").glob("*.mp4"))[0]
+
+
+def test_a_file_reaches_the_model_as_the_same_tensors_served_or_ingested(served):
+    """Train/serve parity: the shard row of a clip and the served decoding of the same file."""
+    meld = served["meld"]
+    table = pq.read_table(meld.path / "split=train")
+    clip = demo_clip(served)
+    dialogue, utterance = (int(part[3:]) for part in clip.stem.split("_"))  # dia{D}_utt{U}
+    [index] = [i for i, (d, u) in enumerate(zip(table.column("dialogue_id").to_pylist(),
+                                                table.column("utterance_id").to_pylist()))
+               if (d, u) == (dialogue, utterance)]
+    ingested = {c: table.column(c).to_numpy(zero_copy_only=False)[index:index + 1] for c in table.column_names}
+    wav = clip.with_suffix(".wav")
+    request = EmotionRequest(video_path=str(clip), audio_path=str(wav) if wav.exists() else None,
+                             text=str(ingested["text"][0]), speaker=str(ingested["speaker"][0]),
+                             gender=ingested["gender"][0], age=ingested["age"][0])
+    served_row = EmotionDecoder(read_card(served["cfg"].video_checkpoint).data_info).row(request)
+    served_batch = {c: [served_row[c]] for c in served_row}
+    for checkpoint in (served["cfg"].video_checkpoint, served["cfg"].audio_text_checkpoint):
+        model_config = read_card(checkpoint).model_config
+        a, b = model_batch_inputs(model_config, ingested), model_batch_inputs(model_config, served_batch)
+        for name in a.__dataclass_fields__:
+            left, right = getattr(a, name), getattr(b, name)
+            assert (left is None) == (right is None), name
+            if left is not None:
+                torch.testing.assert_close(left, right, rtol=0, atol=0, equal_nan=True,
+                                           msg=f"{model_config.kind}: {name} differs")
+    assert served_row["has_video"] and ingested["has_video"][0]
+
+
+@pytest.fixture(scope="module")
+def http(served):
+    from ray import serve
+
+    from deepfusion.serving.app import build_app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(served["cfg"]), name="deepfusion", route_prefix="/")
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def post_emotion(http, files=None, **data):
+    return requests.post(f"{http}/v1/emotion", files=files or {}, data=data, timeout=120)
+
+
+def test_emotion_over_http_equals_the_in_process_pipeline(served, http):
+    clip = demo_clip(served)
+    with open(clip, "rb") as video:
+        response = post_emotion(http, files={"video": ("clip.mp4", video, "video/mp4")},
+                                text="I can't believe you did that!", speaker="Devon", gender="female", age="31")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    cfg = served["cfg"]
+    expected = EmotionPipeline(cfg.video_checkpoint, cfg.audio_text_checkpoint, cfg.fusion_checkpoint).predict(
+        EmotionRequest(video_path=str(clip), text="I can't believe you did that!", speaker="Devon",
+                       gender="female", age=31.0))
+    assert body["emotion"] == expected["emotion"]
+    assert body["individual_predictions"] == expected["individual_predictions"]
+    assert body["fusion_weights"] == pytest.approx(expected["fusion_weights"])
+    assert body["confidence"] == pytest.approx(expected["confidence"], abs=1e-5)
+    assert set(body["probabilities"]) == set(served["meld"].label_names)
+    assert set(body["latency_ms"]) == {"preprocess", "video", "audio_text", "fusion", "total"}
+    assert body["modalities"]["video"] and body["modalities"]["text"]
+
+
+def test_any_modality_may_be_absent(served, http):
+    text_only = post_emotion(http, text="Oh my God, that is amazing!")
+    assert text_only.status_code == 200, text_only.text
+    assert text_only.json()["modalities"] == {"video": False, "audio": False, "text": True}
+    wav = next((served["demo"] / "meld" / "train").glob("*.wav"), None)
+    if wav is not None:
+        with open(wav, "rb") as audio:
+            audio_only = post_emotion(http, files={"audio": ("a.wav", audio, "audio/wav")})
+        assert audio_only.status_code == 200, audio_only.text
+        assert audio_only.json()["modalities"]["audio"]
+
+
+def test_textile_over_http(served, http):
+    image = sorted((served["demo"] / "textile").rglob("*.jpg"))[0]
+    with open(image, "rb") as handle:
+        response = requests.post(f"{http}/v1/textile", files={"image": ("x.jpg", handle, "image/jpeg")}, timeout=60)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = TextileClassifier(served["cfg"].textile_checkpoint)
+    [want] = expected.classify([expected.row(image.read_bytes())])
+    assert body["class"] == want["class"] and body["confidence"] == pytest.approx(want["confidence"], abs=1e-5)
+
+
+def test_models_health_and_openapi(served, http):
+    assert requests.get(f"{http}/healthz", timeout=10).json() == {"status": "ok"}
+    models = requests.get(f"{http}/v1/models", timeout=30).json()
+    assert set(models) == {"video", "audio_text", "fusion", "textile"}
+    assert models["video"]["sha256"] == read_card(served["cfg"].video_checkpoint).content_hash
+    assert models["video"]["preset"] == "cpu-small" and len(models["audio_text"]["labels"]) == 7
+    assert models["textile"]["labels"] == ["clothes_dump", "textile_dye", "textile_billboard"]
+    paths = requests.get(f"{http}/openapi.json", timeout=10).json()["paths"]
+    assert {"/v1/emotion", "/v1/textile", "/v1/models", "/healthz"} <= set(paths)
+
+
+@pytest.mark.parametrize("case", ["corrupt_mp4", "wrong_type", "too_large", "long_text", "nothing", "bad_age",
+                                  "not_multipart", "corrupt_image"])
+def test_bad_input_gets_a_4xx_json_error_and_the_app_stays_up(served, http, case, tmp_path):
+    clip = demo_clip(served).read_bytes()
+    if case == "corrupt_mp4":
+        response = post_emotion(http, files={"video": ("v.mp4", clip[: len(clip) // 3], "video/mp4")})
+        expected, field = 422, "video"
+    elif case == "wrong_type":
+        response = post_emotion(http, files={"video": ("v.gif", b"GIF89a", "image/gif")})
+        expected, field = 415, "video"
+    elif case == "too_large":
+        response = post_emotion(http, files={"video": ("v.mp4", b"\0" * (1024 * 1024 + 10), "video/mp4")})
+        expected, field = 413, "video"
+    elif case == "long_text":
+        response = post_emotion(http, text="x" * 201)
+        expected, field = 422, "text"
+    elif case == "nothing":
+        response = post_emotion(http, speaker="Devon")
+        expected, field = 422, "video"
+    elif case == "bad_age":
+        response = post_emotion(http, text="hi", age="old")
+        expected, field = 422, None
+    elif case == "not_multipart":
+        # a JSON body is not form data: no field arrives, so there is nothing to recognise
+        response = requests.post(f"{http}/v1/emotion", json={"text": "hi"}, timeout=30)
+        expected, field = 422, "video"
+    else:  # corrupt_image
+        response = requests.post(f"{http}/v1/textile", files={"image": ("x.jpg", b"\xff\xd8\xff\xe0junk", "image/jpeg")},
+                                 timeout=30)
+        expected, field = 422, "image"
+    assert response.status_code == expected, response.text
+    detail = response.json()["detail"]
+    if field is not None:
+        assert detail["field"] == field and detail["error"]
+    else:
+        assert isinstance(detail, list) and detail[0]["loc"][-1] == "age"
+    # the replicas survived: a good request still works
+    assert post_emotion(http, text="fine").status_code == 200
+
+
+def test_a_fusion_model_of_other_backbones_is_refused(served, tmp_path):
+    from deepfusion.serving.app import build_app
+
+    other = save_backbone(tmp_path / "other", served["meld"], MimamoConfig(kind="mimamo", preset="cpu-small"), 9)
+    with pytest.raises(ConfigError, match="fitted on a video_checkpoint with sha256"):
+        build_app(served["cfg"].model_copy(update={"video_checkpoint": other}))
