@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import ray
+import requests
 
 from deepfusion.config import DemoDataConfig, PreprocessConfig, validate_config
 from deepfusion.demo.image_corpus import write_image_corpus
@@ -104,3 +110,42 @@ def save_backbone(folder: Path, data, model_config, seed: int) -> Path:
     save_checkpoint(folder, build_model(model_config), model_config=model_config, label_names=data.label_names,
                     data_info=data.checkpoint_info(), train_config={}, training_state={})
     return folder
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A separate ``ray start --head`` on its own ports; --block ties its life to this process."""
+    gcs_port, dashboard_port, agent_port, client_port = free_ports(4)
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+         f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
+         f"--ray-client-server-port={client_port}", "--min-worker-port=20000",
+         "--max-worker-port=20999", "--num-cpus=2", "--disable-usage-stats",
+         "--include-dashboard=true"],
+        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
+        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    address = f"http://127.0.0.1:{dashboard_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{address}/api/version", timeout=2)
+            break
+        except requests.ConnectionError:
+            time.sleep(1)
+    else:
+        head.kill()
+        pytest.fail(f"ray head did not start: {(tmp_path / 'head.log').read_text()[-2000:]}")
+    yield address
+    os.killpg(head.pid, signal.SIGTERM)
+    head.wait(timeout=60)

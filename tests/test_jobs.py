@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
+
+from conftest import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,45 +99,6 @@ def test_cli_names_a_missing_dataset_root(tmp_path):
     result = run_job("jobs.preprocess", "--config", str(config))
     assert result.returncode == 2
     assert f"image folder root not found: {tmp_path / 'absent'}" in result.stderr
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.fixture
-def ray_head(tmp_path):
-    """A separate ``ray start --head`` on its own ports; --block ties its life to this process."""
-    gcs_port, dashboard_port, agent_port, client_port = free_ports(4)
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-         f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
-         f"--ray-client-server-port={client_port}", "--min-worker-port=20000",
-         "--max-worker-port=20999", "--num-cpus=2", "--disable-usage-stats",
-         "--include-dashboard=true"],
-        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-        # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    address = f"http://127.0.0.1:{dashboard_port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            requests.get(f"{address}/api/version", timeout=2)
-            break
-        except requests.ConnectionError:
-            time.sleep(1)
-    else:
-        head.kill()
-        pytest.fail(f"ray head did not start: {(tmp_path / 'head.log').read_text()[-2000:]}")
-    yield address
-    os.killpg(head.pid, signal.SIGTERM)
-    head.wait(timeout=60)
 
 
 @pytest.mark.usefixtures("ray_local")  # token auth on in this process, as the `ray` CLI does

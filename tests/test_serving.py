@@ -3,15 +3,19 @@ the in-process pipeline, the model listing, and 4xx answers to bad input."""
 
 from __future__ import annotations
 
-import socket
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import requests
 import torch
+import yaml
 
-from conftest import image_dataset, meld_dataset, preprocess_config, save_backbone
+from conftest import REPO_ROOT, free_ports, image_dataset, meld_dataset, preprocess_config, save_backbone
 from deepfusion.config import ConfigError, validate_config
 from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
 from deepfusion.config.serving import ServeSection
@@ -88,9 +92,7 @@ def http(served):
 
     from deepfusion.serving.app import build_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    [port] = free_ports(1)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(served["cfg"]), name="deepfusion", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
@@ -201,3 +203,57 @@ def test_a_fusion_model_of_other_backbones_is_refused(served, tmp_path):
     other = save_backbone(tmp_path / "other", served["meld"], MimamoConfig(kind="mimamo", preset="cpu-small"), 9)
     with pytest.raises(ConfigError, match="fitted on a video_checkpoint with sha256"):
         build_app(served["cfg"].model_copy(update={"video_checkpoint": other}))
+
+
+def test_serve_deploy_of_the_config_file_comes_up_healthy(served, ray_head, tmp_path):
+    """`serve deploy serve/config.yaml` onto a `ray start --head`, then `serve status`."""
+    cfg = served["cfg"]
+    experiment = tmp_path / "serve.yaml"
+    experiment.write_text(yaml.safe_dump({"serve": cfg.model_dump(mode="json")}))
+    [port] = free_ports(1)
+    config = yaml.safe_load((REPO_ROOT / "serve" / "config.yaml").read_text())
+    config["http_options"]["port"] = port
+    config["applications"][0]["args"]["config"] = str(experiment)
+    config_file = tmp_path / "serve_config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    cli = str(Path(sys.executable).parent / "serve")
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the CLI sends the local token only then
+    deployed = subprocess.run([cli, "deploy", str(config_file), "--address", ray_head], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert deployed.returncode == 0, deployed.stderr[-2000:]
+    deadline, status = time.monotonic() + 240, ""
+    while time.monotonic() < deadline:
+        status = subprocess.run([cli, "status", "--address", ray_head], env=env, capture_output=True,
+                                text=True, timeout=60).stdout
+        if "status: RUNNING" in status or "DEPLOY_FAILED" in status:
+            break
+        time.sleep(2)
+    assert "status: RUNNING" in status, status
+    assert status.count("status: HEALTHY") >= 5, status  # the five deployments
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_overload_gets_quick_503s_not_a_pile_up(served, http):
+    """Beyond the ingress' max_ongoing_requests + max_queued_requests, Serve answers 503 at
+    once. (Runs last here: it replaces the module's application with a small one.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray import serve
+
+    from deepfusion.serving.app import build_app
+
+    serve.delete("deepfusion")
+    small = served["cfg"].model_copy(update={
+        "textile_checkpoint": None,
+        "ingress": served["cfg"].ingress.model_copy(update={"max_ongoing_requests": 1, "max_queued_requests": 1})})
+    serve.run(build_app(small), name="overload", route_prefix="/")
+    clip = demo_clip(served).read_bytes()
+
+    def send(_):
+        return post_emotion(http, files={"video": ("v.mp4", clip, "video/mp4")}, text="again!")
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(send, range(16)))
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 8, codes
+    assert post_emotion(http, text="still alive").status_code == 200

@@ -37,7 +37,7 @@ def evaluate(model: LateFusion, logits: SplitLogits, label_names: list[str], dev
     """Accuracy, weighted/macro and per-class F1 of ``model`` on one split (eval mode)."""
     model.eval()
     with torch.inference_mode():
-        fused = model(torch.as_tensor(logits.video, device=device), torch.as_tensor(logits.audio_text, device=device))
+        fused = model(torch.tensor(logits.video, device=device), torch.tensor(logits.audio_text, device=device))
     predictions = fused.argmax(dim=-1).cpu().numpy()
     return classification_metrics(confusion_from_predictions(logits.labels, predictions, len(label_names)),
                                   label_names)
@@ -72,9 +72,9 @@ def fit_fusion(kind: str, train: SplitLogits, val: SplitLogits, hp: FusionTraini
     use_amp = hp.amp and torch.device(device).type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    video = torch.as_tensor(train.video, device=device)
-    audio_text = torch.as_tensor(train.audio_text, device=device)
-    labels = torch.as_tensor(train.labels, device=device)
+    video = torch.tensor(train.video, device=device)
+    audio_text = torch.tensor(train.audio_text, device=device)
+    labels = torch.tensor(train.labels, device=device)
     weights = _sample_weights(len(train), hp.batch_size, hp.grad_accumulation).to(device)
     step_rows = hp.batch_size * hp.grad_accumulation
 

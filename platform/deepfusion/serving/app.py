@@ -226,3 +226,17 @@ def build_app(cfg: ServeSection):
         Fusion.options(**_options(cfg.fusion, "fusion")).bind(str(cfg.fusion_checkpoint)),
         textile, video_card.data_info, image_size, cfg.limits.model_dump(),
     )
+
+
+def app_builder(args: dict):
+    """The entry point named in ``serve/config.yaml`` (``serve run`` / ``serve deploy``).
+
+    ``args.config``: the experiment YAML whose ``serve`` section names the checkpoints and
+    deployment sizes; ``args.set``: overrides, as ``--set`` takes them.
+    """
+    from deepfusion.config import load_config
+
+    config = args.get("config", "configs/serve.yaml")
+    overrides = args.get("set", [])
+    overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+    return build_app(load_config(config, overrides).require("serve", config))

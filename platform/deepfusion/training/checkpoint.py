@@ -93,7 +93,14 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.
     card = read_card(folder)
     # Weights come from the checkpoint; skip any pretrained download while building.
     model = build_model(_without_pretrained_loading(card.model_config))
-    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+    try:
+        model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1:2]
+        raise ConfigError(
+            f"{folder}: the weights do not fit the model its model_config.json describes "
+            f"({first[0].strip() if first else err}); a checkpoint written before a preset changed "
+            f"must be retrained (python -m jobs.train ... --fresh)") from None
     return model.to(device).eval(), card
 
 
