@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(PY) bench/preprocess.py
 	$(PY) bench/train_throughput.py
 	$(PY) bench/fusion_sweep.py
+	$(PY) bench/serve_latency.py
 
 clean-work:
 	rm -rf work

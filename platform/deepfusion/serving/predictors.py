@@ -99,7 +99,7 @@ class FusionModel:
     def explain(self, video_logits: np.ndarray, audio_text_logits: np.ndarray) -> list[dict]:
         from deepfusion.fusion.models import explain
 
-        return explain(self.model, torch.as_tensor(video_logits), torch.as_tensor(audio_text_logits),
+        return explain(self.model, torch.tensor(video_logits), torch.tensor(audio_text_logits),
                        self.card.label_names)
 
 

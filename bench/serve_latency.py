@@ -1,0 +1,143 @@
+"""Serve latency over real HTTP at concurrency 1, 8 and 32, beside the in-process pipeline.
+
+    python bench/serve_latency.py [--config configs/serve.yaml] [--requests 48] [--set KEY=VALUE ...]
+
+Deploys the application of ``configs/serve.yaml`` on a local Ray, then POSTs demo MELD
+utterances (mp4 + transcript + speaker) to ``/v1/emotion``: p50/p95/p99 latency and
+throughput per concurrency, and the per-stage breakdown the responses report beside the
+methodology's budget. The same utterances then go through ``EmotionPipeline`` in this
+process (decode -> MIMAMO -> LSTM -> fusion, no Ray, no HTTP), so the Serve overhead is
+measured in the same run. The last line is one JSON object.
+
+Needs the checkpoints the config names (jobs.train for mimamo and multimodal_lstm,
+jobs.tune_fusion) and the demo corpus (make demo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.chdir(REPO_ROOT)
+
+from deepfusion.config import load_config  # noqa: E402
+
+# The methodology's per-stage budget on an RTX 3060 (ms).
+SEED_BUDGET_MS = {"preprocess": "<50", "video": "~45", "audio_text": "~35", "fusion": "~5", "total": "~87"}
+
+
+def utterances(meld_root: Path, split: str = "test") -> list[dict]:
+    """Demo MELD utterances that have an mp4: the request bodies."""
+    rows = pd.read_csv(meld_root / f"{split}_sent_emo.csv")
+    media = meld_root / {"test": "test", "val": "dev", "train": "train"}[split]
+    out = []
+    for row in rows.itertuples():
+        clip = media / f"dia{row.Dialogue_ID}_utt{row.Utterance_ID}.mp4"
+        if clip.is_file():
+            out.append({"video": clip, "text": row.Utterance, "speaker": row.Speaker})
+    return out
+
+
+def post(session: requests.Session, url: str, sample: dict) -> tuple[float, dict]:
+    started = time.perf_counter()
+    with open(sample["video"], "rb") as video:
+        response = session.post(url, files={"video": ("clip.mp4", video, "video/mp4")},
+                                data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
+    elapsed = 1000 * (time.perf_counter() - started)
+    response.raise_for_status()
+    return elapsed, response.json()
+
+
+def percentiles(values: list[float]) -> dict:
+    return {f"p{q}_ms": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
+
+
+def run_concurrency(url: str, samples: list[dict], concurrency: int, total: int) -> dict:
+    sessions = [requests.Session() for _ in range(concurrency)]
+    jobs = [(sessions[i % concurrency], samples[i % len(samples)]) for i in range(total)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(lambda job: post(job[0], url, job[1]), jobs))
+    wall = time.perf_counter() - started
+    latencies = [r[0] for r in results]
+    stages = {k: round(float(np.median([r[1]["latency_ms"][k] for r in results])), 1)
+              for k in ("preprocess", "video", "audio_text", "fusion", "total")}
+    return {"concurrency": concurrency, "requests": total, **percentiles(latencies),
+            "rps": round(total / wall, 2), "stages_p50_ms": stages}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/serve.yaml")
+    parser.add_argument("--meld", default="work/demo/data/meld", help="a MELD-layout folder with mp4s")
+    parser.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    experiment = load_config(args.config, args.overrides)
+    cfg = experiment.require("serve", args.config)
+    samples = utterances(Path(args.meld))
+    if not samples:
+        sys.exit(f"no mp4 utterances under {args.meld}; run `make demo` first")
+
+    from ray import serve
+
+    from deepfusion.ray_runtime import connect
+    from deepfusion.serving.app import build_app
+
+    connect(experiment.ray)
+    serve.start(http_options={"host": "127.0.0.1", "port": cfg.http_port})
+    serve.run(build_app(cfg), name="deepfusion", route_prefix="/")
+    url = f"http://127.0.0.1:{cfg.http_port}/v1/emotion"
+    session = requests.Session()
+    for sample in samples[:8]:  # warm-up: first calls load kernels, fill caches
+        post(session, url, sample)
+
+    levels = [run_concurrency(url, samples, c, max(args.requests, 2 * c)) for c in (1, 8, 32)]
+    for level in levels:
+        print(f"concurrency {level['concurrency']:>2}: p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, "
+              f"p99 {level['p99_ms']} ms, {level['rps']} req/s; stages p50 {level['stages_p50_ms']}", flush=True)
+    print(f"seed budget (RTX 3060): {SEED_BUDGET_MS}", flush=True)
+    serve.shutdown()
+
+    from deepfusion.serving.predictors import EmotionPipeline, EmotionRequest
+
+    pipeline = EmotionPipeline(cfg.video_checkpoint, cfg.audio_text_checkpoint, cfg.fusion_checkpoint)
+    requests_ = [EmotionRequest(video_path=str(s["video"]), text=s["text"], speaker=s["speaker"]) for s in samples]
+    for request in requests_[:8]:
+        pipeline.predict(request)
+    inprocess = []
+    for i in range(args.requests):
+        started = time.perf_counter()
+        pipeline.predict(requests_[i % len(requests_)])
+        inprocess.append(1000 * (time.perf_counter() - started))
+    in_p50 = float(np.percentile(inprocess, 50))
+    print(f"in-process pipeline: p50 {in_p50:.1f} ms (same utterances, one process, sequential)", flush=True)
+
+    import ray
+
+    ray.shutdown()
+    c1 = levels[0]
+    print(json.dumps({
+        "bench": "serve_latency", "p50_ms": c1["p50_ms"], "p95_ms": c1["p95_ms"], "p99_ms": c1["p99_ms"],
+        "inprocess_p50_ms": round(in_p50, 1), "overhead_ms": round(c1["p50_ms"] - in_p50, 1),
+        "rps_c1": c1["rps"], "p50_ms_c8": levels[1]["p50_ms"], "p99_ms_c8": levels[1]["p99_ms"],
+        "rps_c8": levels[1]["rps"], "p50_ms_c32": levels[2]["p50_ms"], "p99_ms_c32": levels[2]["p99_ms"],
+        "rps_c32": levels[2]["rps"], "stages_p50_ms_c1": c1["stages_p50_ms"],
+        "preset": "cpu-small", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
