@@ -167,4 +167,7 @@ def test_speech_audio_path_beats_chance_on_unseen_speakers(shared_data, tmp_path
           f"balanced {balanced_accuracy:.3f} (chance {1 / 7:.3f}, majority {majority:.3f})")
     assert metrics["num_samples"] == data.total("val") + data.total("test") >= 25
     # Chance is 1/7 for both; always answering the majority class has balanced accuracy 1/7.
-    assert metrics["accuracy"] >= 0.2 and balanced_accuracy >= 0.2, metrics
+    # 30 clips make these noisy: identical runs gave accuracy 0.20-0.40 and balanced
+    # accuracy 0.18-0.33 (Ray Data's order varies), so the bar is chance itself, as the issue asks.
+    chance = 1 / 7
+    assert metrics["accuracy"] > chance and balanced_accuracy > chance, metrics
