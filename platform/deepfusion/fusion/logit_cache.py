@@ -43,26 +43,15 @@ class BackbonePairPredictor:
     """``map_batches`` callable: both frozen backbones' logits for a batch of shard rows."""
 
     def __init__(self, video_checkpoint: str, audio_text_checkpoint: str):
-        import torch
+        from deepfusion.training.checkpoint import CheckpointModel
 
-        from deepfusion.training.checkpoint import load_model
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.video, self.video_card = load_model(Path(video_checkpoint), self.device)
-        self.audio_text, self.audio_text_card = load_model(Path(audio_text_checkpoint), self.device)
+        self.video = CheckpointModel(Path(video_checkpoint))
+        self.audio_text = CheckpointModel(Path(audio_text_checkpoint))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        from deepfusion.models.inputs import model_batch_inputs
-
-        with torch.inference_mode():
-            video = self.video(model_batch_inputs(self.video_card.model_config, batch).to(self.device))
-            audio_text = self.audio_text(
-                model_batch_inputs(self.audio_text_card.model_config, batch).to(self.device))
         return {
             "sample_id": batch["sample_id"], "label": batch["label"],
-            "video_logits": video.float().cpu().numpy(), "audio_text_logits": audio_text.float().cpu().numpy(),
+            "video_logits": self.video.logits(batch), "audio_text_logits": self.audio_text.logits(batch),
             **{c: batch[c] for c in MASK_COLUMNS + ["split"] if c in batch},
         }
 

@@ -105,7 +105,6 @@ class SearchOutcome:
     best_config: dict
     best_metrics: dict
     best_checkpoint: Path  # the best trial's checkpoint folder in Tune's storage
-    results: "object"  # pandas DataFrame of every trial's last result
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -188,13 +187,12 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
         )
     grid = tuner.fit()
     _fail_orphaned_optuna_trials(storage_url, search.name)
-    frame = grid.get_dataframe()
     best = grid.get_best_result(metric=metric, mode="max", scope="last")
     return SearchOutcome(
         experiment_dir=experiment_dir, optuna_storage=storage_url, num_trials=len(grid),
         num_errored=grid.num_errors, best_config={k: best.config[k] for k in SEARCHED},
         best_metrics={k: v for k, v in best.metrics.items() if isinstance(v, (int, float))},
-        best_checkpoint=Path(best.checkpoint.path), results=frame,
+        best_checkpoint=Path(best.checkpoint.path),
     )
 
 

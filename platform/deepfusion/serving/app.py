@@ -25,8 +25,9 @@ from ray import serve
 
 from deepfusion.config.serving import DeploymentSection, RequestLimits, ServeSection
 from deepfusion.preprocessing import MediaError
+from deepfusion.training.checkpoint import CheckpointModel
 from deepfusion.serving.predictors import (
-    CheckpointModel, EmotionDecoder, EmotionRequest, FusionModel, TextileClassifier, check_servable, image_row,
+    EmotionDecoder, EmotionRequest, FusionModel, TextileClassifier, check_servable, image_row,
 )
 
 api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
@@ -62,7 +63,7 @@ class EmotionBackbone:
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
     async def logits(self, rows: list[dict]) -> list[np.ndarray]:
         # In a thread: the replica's event loop keeps accepting the next batch meanwhile.
-        return list(await asyncio.to_thread(self.model.logits, rows))
+        return list(await asyncio.to_thread(self.model.logits_of_rows, rows))
 
 
 @serve.deployment

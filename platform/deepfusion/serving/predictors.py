@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from deepfusion.config import AudioConfig, ConfigError, TextConfig, VideoConfig
+from deepfusion.training.checkpoint import CheckpointModel
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,6 @@ class EmotionRequest:
     speaker: str = ""
     gender: str | None = None
     age: float | None = None
-
-
-def rows_to_batch(rows: list[dict], columns: list[str]) -> dict[str, list]:
-    return {c: [row[c] for row in rows] for c in columns}
 
 
 class EmotionDecoder:
@@ -59,29 +56,6 @@ class EmotionDecoder:
             "source": request.video_path or request.audio_path or "<text>",
         }
         return decode_emotion_record(record, input_ids, self.video, self.audio, self.speaker_ids)
-
-
-class CheckpointModel:
-    """A trained checkpoint, frozen, turning rows into logits with training's conversion."""
-
-    def __init__(self, checkpoint: Path, device: str | None = None):
-        from deepfusion.models.inputs import model_columns
-        from deepfusion.training.checkpoint import load_model
-
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.card = load_model(Path(checkpoint), self.device)
-        self.columns = model_columns(self.card.model_config)
-
-    def describe(self) -> dict:
-        return {"checkpoint": str(self.card.path), "sha256": self.card.content_hash, "kind": self.card.model_config.kind,
-                "preset": self.card.preset, "labels": self.card.label_names}
-
-    def logits(self, rows: list[dict]) -> np.ndarray:
-        from deepfusion.models.inputs import model_batch_inputs
-
-        inputs = model_batch_inputs(self.card.model_config, rows_to_batch(rows, self.columns)).to(self.device)
-        with torch.inference_mode():
-            return self.model(inputs).float().cpu().numpy()
 
 
 class FusionModel:
@@ -140,8 +114,8 @@ class EmotionPipeline:
 
     def predict(self, request: EmotionRequest) -> dict:
         row = self.decoder.row(request)
-        video = self.video.logits([row])
-        audio_text = self.audio_text.logits([row])
+        video = self.video.logits_of_rows([row])
+        audio_text = self.audio_text.logits_of_rows([row])
         return self.fusion.explain(video, audio_text)[0]
 
 
@@ -154,7 +128,7 @@ class TextileClassifier:
         return image_row(image, self.image_size)
 
     def classify(self, rows: list[dict]) -> list[dict]:
-        probabilities = torch.softmax(torch.as_tensor(self.model.logits(rows)), dim=-1).numpy()
+        probabilities = torch.softmax(torch.as_tensor(self.model.logits_of_rows(rows)), dim=-1).numpy()
         names = self.model.card.label_names
         return [{"class": names[int(p.argmax())], "confidence": float(p.max()),
                  "probabilities": {n: float(v) for n, v in zip(names, p)}} for p in probabilities]

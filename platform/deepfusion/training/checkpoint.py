@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deepfusion.config import ConfigError
@@ -124,3 +125,30 @@ def checkpoint_hash(folder: Path) -> str:
                 digest.update(block)
     return digest.hexdigest()
 
+
+
+class CheckpointModel:
+    """A checkpoint's model, frozen, turning shard rows into logits with training's own
+    input conversion: what batch evaluation, the logit cache and Serve all run."""
+
+    def __init__(self, folder: Path, device: str | None = None):
+        from deepfusion.models.inputs import model_columns
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.card = load_model(Path(folder), self.device)
+        self.columns = model_columns(self.card.model_config)
+
+    def describe(self) -> dict:
+        return {"checkpoint": str(self.card.path), "sha256": self.card.content_hash,
+                "kind": self.card.model_config.kind, "preset": self.card.preset, "labels": self.card.label_names}
+
+    def logits(self, batch: dict) -> np.ndarray:
+        """``batch``: column -> array or list, as Ray Data's numpy batches are."""
+        from deepfusion.models.inputs import model_batch_inputs
+
+        inputs = model_batch_inputs(self.card.model_config, batch).to(self.device)
+        with torch.inference_mode():
+            return self.model(inputs).float().cpu().numpy()
+
+    def logits_of_rows(self, rows: list[dict]) -> np.ndarray:
+        return self.logits({c: [row[c] for row in rows] for c in self.columns})

@@ -20,22 +20,12 @@ from deepfusion.training.metrics import classification_metrics, confusion_from_p
 
 class CheckpointPredictor:
     def __init__(self, checkpoint_dir: str):
-        import torch
+        from deepfusion.training.checkpoint import CheckpointModel
 
-        from deepfusion.training.checkpoint import load_model
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.card = load_model(Path(checkpoint_dir), self.device)
+        self.model = CheckpointModel(Path(checkpoint_dir))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
-        from deepfusion.models.inputs import model_batch_inputs
-
-        inputs = model_batch_inputs(self.card.model_config, batch).to(self.device)
-        with torch.inference_mode():
-            logits = self.model(inputs).float().cpu().numpy()
-        return {"sample_id": batch["sample_id"], "label": batch["label"], "logits": logits}
+        return {"sample_id": batch["sample_id"], "label": batch["label"], "logits": self.model.logits(batch)}
 
 
 @dataclass(frozen=True)
