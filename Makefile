@@ -32,7 +32,7 @@ test-all: $(STAMP)
 
 # The HTTP application (needs the checkpoints of jobs.train and jobs.tune_fusion; see README)
 serve: $(STAMP)
-	$(VENV)/bin/serve run serve/config.yaml
+	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} $(VENV)/bin/serve run serve/config.yaml
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py

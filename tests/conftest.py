@@ -18,7 +18,7 @@ import requests
 from deepfusion.config import DemoDataConfig, PreprocessConfig, validate_config
 from deepfusion.demo.image_corpus import write_image_corpus
 from deepfusion.demo.meld_corpus import write_meld_corpus
-from deepfusion.ray_runtime import remove_stale_bootstrap_file
+from deepfusion.ray_runtime import remove_stale_bootstrap_file, use_serve_environment
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DEEPFUSION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -27,6 +27,8 @@ SHARED_DATA = Path(os.environ.get("DEEPFUSION_SHARED_DATA", REPO_ROOT.parent / "
 def pytest_configure(config):
     # Keep the many Ray Data progress lines out of test logs.
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    # Every Ray the tests start (here, `ray start`, jobs) runs Serve as the product does.
+    use_serve_environment()
 
 
 @pytest.fixture(scope="session")

@@ -257,3 +257,17 @@ def test_overload_gets_quick_503s_not_a_pile_up(served, http):
     codes = sorted(r.status_code for r in responses)
     assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 8, codes
     assert post_emotion(http, text="still alive").status_code == 200
+
+
+def test_importing_deepfusion_serving_puts_serve_in_throughput_optimized_mode():
+    """Serve reads the mode when ray.serve is imported, and a driver's handles keep it."""
+    probe = ("import deepfusion.serving.app\n"
+             "from ray.serve._private import constants, handle_options\n"
+             "print(constants.RAY_SERVE_THROUGHPUT_OPTIMIZED, handle_options.DynamicHandleOptions()._by_reference)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "False"]  # gRPC between deployments, not object refs
+    off = subprocess.run([sys.executable, "-c", probe], env={**env, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
+                         capture_output=True, text=True, timeout=120)
+    assert off.stdout.split() == ["False", "True"], off.stderr[-2000:]

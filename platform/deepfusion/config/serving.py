@@ -24,9 +24,11 @@ class DeploymentSection(StrictModel):
     # Serve answers 503 at once instead of queueing without bound.
     max_ongoing_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(64, ge=-1)
-    # @serve.batch on model deployments (ignored by the ingress).
+    # @serve.batch on model deployments (ignored by the ingress). No wait by default: under
+    # load, requests queue while the previous batch computes and the next batch takes them
+    # all; a wait only delays a lone request.
     max_batch_size: int = Field(8, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    batch_wait_timeout_s: float = Field(0.0, ge=0)
 
 
 class RequestLimits(StrictModel):
