@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from deepfusion.config import load_config
 from deepfusion.demo import write_demo_corpora
-from jobs._cli import job_parser, run_job
+from jobs._cli import job_parser, parse_job_args, run_job
 
 
 def main() -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--out", help="output folder (overrides demo_data.out)")
     parser.add_argument("--force", action="store_true", help="rewrite even if up to date")
-    args = parser.parse_args()
+    args = parse_job_args(parser)
     overrides = args.overrides + ([f"demo_data.out={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides).require("demo_data", args.config)
     written, stamp = write_demo_corpora(cfg, force=args.force)

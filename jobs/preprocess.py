@@ -8,13 +8,13 @@ from __future__ import annotations
 from deepfusion.config import load_config
 from deepfusion.ingest.pipeline import preprocess
 from deepfusion.ray_runtime import connect
-from jobs._cli import job_parser, run_job
+from jobs._cli import job_parser, parse_job_args, run_job
 
 
 def main() -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--force", action="store_true", help="redo datasets that are up to date")
-    args = parser.parse_args()
+    args = parse_job_args(parser)
     experiment = load_config(args.config, args.overrides)
     cfg = experiment.require("preprocess", args.config)
     connect(experiment.ray)

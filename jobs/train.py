@@ -13,13 +13,13 @@ import json
 from deepfusion.config import load_config
 from deepfusion.config.resources import DataResources
 from deepfusion.ray_runtime import connect
-from jobs._cli import job_parser, run_job
+from jobs._cli import job_parser, parse_job_args, run_job
 
 
 def main() -> int:
     parser = job_parser(__doc__)
     parser.add_argument("--fresh", action="store_true", help="delete the run's checkpoints and start over")
-    args = parser.parse_args()
+    args = parse_job_args(parser)
     experiment = load_config(args.config, args.overrides)
     cfg = experiment.require("train", args.config)
     data_resources = experiment.preprocess.data if experiment.preprocess else DataResources()

@@ -117,7 +117,8 @@ def test_overrides_and_env_expansion(tmp_path, monkeypatch):
 def test_env_default_and_missing_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("DF_UNSET", raising=False)
     path = write(tmp_path, BASE.replace("root: data", "root: ${DF_UNSET:-fallback}"))
-    assert str(load_config(path).preprocess.datasets[0].root) == "fallback"
+    # relative paths are made absolute against the working folder (Ray workers do not share it)
+    assert load_config(path).preprocess.datasets[0].root == Path.cwd() / "fallback"
     path = write(tmp_path, BASE.replace("root: data", "root: ${DF_UNSET}"))
     with pytest.raises(ConfigError, match="DF_UNSET"):
         load_config(path)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class ConfigError(ValueError):
@@ -13,3 +16,13 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _absolute(path: Path) -> Path:
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+# A file or folder named in a config: relative to the folder the job runs in, and made
+# absolute when the config is loaded. Ray's workers are other processes, maybe on other
+# nodes or in a job's working_dir, and do not share the driver's working folder.
+WorkPath = Annotated[Path, AfterValidator(_absolute)]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from deepfusion.config.base import StrictModel
+from deepfusion.config.base import StrictModel, WorkPath
 
 
 class DemoDataConfig(StrictModel):
     """The synthetic offline corpora written by ``jobs.make_demo_data`` (documented as synthetic)."""
 
-    out: Path
+    out: WorkPath
     seed: int = 0
     # MELD layout: dialogues per split and utterances per dialogue (min, max).
     dialogues: dict[Literal["train", "dev", "test"], int] = {"train": 40, "dev": 10, "test": 10}

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from deepfusion.config.base import StrictModel
+from deepfusion.config.base import StrictModel, WorkPath
 from deepfusion.config.resources import DataResources
 
 
@@ -69,16 +69,18 @@ class SearchSection(StrictModel):
     # false is Tune's default: a fresh worker process per trial.
     reuse_actors: bool = True
     seed: int = 0
-    storage_path: Path = Path("work/tune")
+    storage_path: WorkPath = Field(Path("work/tune"), validate_default=True)
     name: str = Field("fusion", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Tune's console output: 0 silent, 1 its status table every few seconds, 2-3 every result.
+    verbose: int = Field(1, ge=0, le=3)
 
 
 class FusionConfig(StrictModel):
     # The MELD-layout dataset both backbones were trained on (manifest.json + split=*).
-    data: Path
-    video_checkpoint: Path  # a MIMAMO Net checkpoint folder, e.g. work/runs/mimamo/best
-    audio_text_checkpoint: Path  # a Multimodal LSTM checkpoint folder
-    cache_dir: Path = Path("work/logit_cache")
+    data: WorkPath
+    video_checkpoint: WorkPath  # a MIMAMO Net checkpoint folder, e.g. work/runs/mimamo/best
+    audio_text_checkpoint: WorkPath  # a Multimodal LSTM checkpoint folder
+    cache_dir: WorkPath = Field(Path("work/logit_cache"), validate_default=True)
     inference: DataResources = DataResources(batch_size=32)
     # Every fit (late fusion, each trial, the exported best) starts from this; the search
     # overrides the searched fields.
@@ -88,4 +90,4 @@ class FusionConfig(StrictModel):
                                                  grad_accumulation=1, weight_decay=0.0, video_weight=0.5)
     search: SearchSection = SearchSection()
     # Where the best fusion checkpoint is exported for serving.
-    export_dir: Path = Path("work/fusion/best")
+    export_dir: WorkPath = Field(Path("work/fusion/best"), validate_default=True)

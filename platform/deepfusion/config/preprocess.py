@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, model_validator
 
-from deepfusion.config.base import StrictModel
+from deepfusion.config.base import StrictModel, WorkPath
 from deepfusion.config.resources import DataResources
 from deepfusion.labels import EMOTIONS, SPEECH_TO_EMOTION, TEXTILE_CLASSES
 
@@ -45,7 +44,7 @@ class ImageFolderDataset(StrictModel):
 
     kind: Literal["image_folder"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    root: Path
+    root: WorkPath
     classes: tuple[str, ...] = TEXTILE_CLASSES
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
     image_size: int = Field(224, ge=16, le=1024)
@@ -78,7 +77,7 @@ class MeldDataset(StrictModel):
 
     kind: Literal["meld"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    root: Path
+    root: WorkPath
     # our split name -> csv file under root. MELD calls validation "dev".
     csv_files: dict[Literal["train", "val", "test"], str] = {
         "train": "train_sent_emo.csv",
@@ -111,7 +110,7 @@ class SpeechDataset(StrictModel):
 
     kind: Literal["speech"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    root: Path
+    root: WorkPath
     manifest: str = "MANIFEST.csv"
     # dataset label -> task emotion; a label missing here is quarantined, never guessed.
     label_map: dict[str, str] = dict(SPEECH_TO_EMOTION)
@@ -134,7 +133,7 @@ DatasetConfig = Annotated[
 
 
 class PreprocessConfig(StrictModel):
-    output_dir: Path
+    output_dir: WorkPath
     data: DataResources = DataResources()
     datasets: list[DatasetConfig] = Field(min_length=1)
 

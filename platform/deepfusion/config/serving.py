@@ -7,11 +7,10 @@ training data went through, so serving cannot drift from training.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from pydantic import Field
 
-from deepfusion.config.base import StrictModel
+from deepfusion.config.base import StrictModel, WorkPath
 
 
 class DeploymentSection(StrictModel):
@@ -29,6 +28,9 @@ class DeploymentSection(StrictModel):
     # all; a wait only delays a lone request.
     max_batch_size: int = Field(8, ge=1)
     batch_wait_timeout_s: float = Field(0.0, ge=0)
+    # How long a replica being stopped (redeploy, scale-down, serve shutdown) may finish
+    # its requests; ours take well under a second. Serve's default is 20 s.
+    graceful_shutdown_timeout_s: float = Field(5.0, ge=0)
 
 
 class RequestLimits(StrictModel):
@@ -37,10 +39,10 @@ class RequestLimits(StrictModel):
 
 
 class ServeSection(StrictModel):
-    video_checkpoint: Path  # MIMAMO Net
-    audio_text_checkpoint: Path  # Multimodal LSTM
-    fusion_checkpoint: Path  # Enhanced Late Fusion (jobs.tune_fusion's export)
-    textile_checkpoint: Path | None = None  # TextilePollutionNet; None: no /v1/textile
+    video_checkpoint: WorkPath  # MIMAMO Net
+    audio_text_checkpoint: WorkPath  # Multimodal LSTM
+    fusion_checkpoint: WorkPath  # Enhanced Late Fusion (jobs.tune_fusion's export)
+    textile_checkpoint: WorkPath | None = None  # TextilePollutionNet; None: no /v1/textile
     limits: RequestLimits = RequestLimits()
     ingress: DeploymentSection = DeploymentSection(max_ongoing_requests=32, max_queued_requests=64)
     video: DeploymentSection = DeploymentSection()

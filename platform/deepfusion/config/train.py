@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from deepfusion.config.base import StrictModel
+from deepfusion.config.base import StrictModel, WorkPath
 from deepfusion.config.models import ModelConfig
 
 
@@ -44,7 +44,7 @@ class ScalingSection(StrictModel):
 class RunSection(StrictModel):
     """Where Ray Train keeps results and checkpoints; the same name resumes the run."""
 
-    storage_path: Path = Path("work/runs")
+    storage_path: WorkPath = Field(Path("work/runs"), validate_default=True)
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     max_failures: int = Field(2, ge=-1)
     checkpoints_to_keep: int = Field(2, ge=1)
@@ -53,7 +53,7 @@ class RunSection(StrictModel):
 class TrainConfig(StrictModel):
     model: ModelConfig
     # A dataset folder written by the preprocess job (<output_dir>/<name>, with manifest.json).
-    data: Path
+    data: WorkPath
     epochs: int = Field(100, ge=1)
     # The global batch: each of the scaling.num_workers workers takes an equal part, so
     # results do not depend on how many workers share the work.
