@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $(STAMP)
 
+# The whole methodology on the SYNTHETIC offline corpora (stages already up to date are skipped)
 demo: $(STAMP)
-	$(PY) -m jobs.make_demo_data --config $(DEMO_CONFIG)
-	$(PY) -m jobs.preprocess --config $(DEMO_CONFIG)
+	$(PY) -m jobs.pipeline --config $(DEMO_CONFIG)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -21,14 +21,15 @@ from deepfusion.config.models import (
     AudioEncoderConfig, ImageBackboneConfig, MimamoConfig, ModelConfig, MultimodalLSTMConfig,
     SpeakerEncoderConfig, TextEncoderConfig, TextileNetConfig,
 )
+from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
 from deepfusion.config.resources import DataResources, RayConfig
 from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, TrainConfig
 
 __all__ = [
     "AudioConfig", "AudioEncoderConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
     "DemoDataConfig", "ExperimentConfig", "FusionConfig", "FusionTraining", "ImageBackboneConfig", "ImageFolderDataset", "MeldDataset",
-    "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PreprocessConfig",
-    "RayConfig", "RunSection", "ScalingSection", "SearchSection", "SearchSpace", "SpeakerEncoderConfig", "SpeechDataset",
+    "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PipelineConfig", "PreprocessConfig",
+    "RayConfig", "RunSection", "ScalingSection", "SearchSection", "SearchSpace", "ServeStage", "SpeakerEncoderConfig", "SpeechDataset", "StageFile",
     "SplitRatios", "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig",
     "TrainConfig", "VideoConfig",
     "apply_override", "load_config", "validate_config",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.fusion import FusionConfig
+from deepfusion.config.pipeline import PipelineConfig
 from deepfusion.config.preprocess import PreprocessConfig
 from deepfusion.config.resources import RayConfig
 from deepfusion.config.serving import ServeSection
@@ -20,6 +21,7 @@ class ExperimentConfig(StrictModel):
     train: TrainConfig | None = None
     fusion: FusionConfig | None = None
     serve: ServeSection | None = None
+    pipeline: PipelineConfig | None = None
 
     def require(self, section: str, source: str = "<config>"):
         value = getattr(self, section)

@@ -21,7 +21,7 @@ from deepfusion.fusion.checkpoint import load_fusion, save_fusion
 from deepfusion.fusion.fit import evaluate, evaluate_logits, fit_fusion
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits, open_or_build
 from deepfusion.fusion.report import ModelRow, write_report
-from deepfusion.fusion.search import SearchOutcome, run_search
+from deepfusion.fusion.search import SearchOutcome, run_search, search_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,17 @@ def run_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = 
             "num_trials": outcome.num_trials, "best_config": outcome.best_config}}))
 
     report = write_report(
-        outcome.experiment_dir / "report", rows, cache=cache.card, study_name=cfg.search.name,
+        report_dir(cfg), rows, cache=cache.card, study_name=cfg.search.name,
         storage_url=outcome.optuna_storage,
         search={"num_trials": outcome.num_trials, "num_errored": outcome.num_errored, "metric": cfg.search.metric,
                 "experiment_dir": str(outcome.experiment_dir), "best_config": outcome.best_config},
     )
     return FusionOutcome(cache, built, rows, outcome, export_dir, report)
+
+
+def report_dir(cfg: FusionConfig) -> Path:
+    """The fusion report's folder: beside the search's Tune results."""
+    return search_dir(cfg) / "report"
 
 
 def _fusion_row(name: str, model, logits: dict[str, SplitLogits], names: list[str]) -> ModelRow:

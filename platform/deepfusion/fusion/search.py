@@ -140,6 +140,11 @@ class ResumableOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
 
+def search_dir(cfg: FusionConfig) -> Path:
+    """Where Tune keeps the search's results (and the Optuna study, and the report)."""
+    return (Path(cfg.search.storage_path) / cfg.search.name).resolve()
+
+
 def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> SearchOutcome:
     """Run (or resume) the sweep; Ray must be up."""
     import optuna
@@ -149,7 +154,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
     from deepfusion.run_dir import claim_run_dir
 
     search = cfg.search
-    experiment_dir = (Path(search.storage_path) / search.name).resolve()
+    experiment_dir = search_dir(cfg)
     resuming = claim_run_dir(experiment_dir, search_key(cfg, cache), what="search", fresh=fresh)
     storage_url = f"sqlite:///{experiment_dir / OPTUNA_DB}"
     metric = OBJECTIVE[search.metric]
@@ -181,7 +186,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
                 num_samples=search.num_samples, metric=metric, mode="max", reuse_actors=search.reuse_actors,
             ),
             run_config=tune.RunConfig(
-                name=search.name, storage_path=str(experiment_dir.parent), verbose=0,
+                name=search.name, storage_path=str(experiment_dir.parent), verbose=search.verbose,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             ),
         )

@@ -39,6 +39,7 @@ class TrainOutcome:
     history: list  # every epoch's reported metrics, resumed runs included
     num_workers: int
     worker_resources: dict  # Ray resources per worker, e.g. {"CPU": 0.5, "GPU": 0.5}
+    resumed_from: list = ()  # epochs of the checkpoints the run restarted from (failures, re-runs)
     test_metrics_path: Path | None = None
     test_confusion_path: Path | None = None
     test_metrics: dict | None = None
@@ -107,7 +108,8 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     best_metrics = _metrics_of(best_dir)
     latest = _training_state(Path(result.checkpoint.path))
     outcome = TrainOutcome(run_dir, best_dir, best_metrics, latest["epoch"], latest["history"],
-                           scaling.num_workers, dict(scaling.resources_per_worker))
+                           scaling.num_workers, dict(scaling.resources_per_worker),
+                           resumed_from=latest.get("resumed_from", []))
     if not cfg.evaluate_test or data.total("test") == 0:
         return outcome
     return _evaluate_test(outcome, data, data_resources, cfg)
@@ -129,7 +131,12 @@ def _datasets(data: TrainingData, columns: list[str], cfg: TrainConfig) -> dict:
         train, val = train.materialize(), val.materialize()
     log.info("train/val splits %s", "cached in the object store" if cache else "streamed from Parquet each epoch")
     # A new block order each epoch; rows mix further in the workers' shuffle buffers.
-    return {"train": train.randomize_block_order(), "val": val}
+    train = train.randomize_block_order()
+    for dataset in (train, val):
+        # Progress is the per-epoch lines: the bars of datasets executed inside the
+        # workers, one per epoch, outlive the run on the driver's console.
+        dataset.context.enable_progress_bars = False
+    return {"train": train, "val": val}
 
 
 def _export(checkpoint: Path, target: Path) -> Path:

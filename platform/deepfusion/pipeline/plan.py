@@ -1,0 +1,91 @@
+"""The pipeline's stages, read and cross-checked before any of them runs.
+
+A pipeline file names the stage files (training runs, the fusion search, the Serve app);
+``plan_pipeline`` loads every one of them and checks that each stage's inputs are made
+by an earlier stage or already exist, so that a typo fails in a second, not after an
+hour of training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepfusion.config import ConfigError, ExperimentConfig, load_config
+from deepfusion.config.fusion import FusionConfig
+from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
+from deepfusion.config.serving import ServeSection
+from deepfusion.config.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class PipelinePlan:
+    source: Path  # the pipeline file
+    experiment: ExperimentConfig  # its own sections (ray, demo_data, preprocess, pipeline)
+    pipeline: PipelineConfig
+    train: list[tuple[Path, TrainConfig]]  # (stage file, its train section), in order
+    fusion: tuple[Path, FusionConfig] | None
+    serve: tuple[Path, ServeStage, ServeSection] | None
+
+    def best_checkpoint(self, cfg: TrainConfig) -> Path:
+        return Path(cfg.run.storage_path) / cfg.run.name / "best"
+
+
+def stage_file_path(ref: StageFile, pipeline_file: Path) -> Path:
+    """Stage files are found relative to the pipeline file, as an include would be."""
+    return ref.config if ref.config.is_absolute() else Path(pipeline_file).parent / ref.config
+
+
+def _load_section(ref: StageFile, pipeline_file: Path, section: str):
+    path = stage_file_path(ref, pipeline_file)
+    return path, load_config(path, ref.overrides).require(section, str(path))
+
+
+def plan_pipeline(experiment: ExperimentConfig, source: Path) -> PipelinePlan:
+    pipeline = experiment.require("pipeline", str(source))
+    if pipeline.make_demo_data:
+        experiment.require("demo_data", f"{source} (pipeline.make_demo_data)")
+    if pipeline.preprocess:
+        experiment.require("preprocess", f"{source} (pipeline.preprocess)")
+    train = [_load_section(ref, source, "train") for ref in pipeline.train]
+    fusion = _load_section(pipeline.fusion, source, "fusion") if pipeline.fusion else None
+    serve = None
+    if pipeline.serve is not None:
+        serve_path, serve_section = _load_section(pipeline.serve, source, "serve")
+        serve = (serve_path, pipeline.serve, serve_section)
+    plan = PipelinePlan(Path(source), experiment, pipeline, train, fusion, serve)
+    _check_inputs(plan)
+    return plan
+
+
+def _check_inputs(plan: PipelinePlan) -> None:
+    """Every dataset and checkpoint a stage reads is made by an earlier stage or exists."""
+    made: set[Path] = set()
+    if plan.pipeline.preprocess:
+        pre = plan.experiment.preprocess
+        made |= {(Path(pre.output_dir) / d.name).resolve() for d in pre.datasets}
+
+    def need(path: Path, what: str, stage_file: Path, hint: str) -> None:
+        if Path(path).resolve() not in made and not Path(path).exists():
+            raise ConfigError(f"{stage_file}: {what} {path} is made by no earlier pipeline stage and does not "
+                              f"exist; {hint}")
+
+    names: dict[str, Path] = {}
+    for path, cfg in plan.train:
+        if cfg.run.name in names:
+            raise ConfigError(f"{path}: train.run.name {cfg.run.name!r} is also the run of {names[cfg.run.name]}; "
+                              f"each training stage needs its own run")
+        names[cfg.run.name] = path
+        need(cfg.data, "train.data", path, f"add it to {plan.source}'s preprocess section")
+        made.add(plan.best_checkpoint(cfg).resolve())
+    if plan.fusion is not None:
+        path, cfg = plan.fusion
+        need(cfg.data, "fusion.data", path, f"add it to {plan.source}'s preprocess section")
+        for field in ("video_checkpoint", "audio_text_checkpoint"):
+            need(getattr(cfg, field), f"fusion.{field}", path, "train it in an earlier stage (pipeline.train)")
+        made.add(Path(cfg.export_dir).resolve())
+    if plan.serve is not None:
+        path, _, cfg = plan.serve
+        for field in ("video_checkpoint", "audio_text_checkpoint", "fusion_checkpoint", "textile_checkpoint"):
+            if getattr(cfg, field) is not None:
+                need(getattr(cfg, field), f"serve.{field}", path, "make it in an earlier stage")

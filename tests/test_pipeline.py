@@ -1,0 +1,168 @@
+"""The one-command pipeline: stage records and skipping, up-front checks, and the whole
+methodology end to end, submitted with `ray job submit`, then re-run after a change."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT, free_ports
+from deepfusion.config import ConfigError, load_config
+from deepfusion.pipeline.ledger import StageLedger
+from deepfusion.pipeline.plan import plan_pipeline
+
+DEMO = REPO_ROOT / "configs" / "demo.yaml"
+
+# The demo pipeline at test size: a small synthetic corpus, one epoch per backbone, 4 trials.
+SMALL = [
+    "demo_data.dialogues.train=8", "demo_data.dialogues.dev=3", "demo_data.dialogues.test=3",
+    "demo_data.image_scale=0.06", "preprocess.datasets.0.target_per_class=40",
+    "preprocess.datasets.0.image_size=64", "preprocess.datasets.1.video.frame_size=48",
+    'pipeline.train.0.overrides=["train.epochs=1"]', 'pipeline.train.1.overrides=["train.epochs=1"]',
+    'pipeline.train.2.overrides=["train.epochs=1"]',
+    'pipeline.fusion.overrides=["fusion.search.num_samples=4", "fusion.search.verbose=0"]',
+]
+
+
+def test_ledger_skips_resumes_or_starts_fresh_by_content(tmp_path):
+    ledger = StageLedger(tmp_path)
+    artifact = tmp_path / "model.bin"
+    artifact.write_bytes(b"weights v1")
+    inputs = {"config": {"epochs": 3}, "data": "abc"}
+
+    def outputs():
+        return {"model": artifact.read_bytes().hex()}
+
+    assert ledger.decide("train/x", inputs, outputs) == "fresh"  # never ran
+    ledger.started("train/x", inputs)
+    assert ledger.decide("train/x", inputs, outputs) == "resume"  # started, never finished
+    ledger.finished("train/x", inputs, outputs(), wall_s=1.0)
+    assert ledger.decide("train/x", inputs, outputs) == "skip"
+    assert ledger.decide("train/x", inputs | {"data": "abd"}, outputs) == "fresh"  # new upstream
+    assert ledger.decide("train/x", {"data": "abc", "config": {"epochs": 3}}, outputs) == "skip"  # key order
+    artifact.write_bytes(b"tampered")
+    assert ledger.decide("train/x", inputs, outputs) == "resume"  # output no longer what it made
+    artifact.unlink()
+    assert ledger.decide("train/x", inputs, outputs) == "resume"
+    record = json.loads((tmp_path / "stages" / "train__x.json").read_text())
+    assert record["state"] == "done" and record["inputs"] == inputs
+
+
+def test_the_demo_pipeline_file_loads_every_stage_file():
+    experiment = load_config(DEMO)
+    plan = plan_pipeline(experiment, DEMO)
+    assert [cfg.run.name for _, cfg in plan.train] == ["textile", "mimamo", "multimodal_lstm"]
+    assert plan.fusion[0] == DEMO.parent / "fusion.yaml"
+    assert plan.serve[1].deploy
+
+
+def test_a_stage_reading_what_no_stage_makes_is_refused_before_anything_runs(tmp_path):
+    experiment = load_config(DEMO, ['pipeline.train.1.overrides=["train.data=work/nowhere/meld"]'])
+    with pytest.raises(ConfigError, match=r"mimamo.yaml: train.data /\S*work/nowhere/meld is made by no earlier"):
+        plan_pipeline(experiment, DEMO)
+    experiment = load_config(DEMO, ['pipeline.train.2.overrides=["train.run.name=mimamo"]'])
+    with pytest.raises(ConfigError, match="train.run.name 'mimamo' is also the run of"):
+        plan_pipeline(experiment, DEMO)
+    experiment = load_config(DEMO, ["pipeline.fusion.config=missing.yaml"])
+    with pytest.raises(ConfigError, match="config file not found: .*configs/missing.yaml"):
+        plan_pipeline(experiment, DEMO)
+
+
+def _stage_lines(output: str) -> dict[str, str]:
+    """The stage table the job prints: stage -> status."""
+    statuses = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and (parts[0] in {"demo_data", "preprocess", "fusion", "report", "serve"}
+                                or parts[0].startswith("train/")):
+            if parts[1] in {"ran", "resumed", "skipped", "up"}:
+                statuses[parts[0]] = "up to date" if parts[1] == "up" else parts[1]
+    return statuses
+
+
+@pytest.mark.usefixtures("ray_local")  # token auth on in this process, as the `ray` CLI does
+def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_head, tmp_path):
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    work = tmp_path / "work_root"
+    (port,) = free_ports(1)
+    overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}"]
+    client = JobSubmissionClient(ray_head)
+    job_id = client.submit_job(
+        entrypoint="python -m jobs.pipeline --config configs/demo.yaml --workdir " + str(work) + " "
+                   + " ".join(f"--set '{o}'" for o in overrides),
+        runtime_env={"working_dir": str(REPO_ROOT), "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
+    )
+    deadline = time.monotonic() + 900
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                             JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-4000:]
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert status == JobStatus.SUCCEEDED, logs[-4000:]
+    assert _stage_lines(logs) == {"demo_data": "ran", "preprocess": "ran", "train/textile": "ran",
+                                  "train/mimamo": "ran", "train/multimodal_lstm": "ran", "fusion": "ran",
+                                  "report": "ran", "serve": "ran"}, logs[-4000:]
+    # the comparison table and where everything is
+    for model in ("MIMAMO Net", "Multimodal LSTM", "Late Fusion", "Enhanced Late Fusion"):
+        assert f"\n{model} " in logs
+    assert "report:          work/demo/pipeline/report.md" in logs
+    assert "Optuna study:    sqlite:///" in logs and "Tune results:    work/tune/fusion" in logs
+    summary = json.loads((work / "work/demo/pipeline/summary.json").read_text())
+    assert [row["model"] for row in summary["comparison"]] == ["MIMAMO Net", "Multimodal LSTM", "Late Fusion",
+                                                               "Enhanced Late Fusion"]
+    assert all(0 <= row["test_accuracy"] <= 1 and 0 <= row["test_weighted_f1"] <= 1
+               for row in summary["comparison"])
+    assert summary["synthetic"] is True and len(summary["backbones"]) == 3
+    for key in ("fusion_report", "tune_results", "fusion_checkpoint"):
+        assert (work / summary["artifacts"][key]).exists(), key
+    assert {Path(p).name for p in summary["artifacts"]["plots"]} >= {"model_comparison.png", "optuna_history.png"}
+    answer = summary["serve_response"]["response"]
+    assert answer["emotion"] in answer["probabilities"] and len(answer["fusion_weights"]) == 2
+    assert set(answer["individual_predictions"]) == {"video", "audio_text"}
+
+    textile_before = _stage_record(work, "train__textile")
+    lstm_before = _stage_record(work, "train__multimodal_lstm")
+    fusion_before = _stage_record(work, "fusion")
+    # A re-run with the LSTM trained longer: the LSTM and the fusion (its input) redo, nothing else.
+    changed = [o for o in SMALL if not o.startswith("pipeline.train.2")]
+    changed += ['pipeline.train.2.overrides=["train.epochs=2"]', "pipeline.serve.deploy=false"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    rerun = subprocess.run(
+        [sys.executable, "-m", "jobs.pipeline", "--config", str(DEMO), "--workdir", str(work)]
+        + [arg for o in changed for arg in ("--set", o)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    assert _stage_lines(rerun.stdout) == {
+        "demo_data": "up to date", "preprocess": "up to date", "train/textile": "skipped",
+        "train/mimamo": "skipped", "train/multimodal_lstm": "ran", "fusion": "ran", "report": "ran"}, rerun.stdout
+    assert _stage_record(work, "train__textile") == textile_before  # untouched
+    assert _stage_record(work, "train__multimodal_lstm")["outputs"] != lstm_before["outputs"]
+    fusion_after = _stage_record(work, "fusion")
+    assert fusion_after["inputs"]["audio_text_checkpoint"] != fusion_before["inputs"]["audio_text_checkpoint"]
+    assert fusion_after["inputs"]["video_checkpoint"] == fusion_before["inputs"]["video_checkpoint"]
+
+
+def _stage_record(work: Path, name: str) -> dict:
+    return json.loads((work / "work/demo/pipeline/stages" / f"{name}.json").read_text())
+
+
+def test_demo_config_sizes_fit_the_2_core_budget():
+    """`make demo` runs configs/demo.yaml: every stage file sizes Ray work in fractions
+    of a CPU, so that the 2-core machine never waits on a whole-CPU request."""
+    experiment = load_config(DEMO)
+    plan = plan_pipeline(experiment, DEMO)
+    assert experiment.preprocess.data.num_cpus < 1
+    for _, cfg in plan.train:
+        assert cfg.scaling.num_workers * cfg.scaling.cpus_per_worker <= 1
+    assert plan.fusion[1].search.cpus_per_trial * plan.fusion[1].search.max_concurrent_trials <= 1
+    serve = plan.serve[2]
+    assert sum(s.num_cpus for s in (serve.ingress, serve.video, serve.audio_text, serve.fusion, serve.textile)) < 2
+    assert yaml.safe_load(DEMO.read_text())["ray"]["num_cpus"] == 2
