@@ -1,26 +1,37 @@
 """Late Fusion and the Enhanced Late Fusion search (Ray Tune + OptunaSearch) on cached logits.
 
-    python -m jobs.tune_fusion --config configs/fusion.yaml [--fresh] [--rebuild-cache] [--set ...]
+    python -m jobs.tune_fusion --config configs/fusion.yaml [--fresh | --resume] [--rebuild-cache] [--set ...]
 
 Needs the two trained backbones named in the config (``python -m jobs.train``). Running
-it again resumes an interrupted search (finished trials are kept); ``--fresh`` starts
-the search over. The logits are recomputed only when a checkpoint or the data changed.
+it again resumes an interrupted search (finished trials are kept, unfinished ones start
+over); ``--resume`` insists on that (an error when there is nothing to resume),
+``--fresh`` starts the search over. The logits are recomputed only when a checkpoint or the data changed.
 """
 
 from __future__ import annotations
 
-from deepfusion.config import load_config
+from deepfusion.config import ConfigError, load_config
 from deepfusion.ray_runtime import connect
-from jobs._cli import job_parser, run_job
+from jobs._cli import job_parser, parse_job_args, run_job
 
 
 def main() -> int:
     parser = job_parser(__doc__)
-    parser.add_argument("--fresh", action="store_true", help="delete the search's results and start over")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--fresh", action="store_true", help="delete the search's results and start over")
+    mode.add_argument("--resume", action="store_true",
+                      help="finish an interrupted search (an error if there is none); the default also resumes")
     parser.add_argument("--rebuild-cache", action="store_true", help="recompute the backbones' logits")
-    args = parser.parse_args()
+    args = parse_job_args(parser)
     experiment = load_config(args.config, args.overrides)
     cfg = experiment.require("fusion", args.config)
+    if args.resume:
+        from ray.tune import Tuner
+
+        from deepfusion.fusion.search import search_dir
+
+        if not Tuner.can_restore(str(search_dir(cfg))):
+            raise ConfigError(f"--resume: no search to resume in {search_dir(cfg)} (run without --resume to start one)")
     connect(experiment.ray)
     from deepfusion.fusion.experiment import run_fusion
 

@@ -31,11 +31,16 @@ def pytest_configure(config):
     use_serve_environment()
 
 
-@pytest.fixture(scope="session")
-def ray_local():
-    """One real single-node Ray for the session, sized like the 2-core machines here."""
+def start_local_ray() -> None:
+    """The session's single-node Ray, sized like the 2-core machines here."""
     remove_stale_bootstrap_file()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real single-node Ray for the session (tests/test_multinode.py pauses it)."""
+    start_local_ray()
     yield
     ray.shutdown()
 
@@ -114,6 +119,17 @@ def save_backbone(folder: Path, data, model_config, seed: int) -> Path:
     return folder
 
 
+def ray_actors(class_name_part: str, state: str | None = None) -> list[dict]:
+    """Actors of this Ray cluster as the GCS records them (class name, state, pid, node id,
+    dead ones too). Ray's public State API needs the dashboard, which the test Rays leave off."""
+    from ray._private import state as gcs_state
+
+    return [{"class_name": a["ActorClassName"], "state": a["State"], "pid": a["Pid"], "actor_id": a["ActorID"],
+             "node_id": a["Address"]["NodeID"]}
+            for a in gcs_state.actors().values()
+            if class_name_part in a["ActorClassName"] and (state is None or a["State"] == state)]
+
+
 def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -149,5 +165,7 @@ def ray_head(tmp_path):
         head.kill()
         pytest.fail(f"ray head did not start: {(tmp_path / 'head.log').read_text()[-2000:]}")
     yield address
-    os.killpg(head.pid, signal.SIGTERM)
+    # `ray start --block` stops its node gracefully on SIGTERM (~30 s); the test is done
+    # with it, and every process of the node is in this process group.
+    os.killpg(head.pid, signal.SIGKILL)
     head.wait(timeout=60)

@@ -215,6 +215,10 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     experiment_dir = tmp_path / "tune" / "sweep"
 
+    nothing = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert nothing.returncode == 2 and "--resume: no search to resume in" in nothing.stderr, nothing.stderr[-2000:]
+
     driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
@@ -228,11 +232,14 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_
     assert len(finished) < 16, "killed mid-sweep"
     before = {t: (experiment_dir / d / "result.json").stat() for t, d in finished.items()}
 
-    resumed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                             timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "resuming the search" in resumed.stderr
     assert "search: 16 trials (0 errored)" in resumed.stdout
     after = terminated_trials(experiment_dir)
+    print("FAULT " + json.dumps({"fault": "tune_driver_killed", "trials": 16, "finished_at_kill": len(finished),
+                                 "finished_after_resume": len(after)}))
     assert len(after) == 16 and set(finished) <= set(after)
     for trial, stat in before.items():
         now = (experiment_dir / finished[trial] / "result.json").stat()

@@ -15,7 +15,9 @@ import requests
 import torch
 import yaml
 
-from conftest import REPO_ROOT, free_ports, image_dataset, meld_dataset, preprocess_config, save_backbone
+from conftest import (
+    REPO_ROOT, free_ports, image_dataset, meld_dataset, preprocess_config, ray_actors, save_backbone,
+)
 from deepfusion.config import ConfigError, validate_config
 from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
 from deepfusion.config.serving import ServeSection
@@ -231,6 +233,70 @@ def test_serve_deploy_of_the_config_file_comes_up_healthy(served, ray_head, tmp_
     assert "status: RUNNING" in status, status
     assert status.count("status: HEALTHY") >= 5, status  # the five deployments
     assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
+
+
+def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail(served, http):
+    """Steady traffic from two clients; the MIMAMO replica is SIGKILLed. Requests it was
+    working on get a retryable 503 (never a 500); the controller starts a replacement;
+    requests sent meanwhile wait for it; none fails after it is up."""
+    import json
+    import signal
+    import threading
+
+    from ray import serve
+
+    def mimamo_replicas():
+        return ray_actors("ServeReplica:deepfusion:mimamo", state="ALIVE")
+
+    clip = demo_clip(served).read_bytes()
+    records, stop = [], threading.Event()
+
+    def client():
+        with requests.Session() as session:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = session.post(f"{http}/v1/emotion", files={"video": ("v.mp4", clip, "video/mp4")},
+                                            data={"text": "steady traffic"}, timeout=120)
+                    outcome = (response.status_code, response.json())
+                except requests.RequestException as err:  # a dropped connection would land here
+                    outcome = (type(err).__name__, None)
+                records.append((started, time.monotonic(), *outcome))
+
+    [victim] = mimamo_replicas()
+    clients = [threading.Thread(target=client) for _ in range(2)]
+    for thread in clients:
+        thread.start()
+    time.sleep(3)  # steady state
+    killed_at = time.monotonic()
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        replacements = [a for a in mimamo_replicas() if a["actor_id"] != victim["actor_id"]]
+        app = serve.status().applications["deepfusion"]
+        if replacements and app.deployments["mimamo"].status == "HEALTHY" and app.status == "RUNNING":
+            break
+        assert time.monotonic() < deadline, "no healthy replacement replica within 120 s"
+        time.sleep(0.2)
+    recovered_at = time.monotonic()
+    time.sleep(4)  # steady traffic on the replacement
+    stop.set()
+    for thread in clients:
+        thread.join(timeout=150)
+
+    failed = [r for r in records if r[2] != 200]
+    after_recovery = [r for r in records if r[0] >= recovered_at]
+    summary = {"fault": "serve_replica_killed", "requests": len(records), "failed": len(failed),
+               "failed_statuses": sorted({str(r[2]) for r in failed}),
+               "in_flight_at_kill": sum(1 for r in records if r[0] < killed_at < r[1]),
+               "recovery_s": round(recovered_at - killed_at, 2), "after_recovery": len(after_recovery),
+               "after_recovery_failed": sum(1 for r in after_recovery if r[2] != 200)}
+    print("FAULT " + json.dumps(summary))
+    assert all(r[2] == 503 and r[3]["detail"]["retryable"] for r in failed), failed
+    assert all(r[0] < killed_at for r in failed), "a request sent after the kill failed"
+    assert len(failed) <= summary["in_flight_at_kill"] <= 2
+    assert len(after_recovery) >= 2 and summary["after_recovery_failed"] == 0, summary
+    assert post_emotion(http, text="after the fault").status_code == 200
 
 
 def test_overload_gets_quick_503s_not_a_pile_up(served, http):

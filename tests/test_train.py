@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO_ROOT, image_dataset, meld_dataset, preprocess_config
+from conftest import REPO_ROOT, image_dataset, meld_dataset, preprocess_config, ray_actors
 from deepfusion.config import ConfigError, TrainConfig, validate_config
 from deepfusion.ingest.pipeline import preprocess
 from deepfusion.training.checkpoint import (
@@ -114,6 +114,55 @@ def test_mismatched_data_and_model_are_refused_before_training(shards, tmp_path)
         train(train_config(tmp_path, shards / "meld", {"kind": "multimodal_lstm", "preset": "paper"}))
     with pytest.raises(ConfigError, match="manifest.json not found.*jobs.preprocess"):
         train(train_config(tmp_path, tmp_path / "nothing", {"kind": "textile"}))
+
+
+def test_a_worker_killed_mid_epoch_restores_from_the_last_checkpoint(shards, tmp_path):
+    """SIGKILL a Ray Train worker once epoch 2's checkpoint exists (it is then in epoch 3):
+    Ray restarts the worker group, which resumes from that checkpoint; every epoch is
+    trained once and the count is intact."""
+    import threading
+    import time
+
+    epochs = 5
+    cfg = train_config(tmp_path, shards / "textile", {"kind": "textile", "preset": "cpu-small"},
+                       epochs=epochs, early_stopping_patience=epochs, evaluate_test=False,
+                       scaling={"num_workers": 2, "cpus_per_worker": 0.5},
+                       run={"storage_path": str(tmp_path / "runs"), "name": "killed", "max_failures": 1})
+    run_dir = tmp_path / "runs" / "killed"
+    killed: dict = {}
+
+    def committed_epochs() -> list[int]:
+        """Epochs whose checkpoint Ray Train has registered (what a restart restores from)."""
+        try:
+            snapshot = json.loads((run_dir / "checkpoint_manager_snapshot.json").read_text())
+        except (OSError, ValueError):
+            return []
+        return sorted(int(c["checkpoint_dir_name"][-4:]) for c in snapshot["checkpoint_results"])
+
+    def kill_a_worker_after_epoch_2():
+        deadline = time.monotonic() + 300
+        while 2 not in committed_epochs():
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        workers = ray_actors("TrainWorker", state="ALIVE")
+        killed["committed"] = committed_epochs()
+        killed["pid"] = workers[-1]["pid"]
+        os.kill(workers[-1]["pid"], 9)
+
+    killer = threading.Thread(target=kill_a_worker_after_epoch_2, daemon=True)
+    killer.start()
+    outcome = train(cfg)
+    killer.join(timeout=5)
+    assert killed.get("pid"), "no training worker was found to kill"
+    assert killed["committed"][-1] < epochs, f"killed after the last epoch: {killed}"
+    # resumed once, from the latest checkpoint registered when the worker died
+    print("FAULT " + json.dumps({"fault": "train_worker_killed", "epochs": epochs, "killed_pid": killed["pid"],
+                                 "checkpoints_committed_at_kill": killed["committed"],
+                                 "resumed_from": outcome.resumed_from, "epochs_completed": outcome.epochs_completed}))
+    assert outcome.resumed_from == [killed["committed"][-1]], (outcome.resumed_from, killed)
+    assert outcome.epochs_completed == epochs
+    assert [m["epoch"] for m in outcome.history] == list(range(1, epochs + 1))
 
 
 def test_two_workers_share_one_gpu_at_half_each(shards, tmp_path):

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from ray import serve
+from ray.exceptions import RayActorError
 
 from deepfusion.config.serving import DeploymentSection, RequestLimits, ServeSection
 from deepfusion.preprocessing import MediaError
@@ -41,6 +42,19 @@ IMAGE_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/webp", "image/tiff
 
 def bad_request(status: int, field: str, message: str) -> HTTPException:
     return HTTPException(status_code=status, detail={"field": field, "error": message})
+
+
+async def model_call(deployment: str, response):
+    """Await a model deployment's answer. A replica that dies with the request in flight
+    (the controller starts a replacement) is a 503 the client may retry, not a 500."""
+    try:
+        return await response
+    except RayActorError as err:
+        logging.getLogger("ray.serve").warning("a %s replica failed during a request: %s", deployment,
+                                               type(err).__name__)
+        raise HTTPException(status_code=503, headers={"Retry-After": "1"}, detail={
+            "deployment": deployment, "retryable": True,
+            "error": f"the {deployment} replica handling this request died; Serve is replacing it, retry"}) from None
 
 
 # Defined above the deployments: Serve pickles them when they are declared, with the
@@ -141,7 +155,7 @@ class Ingress:
         decoded = time.perf_counter()
         video_logits, audio_text_logits, video_ms, audio_text_ms = await self._backbones(row)
         fused = time.perf_counter()
-        result = await self.fusion.explain.remote(video_logits, audio_text_logits)
+        result = await model_call("fusion", self.fusion.explain.remote(video_logits, audio_text_logits))
         done = time.perf_counter()
         return result | {
             "modalities": {"video": row["has_video"], "audio": row["has_audio"], "text": row["has_text"]},
@@ -160,7 +174,7 @@ class Ingress:
         except MediaError as err:
             raise bad_request(422, "image", str(err)) from None
         decoded = time.perf_counter()
-        result = await self.textile.classify.remote(row)
+        result = await model_call("textile", self.textile.classify.remote(row))
         done = time.perf_counter()
         return result | {"latency_ms": {"preprocess": _ms(started, decoded), "model": _ms(decoded, done),
                                         "total": _ms(started, done)}}
@@ -168,13 +182,13 @@ class Ingress:
     async def _backbones(self, row: dict):
         """Both backbones at once for one row; each one's own latency."""
         (video, video_ms), (audio_text, audio_text_ms) = await asyncio.gather(
-            self._timed_logits(self.video, row), self._timed_logits(self.audio_text, row))
+            self._timed_logits("mimamo", self.video, row), self._timed_logits("multimodal_lstm", self.audio_text, row))
         return video, audio_text, video_ms, audio_text_ms
 
     @staticmethod
-    async def _timed_logits(handle, row: dict):
+    async def _timed_logits(deployment: str, handle, row: dict):
         started = time.perf_counter()
-        logits = await handle.logits.remote(row)
+        logits = await model_call(deployment, handle.logits.remote(row))
         return logits, _ms(started, time.perf_counter())
 
     async def _read(self, upload: UploadFile, field: str, types: set[str]) -> bytes:
@@ -198,7 +212,9 @@ class Ingress:
 def _options(section: DeploymentSection, name: str) -> dict:
     return {"name": name, "num_replicas": section.num_replicas,
             "ray_actor_options": {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus},
-            "max_ongoing_requests": section.max_ongoing_requests, "max_queued_requests": section.max_queued_requests}
+            "max_ongoing_requests": section.max_ongoing_requests, "max_queued_requests": section.max_queued_requests,
+            "graceful_shutdown_timeout_s": section.graceful_shutdown_timeout_s,
+            "graceful_shutdown_wait_loop_s": min(0.5, section.graceful_shutdown_timeout_s)}
 
 
 def build_app(cfg: ServeSection):

@@ -72,7 +72,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     stopper = EarlyStopping(cfg.early_stopping_patience, monitor_mode(cfg.monitor))
 
-    start_epoch, history = 1, []
+    # resumed_from: the epoch of every checkpoint this run restarted from (a worker failure
+    # under FailureConfig, or the job started again): how a run got its epochs is auditable.
+    start_epoch, history, resumed_from = 1, [], []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         from safetensors.torch import load_file
@@ -86,6 +88,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         scaler.load_state_dict(state["scaler"])
         stopper.load_state_dict(state["early_stopping"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+        resumed_from = state.get("resumed_from", []) + [state["epoch"]]
         if rank == 0:
             log.info("resumed from epoch %d (%s)", state["epoch"], checkpoint.path)
     if stopper.should_stop:
@@ -136,7 +139,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                         "epoch": epoch, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict() if scheduler is not None else None,
                         "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
-                        "metrics": metrics, "history": history,
+                        "metrics": metrics, "history": history, "resumed_from": resumed_from,
                     })
                 saved = ray.train.Checkpoint.from_directory(folder)
             ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
