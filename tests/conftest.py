@@ -29,6 +29,10 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     # Every Ray the tests start (here, `ray start`, jobs) runs Serve as the product does.
     use_serve_environment()
+    # That mode serves HTTP from the ingress replica itself and, stopping it, waits 30 s
+    # for an external load balancer to deregister it. Tests have none: each serve.shutdown
+    # or redeploy would idle 30 s for nothing.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 
 def start_local_ray() -> None:

@@ -1,0 +1,142 @@
+"""Placement on a multi-node Ray cluster (``ray.cluster_utils.Cluster``): a head without
+GPUs and two worker nodes advertising one GPU each, like cluster.yaml's RTX 3060 workers.
+torch sees no CUDA here, so the models run on CPU; what is tested is where Ray puts them.
+
+Slow (three raylets, four Train workers, Tune trials and a Serve app on 2 cores):
+``pytest -m slow tests/test_multinode.py``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import ray
+import requests
+
+from conftest import (
+    free_ports, image_dataset, meld_dataset, preprocess_config, ray_actors, save_backbone, start_local_ray,
+)
+from deepfusion.config import FusionConfig, TrainConfig, validate_config
+from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig
+from deepfusion.config.serving import ServeSection
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Head (1 CPU, no GPU) + two GPU worker nodes; this process's driver joins it. The
+    session's single-node Ray, if up, is stopped for the module and started again after."""
+    from ray.cluster_utils import Cluster
+
+    session_ray = ray.is_initialized()
+    if session_ray:
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1, resources={"rtx3060": 1}) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield {"head": cluster.head_node.node_id, "gpu_nodes": {n.node_id for n in gpu_nodes}}
+    ray.shutdown()
+    cluster.shutdown()
+    if session_ray:
+        start_local_ray()
+
+
+def placement(per_node: Counter, cluster: dict) -> dict:
+    """Counts keyed by a readable node name (head, gpu-node-<id prefix>) for the log."""
+    return {("head" if node == cluster["head"] else f"gpu-node-{node[:6]}"): count for node, count in per_node.items()}
+
+
+@pytest.fixture(scope="module")
+def shards(cluster, demo_corpus, tmp_path_factory) -> Path:
+    from deepfusion.ingest.pipeline import preprocess
+
+    out = tmp_path_factory.mktemp("multinode_shards")
+    preprocess(preprocess_config(out, image_dataset(demo_corpus / "textile", name="textile", image_size=32),
+                                 meld_dataset(demo_corpus / "meld", name="meld")))
+    return out
+
+
+def test_four_train_workers_at_half_a_gpu_place_two_per_gpu_node(cluster, shards, tmp_path):
+    from deepfusion.training.trainer import train
+
+    cfg = validate_config(TrainConfig, {
+        "model": {"kind": "textile", "preset": "cpu-small"}, "data": str(shards / "textile"), "epochs": 1,
+        "batch_size": 16, "evaluate_test": False,
+        "scaling": {"num_workers": 4, "cpus_per_worker": 0.5, "gpus_per_worker": 0.5, "backend": "gloo"},
+        "run": {"storage_path": str(tmp_path / "runs"), "name": "four"}})
+    outcome = train(cfg)
+    assert outcome.epochs_completed == 1 and outcome.worker_resources == {"CPU": 0.5, "GPU": 0.5}
+    workers = ray_actors("TrainWorker")
+    assert len(workers) == 4, workers
+    per_node = Counter(w["node_id"] for w in workers)
+    print("PLACEMENT train workers per node:", placement(per_node, cluster))
+    assert set(per_node) == cluster["gpu_nodes"] and sorted(per_node.values()) == [2, 2], per_node
+
+
+@pytest.fixture(scope="module")
+def fusion_outcome(cluster, shards, tmp_path_factory):
+    """Untrained backbones (placement, not accuracy, is under test) and a 4-trial search
+    whose trials each take half a GPU: four run at once only by using both GPU nodes."""
+    from deepfusion.fusion.experiment import run_fusion
+    from deepfusion.training.data import TrainingData
+
+    root = tmp_path_factory.mktemp("multinode_fusion")
+    meld = TrainingData.open(shards / "meld")
+    video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
+    audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
+    cfg = validate_config(FusionConfig, {
+        "data": str(shards / "meld"), "video_checkpoint": str(video), "audio_text_checkpoint": str(audio_text),
+        "cache_dir": str(root / "cache"), "export_dir": str(root / "fusion"),
+        "training": {"max_epochs": 5},
+        "search": {"num_samples": 4, "max_concurrent_trials": 4, "cpus_per_trial": 0.25, "gpus_per_trial": 0.5,
+                   "reuse_actors": False, "verbose": 0, "storage_path": str(root / "tune"), "name": "spread"}})
+    return run_fusion(cfg), cfg
+
+
+def test_tune_trials_spread_over_the_gpu_nodes(cluster, fusion_outcome):
+    outcome, _ = fusion_outcome
+    assert outcome.search.num_trials == 4 and outcome.search.num_errored == 0
+    trials = ray_actors("ImplicitFunc")  # Tune's actor class for function trainables
+    assert len(trials) == 4, trials
+    per_node = Counter(t["node_id"] for t in trials)
+    print("PLACEMENT tune trials per node:", placement(per_node, cluster))
+    assert set(per_node) == cluster["gpu_nodes"] and sorted(per_node.values()) == [2, 2], per_node
+
+
+def test_serve_replicas_land_where_their_resources_are(cluster, fusion_outcome, demo_corpus):
+    from ray import serve
+
+    from deepfusion.serving.app import build_app
+
+    outcome, fusion_cfg = fusion_outcome
+    cfg = validate_config(ServeSection, {
+        "video_checkpoint": str(fusion_cfg.video_checkpoint),
+        "audio_text_checkpoint": str(fusion_cfg.audio_text_checkpoint),
+        "fusion_checkpoint": str(outcome.export_dir),
+        "ingress": {"num_cpus": 0.25}, "fusion": {"num_cpus": 0.1},
+        "video": {"num_cpus": 0.25, "num_gpus": 0.5, "num_replicas": 2},
+        "audio_text": {"num_cpus": 0.25, "num_gpus": 0.5, "num_replicas": 2}})
+    [port] = free_ports(1)
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(build_app(cfg), name="deepfusion", route_prefix="/")
+        alive = ray_actors("ServeReplica:deepfusion:", state="ALIVE")
+        by_deployment = {name: [a["node_id"] for a in alive if a["class_name"].endswith(":" + name)]
+                         for name in ("mimamo", "multimodal_lstm", "fusion", "ingress")}
+        # four half-GPU replicas fill both cards: two per GPU node, none on the GPU-less head
+        gpu_replicas = Counter(by_deployment["mimamo"] + by_deployment["multimodal_lstm"])
+        print("PLACEMENT serve model replicas per node:", placement(gpu_replicas, cluster))
+        assert set(gpu_replicas) == cluster["gpu_nodes"] and sorted(gpu_replicas.values()) == [2, 2], by_deployment
+        assert len(by_deployment["fusion"]) == 1 and len(by_deployment["ingress"]) == 1
+        clip = sorted((demo_corpus / "meld" / "test").glob("*.mp4"))[0]
+        with open(clip, "rb") as video:
+            response = requests.post(f"http://127.0.0.1:{port}/v1/emotion", timeout=120,
+                                     files={"video": ("clip.mp4", video, "video/mp4")}, data={"text": "Hi!"})
+        assert response.status_code == 200, response.text
+        assert response.json()["individual_predictions"].keys() == {"video", "audio_text"}
+    finally:
+        serve.shutdown()
