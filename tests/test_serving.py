@@ -292,7 +292,9 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
                "recovery_s": round(recovered_at - killed_at, 2), "after_recovery": len(after_recovery),
                "after_recovery_failed": sum(1 for r in after_recovery if r[2] != 200)}
     print("FAULT " + json.dumps(summary))
-    assert all(r[2] == 503 and r[3]["detail"]["retryable"] for r in failed), failed
+    # only the killed replica's requests: a retryable 503 that names the MIMAMO deployment
+    assert all(r[2] == 503 and r[3]["detail"]["retryable"] and r[3]["detail"]["deployment"] == "mimamo"
+               for r in failed), failed
     assert all(r[0] < killed_at for r in failed), "a request sent after the kill failed"
     assert len(failed) <= summary["in_flight_at_kill"] <= 2
     assert len(after_recovery) >= 2 and summary["after_recovery_failed"] == 0, summary
