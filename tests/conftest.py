@@ -134,6 +134,19 @@ def ray_actors(class_name_part: str, state: str | None = None) -> list[dict]:
             if class_name_part in a["ActorClassName"] and (state is None or a["State"] == state)]
 
 
+def wait_for_job(client, job_id: str, timeout_s: float) -> tuple:
+    """Poll a submitted Ray job to a terminal status; returns (status, logs). Fails the
+    test with the job's log tail when it runs past ``timeout_s``."""
+    from ray.job_submission import JobStatus
+
+    deadline = time.monotonic() + timeout_s
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                             JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-4000:]
+        time.sleep(2)
+    return status, client.get_job_logs(job_id)
+
+
 def free_ports(n: int) -> list[int]:
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:

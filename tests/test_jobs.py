@@ -6,13 +6,12 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import free_ports
+from conftest import free_ports, wait_for_job
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,12 +114,7 @@ def test_job_submission_api_runs_a_job_to_succeeded(ray_head, demo_corpus, tmp_p
                     f"target_per_class: 10, image_size: 32}}]'"),
         runtime_env={"working_dir": str(REPO_ROOT)},
     )
-    deadline = time.monotonic() + 300
-    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                             JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
-        time.sleep(2)
-    logs = client.get_job_logs(job_id)
+    status, logs = wait_for_job(client, job_id, timeout_s=300)
     assert status == JobStatus.SUCCEEDED, logs[-3000:]
     assert "Connecting to existing Ray cluster" in logs  # the job joined the head, not a new node
     assert "[tiny] written in" in logs

@@ -7,13 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, free_ports
+from conftest import REPO_ROOT, free_ports, wait_for_job
 from deepfusion.config import ConfigError, load_config
 from deepfusion.pipeline.ledger import StageLedger
 from deepfusion.pipeline.plan import plan_pipeline
@@ -100,12 +99,7 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
                    + " ".join(f"--set '{o}'" for o in overrides),
         runtime_env={"working_dir": str(REPO_ROOT), "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
     )
-    deadline = time.monotonic() + 900
-    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                             JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-4000:]
-        time.sleep(2)
-    logs = client.get_job_logs(job_id)
+    status, logs = wait_for_job(client, job_id, timeout_s=900)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     assert _stage_lines(logs) == {"demo_data": "ran", "preprocess": "ran", "train/textile": "ran",
                                   "train/mimamo": "ran", "train/multimodal_lstm": "ran", "fusion": "ran",

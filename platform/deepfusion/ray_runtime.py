@@ -79,3 +79,16 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
         use_serve_environment()
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         log.info("started a local Ray node")
+
+
+def quiet_ray_train_reports() -> None:
+    """Ray Train logs, from every worker and at INFO, each report's whole metrics dict and
+    each checkpoint path: two long lines per epoch around our one-line epoch summary."""
+    try:
+        from ray.train._internal import storage as v1_storage
+        from ray.train.v2._internal.execution import context as v2_context, storage as v2_storage
+    except ImportError:  # other Ray versions: keep their logging as it is
+        return
+    # context.py names its logger by file path, not module
+    for name in (v2_context.__file__, v2_storage.__name__, v1_storage.__name__):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -54,6 +54,10 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
                  backbones: dict, seed: int) -> None:
     """One Tune trial (runs in a Tune actor)."""
     import torch
+
+    from deepfusion.ray_runtime import quiet_ray_train_reports
+
+    quiet_ray_train_reports()
     from ray import tune
 
     from deepfusion.fusion.checkpoint import FusionCard, read_fusion_card, save_fusion

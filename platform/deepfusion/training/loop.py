@@ -25,6 +25,7 @@ from deepfusion.config.models import ModelConfig
 from deepfusion.config.train import TrainConfig
 from deepfusion.models import build_model
 from deepfusion.models.inputs import model_batch_inputs
+from deepfusion.ray_runtime import quiet_ray_train_reports
 from deepfusion.training.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
 from deepfusion.training.metrics import classification_metrics, flat_metrics
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
@@ -45,6 +46,7 @@ def worker_device() -> torch.device:
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
+    quiet_ray_train_reports()
     cfg = TrainConfig.model_validate(loop_config["train"])
     model_cfg = TypeAdapter(ModelConfig).validate_python(loop_config["model"])
     label_names: list[str] = loop_config["label_names"]

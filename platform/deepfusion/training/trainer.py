@@ -133,9 +133,10 @@ def _datasets(data: TrainingData, columns: list[str], cfg: TrainConfig) -> dict:
     # A new block order each epoch; rows mix further in the workers' shuffle buffers.
     train = train.randomize_block_order()
     for dataset in (train, val):
-        # Progress is the per-epoch lines: the bars of datasets executed inside the
-        # workers, one per epoch, outlive the run on the driver's console.
+        # Progress is the per-epoch lines: the bars and "Starting execution" notes of
+        # datasets executed inside the workers, several per epoch, bury them.
         dataset.context.enable_progress_bars = False
+        dataset.context.print_on_execution_start = False
     return {"train": train, "val": val}
 
 
