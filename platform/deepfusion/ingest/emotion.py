@@ -28,14 +28,18 @@ def speaker_vocabulary(records: list[dict]) -> dict[str, int]:
     return {speaker: i + 1 for i, speaker in enumerate(ordered)}
 
 
-def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, staging: Path):
+def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, staging: Path,
+                         speakers: dict[str, int] | None = None):
+    """``speakers``: a trained model's speaker ids (evaluating it on new data); by default
+    the vocabulary of this dataset's train split."""
     if isinstance(cfg, MeldDataset):
         records, quarantined = scan_meld(cfg)
         video = cfg.video
     else:
         records, quarantined = scan_speech(cfg)
         video = VideoConfig()  # speech has no video; the sizes only describe the empty column
-    speakers = speaker_vocabulary(records)
+    if speakers is None:
+        speakers = speaker_vocabulary(records)
     quarantine_log = remote_quarantine_log()
     decoded = ray.data.from_items(records).map_batches(
         EmotionRowDecoder, batch_format="pandas", batch_size=data.batch_size,

@@ -1,0 +1,85 @@
+"""jobs.evaluate: a trained model on a MELD-layout csv it has never seen."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
+from deepfusion.config import ConfigError
+from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig
+
+
+@pytest.fixture(scope="module")
+def trained(ray_local, demo_corpus, tmp_path_factory) -> dict:
+    """The demo MELD corpus preprocessed as training would see it, and a Multimodal LSTM
+    and a MIMAMO Net checkpoint of that data."""
+    from deepfusion.ingest.pipeline import preprocess
+    from deepfusion.training.data import TrainingData
+
+    root = tmp_path_factory.mktemp("evaluate")
+    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld")))
+    data = TrainingData.open(root / "shards" / "meld")
+    lstm = save_backbone(root / "lstm", data, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 0)
+    # video only: on a csv without --media it would see nothing
+    mimamo = save_backbone(root / "mimamo", data, MimamoConfig(kind="mimamo", preset="cpu-small", use_text=False), 1)
+    return {"data": data, "lstm": lstm, "mimamo": mimamo}
+
+
+def test_a_csv_evaluates_exactly_as_the_same_rows_preprocessed_for_training(trained, demo_corpus, tmp_path):
+    from deepfusion.config import DataResources
+    from deepfusion.training.evaluate import evaluate_split
+    from deepfusion.training.evaluate_csv import evaluate_meld_csv
+
+    meld = demo_corpus / "meld"
+    result = evaluate_meld_csv(trained["lstm"], meld / "test_sent_emo.csv", tmp_path / "out", media_dir=meld / "test")
+    reference = evaluate_split(trained["lstm"], trained["data"], "test", DataResources())
+    assert result.quarantined == 0 and "video+audio" in result.media
+    assert result.evaluation.metrics == reference.metrics
+    np.testing.assert_array_equal(result.evaluation.confusion, reference.confusion)
+    # same utterances in the same order, same logits
+    assert [s.split("/")[-1] for s in result.evaluation.sample_ids] == [s.split("/")[-1] for s in reference.sample_ids]
+    np.testing.assert_allclose(result.evaluation.logits, reference.logits, rtol=0, atol=1e-5)
+    saved = json.loads(result.metrics_path.read_text())
+    assert saved["weighted_f1"] == reference.metrics["weighted_f1"] and saved["split"] == "test_sent_emo"
+    assert result.confusion_path.stat().st_size > 1000
+
+
+def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, tmp_path):
+    lines = (demo_corpus / "meld" / "dev_sent_emo.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    bad = [""] * len(header)
+    bad[header.index("Utterance")], bad[header.index("Speaker")] = "Hello there", "Nobody"
+    bad[header.index("Emotion")], bad[header.index("Dialogue_ID")], bad[header.index("Utterance_ID")] = "bored", "99", "0"
+    csv_path = tmp_path / "reannotated.csv"
+    csv_path.write_text("\n".join(lines + [",".join(bad)]) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--checkpoint", str(trained["lstm"]),
+                           "--data", str(csv_path), "--out", str(tmp_path / "out")],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    rows = len(lines) - 1
+    assert f"(n={rows}; text-only: {rows}; 1 quarantined, see " in done.stdout, done.stdout
+    assert "weighted F1" in done.stdout and "per-class F1 anger" in done.stdout
+    assert "note: no row has audio; the model saw only its other inputs" in done.stdout  # text-only csv
+    quarantine = (tmp_path / "out" / "shards" / "quarantine.jsonl").read_text()
+    assert "reannotated.csv" in quarantine and "unknown label Emotion='bored'" in quarantine
+    assert (tmp_path / "out" / "reannotated_confusion.png").is_file()
+    metrics = json.loads((tmp_path / "out" / "reannotated_metrics.json").read_text())
+    assert metrics["num_samples"] == rows and set(metrics["per_class"]) == set(trained["data"].label_names)
+
+
+def test_a_model_whose_inputs_the_csv_lacks_is_refused(trained, demo_corpus, tmp_path):
+    from deepfusion.training.evaluate_csv import evaluate_meld_csv
+
+    with pytest.raises(ConfigError, match="--checkpoint: mimamo needs video"):
+        evaluate_meld_csv(trained["mimamo"], demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")
+    with pytest.raises(ConfigError, match="--data: .*nothing.csv not found"):
+        evaluate_meld_csv(trained["lstm"], tmp_path / "nothing.csv", tmp_path / "out")
+    with pytest.raises(ConfigError, match="is not a deepfusion checkpoint"):
+        evaluate_meld_csv(tmp_path, demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")
