@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -166,3 +167,40 @@ def test_real_speech_speaker_disjoint_and_mapped(shared_data, tmp_path):
     assert all(r["has_audio"] and not r["has_video"] and len(r["audio"]) <= 32000 for r in rows)
     assert {r["gender"] for r in rows} == {"male", "female"}
     assert result.manifest["media_by_sample"] == {"audio": 236}
+
+
+def test_dialogue_context_is_the_previous_turns_and_serving_builds_the_same_ids(demo_corpus, tmp_path):
+    """text.context_turns: 2 puts "speaker: text" of the two previous utterances (most
+    recent first) in the second segment; the csv's row order does not matter; a request
+    that sends the same dialogue so far gets the very same token ids."""
+    from deepfusion.preprocessing.text import load_tokenizer
+    from deepfusion.serving.predictors import EmotionDecoder, EmotionRequest
+
+    root = tmp_path / "meld"
+    shutil.copytree(demo_corpus / "meld", root)
+    rows = csv_rows(root / "train_sent_emo.csv")
+    with open(root / "train_sent_emo.csv", "w", newline="", encoding="utf-8") as handle:  # reversed row order
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(reversed(rows))
+    text = {"tokenizer": "offline", "max_length": 64, "context_turns": 2}
+    [result] = preprocess(preprocess_config(tmp_path / "out", meld_dataset(root, name="ctx", text=text)))
+    shard = {(r["dialogue_id"], r["utterance_id"]): r for r in read_shards(result.out_dir, "train")}
+    by_dialogue = {}
+    for row in rows:
+        by_dialogue.setdefault(int(row["Dialogue_ID"]), []).append(row)
+    dialogue = next(turns for turns in by_dialogue.values() if len(turns) >= 4)
+    dialogue.sort(key=lambda r: int(r["Utterance_ID"]))
+    tokenizer = load_tokenizer("offline")
+    tokenizer.no_truncation()  # the demo's utterances are far below 64 tokens
+    first = shard[int(dialogue[0]["Dialogue_ID"]), int(dialogue[0]["Utterance_ID"])]
+    assert list(first["input_ids"]) == tokenizer.encode(dialogue[0]["Utterance"], "").ids  # nothing before it
+    fourth = shard[int(dialogue[3]["Dialogue_ID"]), int(dialogue[3]["Utterance_ID"])]
+    # the two turns before it, most recent first; the dialogue's first turn is not in it
+    expected = tokenizer.encode(dialogue[3]["Utterance"], f"{dialogue[2]['Speaker']}: {dialogue[2]['Utterance']} | "
+                                f"{dialogue[1]['Speaker']}: {dialogue[1]['Utterance']}").ids
+    assert len(expected) < 64 and list(fourth["input_ids"]) == expected
+    decoder = EmotionDecoder({"preprocess_config": result.manifest["preprocess_config"], "speakers": {}})
+    served = decoder.row(EmotionRequest(text=dialogue[3]["Utterance"], context=tuple(
+        (r["Speaker"], r["Utterance"]) for r in dialogue[:3])))
+    assert list(served["input_ids"]) == list(fourth["input_ids"])

@@ -160,7 +160,7 @@ def test_models_health_and_openapi(served, http):
 
 
 @pytest.mark.parametrize("case", ["corrupt_mp4", "wrong_type", "too_large", "long_text", "nothing", "bad_age",
-                                  "not_multipart", "corrupt_image"])
+                                  "not_multipart", "corrupt_image", "bad_context"])
 def test_bad_input_gets_a_4xx_json_error_and_the_app_stays_up(served, http, case, tmp_path):
     clip = demo_clip(served).read_bytes()
     if case == "corrupt_mp4":
@@ -181,6 +181,9 @@ def test_bad_input_gets_a_4xx_json_error_and_the_app_stays_up(served, http, case
     elif case == "bad_age":
         response = post_emotion(http, text="hi", age="old")
         expected, field = 422, None
+    elif case == "bad_context":
+        response = post_emotion(http, text="hi", context='[{"speaker": "Ross"}]')  # a turn without text
+        expected, field = 422, "context"
     elif case == "not_multipart":
         # a JSON body is not form data: no field arrives, so there is nothing to recognise
         response = requests.post(f"{http}/v1/emotion", json={"text": "hi"}, timeout=30)

@@ -70,6 +70,9 @@ class TextConfig(StrictModel):
     # anything else is passed to AutoTokenizer.from_pretrained (hub name or local path).
     tokenizer: str = "offline"
     max_length: int = Field(128, ge=8, le=512)
+    # Dialogue context: the previous N utterances of the dialogue ("speaker: text", most
+    # recent first) go in as the second segment of the pair. 0: the utterance alone.
+    context_turns: int = Field(0, ge=0, le=20)
 
 
 class MeldDataset(StrictModel):

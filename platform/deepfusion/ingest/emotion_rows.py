@@ -35,7 +35,8 @@ class EmotionRowDecoder:
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         records = batch.to_dict("records")
-        token_ids = tokenize(self.text.tokenizer, [r["text"] for r in records], self.text.max_length)
+        contexts = [r.get("context") or "" for r in records] if self.text.context_turns else None
+        token_ids = tokenize(self.text.tokenizer, [r["text"] for r in records], self.text.max_length, contexts)
         rows, rejected = [], []
         for record, ids in zip(records, token_ids):
             try:

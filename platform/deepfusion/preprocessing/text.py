@@ -87,8 +87,27 @@ def load_tokenizer(name: str):
     return tokenizer
 
 
-def tokenize(name: str, texts: list[str], max_length: int) -> list[np.ndarray]:
-    """Token ids (with special tokens, truncated to ``max_length``, unpadded) per text."""
+def dialogue_context(previous: list[tuple[str, str]], turns: int) -> str:
+    """The ``turns`` utterances before this one, as ``speaker: text``, most recent first
+    (so that truncation drops the oldest). ``previous`` is in dialogue order. Only what
+    was said and by whom: never an annotation."""
+    recent = [f"{speaker}: {text}" for speaker, text in previous[-turns:]] if turns else []
+    return " | ".join(reversed(recent))
+
+
+def tokenize(name: str, texts: list[str], max_length: int, contexts: list[str] | None = None) -> list[np.ndarray]:
+    """Token ids (with special tokens, truncated to ``max_length``, unpadded) per text.
+
+    With ``contexts`` each text is encoded as a pair, ``[CLS] text [SEP] context [SEP]``,
+    the way BERT-style models take a second segment; the context is cut first.
+    """
     tokenizer = load_tokenizer(name)
-    tokenizer.enable_truncation(max_length)
-    return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(list(texts))]
+    if contexts is None:
+        tokenizer.enable_truncation(max_length)
+        return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(list(texts))]
+    if len(contexts) != len(texts):
+        raise ValueError(f"{len(texts)} texts but {len(contexts)} contexts")
+    # longest_first trims the longer segment token by token: the context's oldest turns
+    # go first, and an utterance keeps its words unless it alone fills the budget.
+    tokenizer.enable_truncation(max_length, strategy="longest_first")
+    return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(list(zip(texts, contexts)))]

@@ -29,7 +29,7 @@ from deepfusion.config.serving import DeploymentSection, RequestLimits, ServeSec
 from deepfusion.preprocessing import MediaError
 from deepfusion.training.checkpoint import CheckpointModel
 from deepfusion.serving.predictors import (
-    EmotionDecoder, EmotionRequest, FusionModel, TextileClassifier, check_servable, image_row,
+    EmotionDecoder, EmotionRequest, FusionModel, TextileClassifier, check_servable, image_row, parse_context,
 )
 
 api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
@@ -136,17 +136,24 @@ class Ingress:
                       audio: UploadFile | None = File(None, description="a wav; else the mp4's own audio"),
                       text: str = Form("", description="the utterance's transcript"),
                       speaker: str = Form("", description="speaker name (known speakers get their embedding)"),
-                      gender: str | None = Form(None), age: float | None = Form(None, ge=0, le=130)) -> dict:
+                      gender: str | None = Form(None), age: float | None = Form(None, ge=0, le=130),
+                    context: str = Form("", description='the dialogue so far, oldest first: JSON '
+                                        '[{"speaker": "Ross", "text": "Hi."}, ...] (models trained with '
+                                        'text.context_turns read it)')) -> dict:
         started = time.perf_counter()
         if len(text) > self.limits.max_text_chars:
             raise bad_request(422, "text", f"{len(text)} characters; the limit is {self.limits.max_text_chars}")
+        try:
+            turns = parse_context(context, self.limits.max_text_chars)
+        except ValueError as err:
+            raise bad_request(422, "context", str(err)) from None
         if video is None and audio is None and not text.strip():
             raise bad_request(422, "video", "nothing to recognise: send a video, an audio file or a text")
         with tempfile.TemporaryDirectory(prefix="deepfusion_") as folder:
             video_path = await self._save(video, "video", VIDEO_TYPES, Path(folder) / "video.mp4")
             audio_path = await self._save(audio, "audio", AUDIO_TYPES, Path(folder) / "audio.wav")
             request = EmotionRequest(video_path=video_path, audio_path=audio_path, text=text, speaker=speaker,
-                                     gender=gender, age=age)
+                                     gender=gender, age=age, context=turns)
             try:
                 row = await asyncio.to_thread(self.decoder.row, request)
             except MediaError as err:

@@ -31,6 +31,36 @@ class EmotionRequest:
     speaker: str = ""
     gender: str | None = None
     age: float | None = None
+    # The dialogue so far, oldest first: (speaker, text) pairs. Used by models trained
+    # with text.context_turns > 0, exactly as ingestion built the context.
+    context: tuple[tuple[str, str], ...] = ()
+
+
+MAX_CONTEXT_TURNS = 50
+
+
+def parse_context(raw: str, max_chars: int) -> tuple[tuple[str, str], ...]:
+    """The ``context`` form field: a JSON list of ``{"speaker": ..., "text": ...}``, oldest
+    first. Raises ``ValueError`` saying what is wrong."""
+    import json
+
+    if not raw.strip():
+        return ()
+    try:
+        turns = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at character {err.pos})") from None
+    if not isinstance(turns, list) or len(turns) > MAX_CONTEXT_TURNS:
+        raise ValueError(f"expected a JSON list of at most {MAX_CONTEXT_TURNS} turns")
+    parsed = []
+    for i, turn in enumerate(turns):
+        if not (isinstance(turn, dict) and isinstance(turn.get("text"), str)
+                and isinstance(turn.get("speaker", ""), str)):
+            raise ValueError(f"turn {i}: expected {{\"speaker\": str, \"text\": str}}, got {turn!r:.80}")
+        if len(turn["text"]) > max_chars:
+            raise ValueError(f"turn {i}: {len(turn['text'])} characters; the limit is {max_chars}")
+        parsed.append((turn.get("speaker", ""), turn["text"]))
+    return tuple(parsed)
 
 
 class EmotionDecoder:
@@ -45,9 +75,12 @@ class EmotionDecoder:
 
     def row(self, request: EmotionRequest, sample_id: str = "request") -> dict:
         from deepfusion.ingest.emotion_rows import decode_emotion_record
-        from deepfusion.preprocessing.text import tokenize
+        from deepfusion.preprocessing.text import dialogue_context, tokenize
 
-        [input_ids] = tokenize(self.text.tokenizer, [request.text], self.text.max_length)
+        contexts = None
+        if self.text.context_turns:
+            contexts = [dialogue_context(list(request.context), self.text.context_turns)]
+        [input_ids] = tokenize(self.text.tokenizer, [request.text], self.text.max_length, contexts)
         record = {
             "sample_id": sample_id, "split": "serve", "label": -1, "emotion": "", "text": request.text,
             "speaker": request.speaker, "gender": request.gender, "age": request.age,
@@ -88,7 +121,10 @@ def check_servable(fusion: FusionModel, video_card, audio_text_card) -> None:
                 f"{str(expected)[:12]}, but serve.{name} {card.path} has {card.content_hash[:12]}; "
                 f"re-run `python -m jobs.tune_fusion` for these backbones")
     if not (fusion.card.label_names == video_card.label_names == audio_text_card.label_names):
-        raise ConfigError("serve: the fusion model and the backbones have different label maps")
+        raise ConfigError(
+            f"serve: label maps differ (class order is part of a model): fusion {fusion.card.label_names}, "
+            f"video {video_card.label_names}, audio_text {audio_text_card.label_names}; "
+            f"predictions would be scrambled")
     if video_card.data_info.get("preprocess_config") != audio_text_card.data_info.get("preprocess_config"):
         raise ConfigError("serve: the two backbones were trained on differently preprocessed data; "
                           "one request cannot be decoded for both")

@@ -103,4 +103,23 @@ def scan_meld(cfg: MeldDataset) -> tuple[list[dict], list[Quarantined]]:
                     "audio_path": audio_path,
                     "source": where,
                 })
+    add_dialogue_context(records, cfg.text.context_turns)
     return records, quarantined
+
+
+def add_dialogue_context(records: list[dict], turns: int) -> None:
+    """Each record's ``context``: the ``turns`` utterances before it in its dialogue (same
+    split), by utterance id, whatever the csv's row order. Rows that were quarantined are
+    not part of any context."""
+    from collections import defaultdict
+
+    from deepfusion.preprocessing.text import dialogue_context
+
+    dialogues = defaultdict(list)
+    for record in records:
+        dialogues[record["split"], record["dialogue_id"]].append(record)
+    for turns_of_dialogue in dialogues.values():
+        turns_of_dialogue.sort(key=lambda r: r["utterance_id"])
+        for i, record in enumerate(turns_of_dialogue):
+            previous = [(r["speaker"], r["text"]) for r in turns_of_dialogue[max(0, i - turns):i]]
+            record["context"] = dialogue_context(previous, turns)
