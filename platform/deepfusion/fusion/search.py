@@ -54,13 +54,12 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
                  backbones: dict, seed: int) -> None:
     """One Tune trial (runs in a Tune actor)."""
     import torch
-
-    from deepfusion.ray_runtime import quiet_ray_train_reports
-
-    quiet_ray_train_reports()
     from ray import tune
 
     from deepfusion.fusion.checkpoint import FusionCard, read_fusion_card, save_fusion
+    from deepfusion.ray_runtime import quiet_ray_train_reports
+
+    quiet_ray_train_reports()
     from deepfusion.fusion.fit import fit_fusion
 
     restored = tune.get_checkpoint()
@@ -149,6 +148,11 @@ def search_dir(cfg: FusionConfig) -> Path:
     return (Path(cfg.search.storage_path) / cfg.search.name).resolve()
 
 
+def optuna_storage_url(cfg: FusionConfig) -> str:
+    """The search's Optuna study (SQLite needs the absolute path): for optuna-dashboard."""
+    return f"sqlite:///{search_dir(cfg) / OPTUNA_DB}"
+
+
 def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> SearchOutcome:
     """Run (or resume) the sweep; Ray must be up."""
     import optuna
@@ -160,7 +164,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
     search = cfg.search
     experiment_dir = search_dir(cfg)
     resuming = claim_run_dir(experiment_dir, search_key(cfg, cache), what="search", fresh=fresh)
-    storage_url = f"sqlite:///{experiment_dir / OPTUNA_DB}"
+    storage_url = optuna_storage_url(cfg)
     metric = OBJECTIVE[search.metric]
 
     trainable = tune.with_resources(

@@ -24,13 +24,10 @@ Decision = Literal["skip", "resume", "fresh"]
 
 
 def sha256_of(value) -> str:
-    """The hash of a JSON-able value (keys sorted), or of a file's bytes for a ``Path``."""
+    """The hash of a JSON-able value (keys sorted), or of a (small: a manifest, a metrics
+    file) file's bytes for a ``Path``."""
     if isinstance(value, Path):
-        digest = hashlib.sha256()
-        with open(value, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        return digest.hexdigest()
+        return hashlib.sha256(value.read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -30,7 +30,7 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
         })
     if plan.fusion is not None:
         from deepfusion.fusion.experiment import report_dir
-        from deepfusion.fusion.search import OPTUNA_DB, search_dir
+        from deepfusion.fusion.search import optuna_storage_url, search_dir
 
         _, cfg = plan.fusion
         summary["comparison"] = _read_json(report_dir(cfg) / "comparison.json") or []
@@ -39,8 +39,7 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
             "fusion_report": shown(folder / "report.md"),
             "plots": [shown(p) for p in sorted(folder.glob("*.png"))],
             "tune_results": shown(search_dir(cfg)),
-            # Optuna's SQLite URL needs the absolute path
-            "optuna_study": f"sqlite:///{search_dir(cfg) / OPTUNA_DB}",
+            "optuna_study": optuna_storage_url(cfg),
             "fusion_checkpoint": shown(cfg.export_dir),
             "logit_cache": shown(cfg.cache_dir),
         }

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deepfusion.config.resources import DataResources
+from deepfusion.ingest.shards import MANIFEST
 from deepfusion.pipeline.ledger import StageLedger, sha256_of
 from deepfusion.pipeline.plan import PipelinePlan
 
 log = logging.getLogger("deepfusion.pipeline")
-
-MANIFEST = "manifest.json"
 
 
 @dataclass

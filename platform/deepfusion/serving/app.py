@@ -137,9 +137,9 @@ class Ingress:
                       text: str = Form("", description="the utterance's transcript"),
                       speaker: str = Form("", description="speaker name (known speakers get their embedding)"),
                       gender: str | None = Form(None), age: float | None = Form(None, ge=0, le=130),
-                    context: str = Form("", description='the dialogue so far, oldest first: JSON '
-                                        '[{"speaker": "Ross", "text": "Hi."}, ...] (models trained with '
-                                        'text.context_turns read it)')) -> dict:
+                      context: str = Form("", description='the dialogue so far, oldest first: JSON '
+                                          '[{"speaker": "Ross", "text": "Hi."}, ...] (models trained with '
+                                          'text.context_turns read it)')) -> dict:
         started = time.perf_counter()
         if len(text) > self.limits.max_text_chars:
             raise bad_request(422, "text", f"{len(text)} characters; the limit is {self.limits.max_text_chars}")
