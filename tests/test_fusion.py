@@ -7,14 +7,13 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from deepfusion.config import ConfigError, FusionTraining, SearchSpace, validate_config
 from deepfusion.fusion.checkpoint import FusionCard, load_fusion, save_fusion
 from deepfusion.fusion.fit import _sample_weights, fit_fusion
-from deepfusion.fusion.focal_loss import focal_loss
 from deepfusion.fusion.logit_cache import SplitLogits
 from deepfusion.fusion.models import EnhancedLateFusion, LateFusion, explain
+from deepfusion.training.losses import focal_loss
 
 EMOTIONS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 
@@ -50,27 +49,6 @@ def test_fused_logits_follow_the_formula_in_eval_mode():
     video, audio_text = torch.randn(3, 7), torch.randn(3, 7)
     expected = 0.7 * video + 0.3 * audio_text + torch.arange(7.0)
     assert torch.allclose(model(video, audio_text), expected, atol=1e-6)
-
-
-def test_focal_loss_matches_a_hand_computed_value():
-    logits = torch.tensor([[2.0, 0.0, -1.0]])
-    p_t = math.exp(2.0) / (math.exp(2.0) + 1.0 + math.exp(-1.0))  # 0.8438...
-    alpha, gamma = 0.5, 2.0
-    expected = -alpha * (1 - p_t) ** gamma * math.log(p_t)
-    assert math.isclose(float(focal_loss(logits, torch.tensor([0]), alpha, gamma)), expected, rel_tol=1e-6)
-
-
-def test_focal_loss_is_cross_entropy_at_gamma_zero():
-    torch.manual_seed(0)
-    logits, targets = torch.randn(32, 7, requires_grad=True), torch.randint(0, 7, (32,))
-    focal = focal_loss(logits, targets, alpha=1.0, gamma=0.0)
-    assert torch.allclose(focal, F.cross_entropy(logits, targets), atol=1e-6)
-    (grad,) = torch.autograd.grad(focal, logits)
-    assert torch.isfinite(grad).all()
-    # and down-weights easy samples for gamma > 0
-    assert float(focal_loss(logits, targets, gamma=2.0)) < float(focal)
-    with pytest.raises(ValueError, match="reduction"):
-        focal_loss(logits, targets, reduction="avg")
 
 
 def test_one_pass_accumulation_equals_step_by_step_accumulation():

@@ -14,6 +14,10 @@ from deepfusion.config.models import ModelConfig
 class OptimConfig(StrictModel):
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
+    # Learning rate of the pretrained encoders (text_encoder, audio_encoder and the ResNet
+    # trunks) when they train; None: lr for every parameter. Fine-tuning practice: a
+    # pretrained BERT takes ~1e-5..5e-5 while the freshly initialised head takes ~1e-3.
+    encoder_lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     # plateau: ReduceLROnPlateau on validation loss; warmup_linear: linear warmup then decay
     scheduler: Literal["plateau", "warmup_linear", "none"] = "plateau"
@@ -21,9 +25,19 @@ class OptimConfig(StrictModel):
     plateau_patience: int = Field(3, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     grad_clip_norm: float | None = Field(1.0, gt=0)
-    # Class weights from the train split's counts (sklearn "balanced"), in the cross-entropy.
+    # cross_entropy, or focal (Lin et al., 2017: down-weights the easy, mostly majority-class
+    # samples by (1 - p_t)^focal_gamma).
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = Field(2.0, ge=0)
+    # Class weights from the train split's counts (sklearn "balanced"), in either loss.
     class_weighting: bool = True
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross_entropy only
+
+    @model_validator(mode="after")
+    def _smoothing_is_cross_entropy(self) -> "OptimConfig":
+        if self.loss == "focal" and self.label_smoothing:
+            raise ValueError("label_smoothing applies to loss: cross_entropy only, not focal")
+        return self
 
 
 class ScalingSection(StrictModel):
@@ -67,6 +81,10 @@ class TrainConfig(StrictModel):
     # Train rows are shuffled within a buffer of this many rows, on top of a new block
     # order each epoch (no all-to-all shuffle per epoch).
     shuffle_buffer_rows: int = Field(1024, ge=0)
+    # N > 0: each run of N batches' rows is sorted by text/audio length and cut into
+    # batches of similar length (Hugging Face's group_by_length), shuffled: far less padding
+    # for a trained text encoder. 0: batches as they come.
+    group_by_length: int = Field(0, ge=0)
     optim: OptimConfig = OptimConfig()
     scaling: ScalingSection = ScalingSection()
     run: RunSection

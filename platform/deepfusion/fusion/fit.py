@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from deepfusion.config.fusion import FusionTraining
-from deepfusion.fusion.focal_loss import focal_loss
+from deepfusion.training.losses import focal_loss
 from deepfusion.fusion.logit_cache import SplitLogits
 from deepfusion.fusion.models import LateFusion, build_fusion
 from deepfusion.training.metrics import classification_metrics, confusion_from_predictions

@@ -26,7 +26,9 @@ from deepfusion.config.train import TrainConfig
 from deepfusion.models import build_model
 from deepfusion.models.inputs import model_batch_inputs
 from deepfusion.ray_runtime import quiet_ray_train_reports
+from deepfusion.training.batching import length_grouped
 from deepfusion.training.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
+from deepfusion.training.losses import build_loss
 from deepfusion.training.metrics import classification_metrics, flat_metrics
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
 
@@ -96,10 +98,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if stopper.should_stop:
         return  # the run had already stopped early
 
-    weights = torch.tensor(loop_config["class_weights"], device=device) if cfg.optim.class_weighting else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.optim.label_smoothing)
+    loss_fn = build_loss(cfg.optim, loop_config["class_weights"], device)
     epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp,
-                      num_classes=len(label_names), batch_size=batch_size)
+                      num_classes=len(label_names), batch_size=batch_size, group_by_length=cfg.group_by_length)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -107,7 +108,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         train_confusion, train_loss, train_rows = run_epoch(
             trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
             scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
-            **epoch_args)
+            rng=np.random.default_rng([cfg.seed, epoch, rank]), **epoch_args)
         train_s = time.perf_counter() - started
         train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
         # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
@@ -120,6 +121,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             **flat_metrics("train", train, train_loss / max(train_rows, 1)),
             **flat_metrics("val", val, val_loss / max(val_rows, 1)),
             "lr": optimizer.param_groups[0]["lr"],
+            **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups[1:]},
             "train_samples": train_rows,
             "train_samples_per_s": round(train_rows / train_s, 2),  # all workers, training pass only
             "epoch_s": round(time.perf_counter() - started, 2),
@@ -153,14 +155,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
 
 def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
-              optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0):
+              optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
+              group_by_length=0, rng=None):
     """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows)."""
     training = optimizer is not None
     module.train(training)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     loss_sum, rows = 0.0, 0
-    for batch in shard.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2,
-                                    local_shuffle_buffer_size=shuffle_buffer_rows or None):
+    batches = shard.iter_batches(batch_size=batch_size * max(1, group_by_length), batch_format="numpy",
+                                 prefetch_batches=2, local_shuffle_buffer_size=shuffle_buffer_rows or None)
+    if group_by_length:
+        batches = length_grouped(batches, batch_size, rng if training else None)
+    for batch in batches:
         inputs = model_batch_inputs(model_cfg, batch).to(device)
         labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
         with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):

@@ -10,12 +10,30 @@ import torch
 from deepfusion.config.train import OptimConfig
 
 
+# Submodules holding pretrained weights (BERT, Wav2Vec2, the ResNet trunks): optim.encoder_lr.
+PRETRAINED_MODULES = ("text_encoder", "audio_encoder", "backbone", "frame_backbone")
+
+
+def parameter_groups(cfg: OptimConfig, model: torch.nn.Module) -> list[dict]:
+    """Trainable parameters (frozen encoders stay out), the pretrained encoders' in their
+    own group at ``encoder_lr`` when it is set; the head's group comes first."""
+    head, encoders = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            pretrained = cfg.encoder_lr is not None and name.split(".", 1)[0] in PRETRAINED_MODULES
+            (encoders if pretrained else head).append(parameter)
+    groups = [{"params": head, "lr": cfg.lr, "name": "head"}]
+    if encoders:
+        groups.append({"params": encoders, "lr": cfg.encoder_lr, "name": "encoder"})
+    return groups
+
+
 def build_optimizer(cfg: OptimConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]  # frozen encoders stay out
+    groups = parameter_groups(cfg, model)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Adam's weight_decay is the methodology's "L2 regularisation coefficient".
-    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def build_scheduler(cfg: OptimConfig, optimizer, *, epochs: int, steps_per_epoch: int):
