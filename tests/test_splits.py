@@ -7,7 +7,11 @@ from collections import Counter
 import pytest
 
 from deepfusion.config import SplitRatios
-from deepfusion.splits import NotEnoughImages, exact_split_counts, plan_balanced_split, speaker_disjoint_split
+from deepfusion.config.preprocess import SpeakerFolds
+from deepfusion.splits import (
+    NotEnoughImages, exact_split_counts, plan_balanced_split, speaker_disjoint_split, speaker_fold_split,
+    speaker_folds,
+)
 
 
 def test_seed_counts_800_give_560_120_120():
@@ -60,3 +64,38 @@ def test_speaker_split_is_disjoint_and_close_to_ratios():
     assert set(split_of) == set(speakers)  # each speaker has exactly one split
     share = Counter(split_of[s] for s in speakers)
     assert share["train"] == 280 and share["val"] == 60 and share["test"] == 60
+
+
+def _corpora():
+    """Two corpora as in ../shared/data/speech: 24 speakers of 4 clips and 2 of 70."""
+    speakers = [f"ravdess_{i % 24:02d}" for i in range(96)] + ["tess_OAF"] * 70 + ["tess_YAF"] * 70
+    groups = ["RAVDESS"] * 96 + ["TESS"] * 140
+    return speakers, groups
+
+
+def test_speaker_folds_put_every_speaker_in_one_fold_and_spread_each_corpus():
+    speakers, groups = _corpora()
+    fold_of = speaker_folds(speakers, groups, count=5, seed=0)
+    assert set(fold_of) == set(speakers) and set(fold_of.values()) == set(range(5))
+    ravdess_per_fold = Counter(fold_of[s] for s, g in zip(speakers, groups) if g == "RAVDESS")
+    assert sorted(ravdess_per_fold.values()) == [16, 20, 20, 20, 20]  # 24 speakers over 5 folds
+    assert len({fold_of["tess_OAF"], fold_of["tess_YAF"]}) == 2  # never both in one fold
+    assert speaker_folds(speakers, groups, count=5, seed=0) == fold_of
+    assert speaker_folds(speakers, groups, count=5, seed=1) != fold_of
+
+
+def test_each_clip_is_tested_in_exactly_one_fold_and_no_fold_leaks_a_speaker():
+    speakers, groups = _corpora()
+    tested = Counter()
+    for k in range(5):
+        split_of = speaker_fold_split(speakers, groups, SpeakerFolds(count=5, test=k), SplitRatios(), seed=0)
+        assert set(split_of) == set(speakers)  # one split per speaker: no leak within the fold
+        tested.update(i for i, s in enumerate(speakers) if split_of[s] == "test")
+        rest = Counter(split_of[s] for s in speakers if split_of[s] != "test")
+        assert rest["val"] > 0 and rest["train"] > 4 * rest["val"]  # train:val 70:15 by whole speakers
+    assert sorted(tested) == list(range(len(speakers))) and set(tested.values()) == {1}
+
+
+def test_a_test_fold_outside_the_folds_is_refused():
+    with pytest.raises(ValueError, match="test fold 5 does not exist: folds are 0..4"):
+        SpeakerFolds(count=5, test=5)

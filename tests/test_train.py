@@ -107,6 +107,29 @@ def test_emotion_models_train_on_partial_modalities(shards, tmp_path, model):
     assert outcome.test_metrics["num_samples"] == manifest["totals"]["test"]
 
 
+def test_fine_tuning_with_focal_loss_and_length_grouped_batches_on_two_workers(shards, tmp_path):
+    """The MELD text options together under DDP: the encoder trains at its own learning
+    rate, focal loss, length-grouped batches (both workers must step equally often)."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    from deepfusion.preprocessing.text import resolve_text_model
+
+    manifest = json.loads((shards / "meld" / "manifest.json").read_text())
+    model = {"kind": "multimodal_lstm", "preset": "cpu-small", "use_audio": False, "text_encoder": {"freeze": False}}
+    outcome = train(train_config(tmp_path, shards / "meld", model, epochs=1, group_by_length=4, optim={
+        "optimizer": "adamw", "lr": 1e-3, "encoder_lr": 2e-5, "scheduler": "none", "loss": "focal"}))
+    metrics = outcome.best_metrics
+    assert (metrics["lr"], metrics["lr_encoder"]) == (1e-3, 2e-5)
+    assert metrics["train_samples"] >= manifest["totals"]["train"] - 1
+    assert all(v == v for v in metrics.values() if isinstance(v, float)), "no NaN anywhere"
+    trained = load_file(str(outcome.best_checkpoint / "model.safetensors"))
+    pretrained = AutoModel.from_pretrained(resolve_text_model("offline")).state_dict()
+    name = "encoder.layer.0.attention.self.query.weight"
+    delta = (trained[f"text_encoder.model.{name}"] - pretrained[name]).abs().max()
+    assert 0 < delta < 1e-2, delta  # fine-tuned, and gently (a 1e-3 step would move it further)
+
+
 def test_mismatched_data_and_model_are_refused_before_training(shards, tmp_path):
     with pytest.raises(ConfigError, match="a textile model cannot train on .*meld dataset"):
         train(train_config(tmp_path, shards / "meld", {"kind": "textile", "preset": "cpu-small"}))

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from deepfusion.config import SplitRatios
+from deepfusion.config.preprocess import SpeakerFolds
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -79,20 +80,69 @@ def speaker_disjoint_split(
     count towards the target ratios, so every corpus is represented in proportion.
     Returns ``{speaker: split}``.
     """
+    targets = {"train": ratios.train, "val": ratios.val, "test": ratios.test}
+    return _assign_speakers(_clips_per_speaker(speaker_of, group_of), targets, seed)
+
+
+def speaker_fold_split(
+    speaker_of: list[str], group_of: list[str], folds: SpeakerFolds, ratios: SplitRatios, seed: int
+) -> dict[str, str]:
+    """Speaker-grouped k-fold cross-validation, one fold's view: ``{speaker: split}``.
+
+    Speakers fall into ``folds.count`` folds (:func:`speaker_folds`); fold ``folds.test`` is
+    the test split. The other folds' speakers are split train/val in ``ratios``' train:val
+    proportion, again by whole speakers, so early stopping never sees a test speaker.
+    """
+    fold_of = speaker_folds(speaker_of, group_of, folds.count, seed)
+    rest = [(s, g) for s, g in zip(speaker_of, group_of) if fold_of[s] != folds.test]
+    split_of = _assign_speakers(_clips_per_speaker([s for s, _ in rest], [g for _, g in rest]),
+                                {"train": ratios.train, "val": ratios.val}, seed)
+    return {**split_of, **{s: "test" for s, fold in fold_of.items() if fold == folds.test}}
+
+
+def speaker_folds(speaker_of: list[str], group_of: list[str], count: int, seed: int) -> dict[str, int]:
+    """``{speaker: fold}`` for ``count`` folds, every speaker in exactly one.
+
+    Each group (corpus) is spread over the folds on its own, so every fold holds its share
+    of every corpus where speakers allow; a speaker goes to the fold with the fewest of
+    its group's clips, ties to the fold with the fewest clips in all, then the lowest.
+    """
+    per_group = _clips_per_speaker(speaker_of, group_of)
+    total = [0] * count
+    fold_of: dict[str, int] = {}
+    for group in sorted(per_group):
+        in_group = [0] * count
+        speakers = sorted(per_group[group])
+        random.Random(f"{seed}/{group}").shuffle(speakers)
+        for speaker in speakers:
+            fold = min(range(count), key=lambda f: (in_group[f], total[f], f))
+            fold_of[speaker] = fold
+            in_group[fold] += per_group[group][speaker]
+            total[fold] += per_group[group][speaker]
+    return fold_of
+
+
+def _clips_per_speaker(speaker_of: list[str], group_of: list[str]) -> dict[str, dict[str, int]]:
     per_group: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for speaker, group in zip(speaker_of, group_of):
         per_group[group][speaker] += 1
+    return per_group
+
+
+def _assign_speakers(per_group: dict[str, dict[str, int]], target: dict[str, float], seed: int) -> dict[str, str]:
+    """Within each group, the split furthest below its share takes the next speaker (seeded order)."""
+    splits = tuple(target)
     assignment: dict[str, str] = {}
-    target = {"train": ratios.train, "val": ratios.val, "test": ratios.test}
     for group in sorted(per_group):
         speakers = sorted(per_group[group])
         random.Random(f"{seed}/{group}").shuffle(speakers)
         total = sum(per_group[group].values())
-        filled = {s: 0 for s in SPLITS}
+        share = sum(target.values())
+        filled = {s: 0 for s in splits}
         for speaker in speakers:
-            # The split furthest below its share takes the next speaker; ties go to train.
-            deficit = {s: target[s] * total - filled[s] for s in SPLITS}
-            split = max(SPLITS, key=lambda s: (deficit[s], s == "train"))
+            # Ties go to train.
+            deficit = {s: target[s] / share * total - filled[s] for s in splits}
+            split = max(splits, key=lambda s: (deficit[s], s == "train"))
             assignment[speaker] = split
             filled[split] += per_group[group][speaker]
     return assignment

@@ -108,6 +108,22 @@ class MeldDataset(StrictModel):
         return self
 
 
+class SpeakerFolds(StrictModel):
+    """Speaker-grouped k-fold cross-validation (``python -m jobs.crossval``): speakers fall
+    into ``count`` folds, each corpus spread over all of them; fold ``test`` is this
+    dataset's test split and the other folds' speakers are split train/val by ``split``'s
+    train:val ratio. One fold per dataset folder: the cross-validation job writes them all."""
+
+    count: int = Field(5, ge=2)
+    test: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _test_is_a_fold(self) -> "SpeakerFolds":
+        if self.test >= self.count:
+            raise ValueError(f"test fold {self.test} does not exist: folds are 0..{self.count - 1}")
+        return self
+
+
 class SpeechDataset(StrictModel):
     """A ``MANIFEST.csv`` (path,label,speaker,...) of speech clips, split by speaker."""
 
@@ -118,6 +134,9 @@ class SpeechDataset(StrictModel):
     # dataset label -> task emotion; a label missing here is quarantined, never guessed.
     label_map: dict[str, str] = dict(SPEECH_TO_EMOTION)
     split: SplitRatios = SplitRatios()
+    # None: one speaker-disjoint train/val/test split by ``split``; set: a fold of
+    # speaker-grouped cross-validation (``split.test`` is then unused).
+    folds: SpeakerFolds | None = None
     seed: int = 0
     audio: AudioConfig = AudioConfig()
     text: TextConfig = TextConfig()

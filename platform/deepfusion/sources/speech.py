@@ -14,7 +14,7 @@ from pathlib import Path
 from deepfusion.config import SpeechDataset
 from deepfusion.labels import EMOTIONS, LabelMap
 from deepfusion.sources import LayoutError, Quarantined
-from deepfusion.splits import speaker_disjoint_split
+from deepfusion.splits import speaker_disjoint_split, speaker_fold_split
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
 
@@ -71,9 +71,11 @@ def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
                 "source": where,
                 "_group": (row.get("corpus") or "").strip() or "all",
             })
-    split_of = speaker_disjoint_split(
-        [r["speaker"] for r in records], [r["_group"] for r in records], cfg.split, cfg.seed
-    )
+    speakers, groups = [r["speaker"] for r in records], [r["_group"] for r in records]
+    if cfg.folds is None:
+        split_of = speaker_disjoint_split(speakers, groups, cfg.split, cfg.seed)
+    else:
+        split_of = speaker_fold_split(speakers, groups, cfg.folds, cfg.split, cfg.seed)
     for r in records:
         del r["_group"]
         r["split"] = split_of[r["speaker"]]

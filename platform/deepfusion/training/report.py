@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 
 def write_evaluation(evaluation, out_dir: Path, *, checkpoint: Path, checkpoint_hash: str,
                      title: str) -> tuple[Path, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{evaluation.split}"
-    metrics_path, figure_path = out_dir / f"{stem}_metrics.json", out_dir / f"{stem}_confusion.png"
+    metrics_path = out_dir / f"{stem}_metrics.json"
     payload = {
         "split": evaluation.split,
         "checkpoint": str(checkpoint),
@@ -27,15 +23,28 @@ def write_evaluation(evaluation, out_dir: Path, *, checkpoint: Path, checkpoint_
         "confusion_matrix": evaluation.confusion.tolist(),
     }
     metrics_path.write_text(json.dumps(payload, indent=2) + "\n")
-
-    size = max(4.0, 0.9 * len(evaluation.label_names) + 1.5)
-    figure, axes = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(evaluation.confusion, display_labels=evaluation.label_names).plot(
-        ax=axes, cmap="Blues", colorbar=False, xticks_rotation=45)
     m = evaluation.metrics
-    axes.set_title(f"{title}\n{evaluation.split}: accuracy {m['accuracy']:.3f}, "
-                   f"weighted F1 {m['weighted_f1']:.3f} (n={m['num_samples']})", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(figure_path, dpi=120)
-    plt.close(figure)
+    figure_path = plot_confusion(
+        evaluation.confusion, evaluation.label_names, out_dir / f"{stem}_confusion.png",
+        title=f"{title}\n{evaluation.split}: accuracy {m['accuracy']:.3f}, "
+              f"weighted F1 {m['weighted_f1']:.3f} (n={m['num_samples']})")
     return metrics_path, figure_path
+
+
+def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, *, title: str) -> Path:
+    """The confusion matrix (rows: true class) as a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(4.0, 0.9 * len(label_names) + 1.5)
+    figure, axes = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=label_names).plot(
+        ax=axes, cmap="Blues", colorbar=False, xticks_rotation=45)
+    axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return Path(path)
