@@ -91,6 +91,30 @@ def test_resume_continues_epochs_and_optimizer_state(shards, tmp_path):
     assert restarted.epochs_completed == 2
 
 
+def test_same_seed_repeats_every_epoch_and_a_resumed_run_repeats_the_uninterrupted_one(shards, tmp_path):
+    """Shuffle, batch order, dropout and augmentation draw from streams seeded per epoch: the
+    same seed gives the same losses to the last bit, also when the run stopped after epoch 1
+    and resumed from its checkpoint; another seed does not (so the test can fail)."""
+    def losses(outcome):
+        return [(m["epoch"], m["train_loss"], m["val_loss"]) for m in outcome.history]
+
+    model = {"kind": "multimodal_lstm", "preset": "cpu-small", "use_audio": False}
+    one_worker = {"num_workers": 1, "cpus_per_worker": 1}
+
+    def config(name, **overrides):
+        return train_config(tmp_path, shards / "meld", model, scaling=one_worker, evaluate_test=False,
+                            shuffle_buffer_rows=64, optim={"optimizer": "adamw", "scheduler": "none"},
+                            run={"storage_path": str(tmp_path / "runs"), "name": name}, **overrides)
+
+    straight = losses(train(config("straight")))
+    train(config("resumed", epochs=1))  # a second run of epoch 1, then it stops
+    resumed = train(config("resumed"))
+    other_seed = losses(train(config("seed1", seed=1)))
+    assert resumed.resumed_from == [1]
+    assert losses(resumed) == straight, (straight, losses(resumed))
+    assert other_seed[0][1] != straight[0][1]
+
+
 @pytest.mark.parametrize("model", [
     {"kind": "mimamo", "preset": "cpu-small"},
     {"kind": "multimodal_lstm", "preset": "cpu-small"},

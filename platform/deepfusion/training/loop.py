@@ -105,10 +105,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     for epoch in range(start_epoch, cfg.epochs + 1):
         started = time.perf_counter()
+        # Each epoch seeds its own streams (shuffle, batch order, dropout, augmentation), so a
+        # rerun, or a run resumed from a checkpoint, repeats the epochs of an uninterrupted one.
+        rng = np.random.default_rng([cfg.seed, epoch, rank])
+        torch.manual_seed(int(rng.integers(2**62)))
         train_confusion, train_loss, train_rows = run_epoch(
             trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
             scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
-            rng=np.random.default_rng([cfg.seed, epoch, rank]), **epoch_args)
+            rng=rng, **epoch_args)
         train_s = time.perf_counter() - started
         train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
         # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
@@ -162,8 +166,10 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
     module.train(training)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
     loss_sum, rows = 0.0, 0
+    shuffle = training and shuffle_buffer_rows > 0
     batches = shard.iter_batches(batch_size=batch_size * max(1, group_by_length), batch_format="numpy",
-                                 prefetch_batches=2, local_shuffle_buffer_size=shuffle_buffer_rows or None)
+                                 prefetch_batches=2, local_shuffle_buffer_size=shuffle_buffer_rows if shuffle else None,
+                                 local_shuffle_seed=int(rng.integers(2**31)) if shuffle and rng is not None else None)
     if group_by_length:
         batches = length_grouped(batches, batch_size, rng if training else None)
     for batch in batches:

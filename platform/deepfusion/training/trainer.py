@@ -16,6 +16,7 @@ from pathlib import Path
 
 import ray
 import ray.train
+from ray.data import RandomSeedConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from deepfusion.config.resources import DataResources
@@ -98,7 +99,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
                 checkpoint_score_order=mode),
         ),
         datasets=_datasets(data, columns, cfg),
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )
     result = trainer.fit()
     best = result.get_best_checkpoint(cfg.monitor, mode)
@@ -122,6 +123,14 @@ def _datasets(data: TrainingData, columns: list[str], cfg: TrainConfig) -> dict:
     instead of every epoch removes seconds of start-up per epoch (see bench/train_throughput.py).
     """
     train, val = data.split("train", columns), data.split("val", columns)
+    for dataset in (train, val):
+        # Blocks in a fixed order whatever order the read tasks finish in: with the seeds
+        # below, a seed gives the same rows in the same batches on every run.
+        dataset.context.execution_options.preserve_order = True
+        # Progress is the per-epoch lines: the bars and "Starting execution" notes of
+        # datasets executed inside the workers, several per epoch, bury them.
+        dataset.context.enable_progress_bars = False
+        dataset.context.print_on_execution_start = False
     cache = cfg.cache_dataset == "always"
     if cfg.cache_dataset == "auto":
         free = ray.available_resources().get("object_store_memory", 0)
@@ -130,14 +139,18 @@ def _datasets(data: TrainingData, columns: list[str], cfg: TrainConfig) -> dict:
     if cache:
         train, val = train.materialize(), val.materialize()
     log.info("train/val splits %s", "cached in the object store" if cache else "streamed from Parquet each epoch")
-    # A new block order each epoch; rows mix further in the workers' shuffle buffers.
-    train = train.randomize_block_order()
-    for dataset in (train, val):
-        # Progress is the per-epoch lines: the bars and "Starting execution" notes of
-        # datasets executed inside the workers, several per epoch, bury them.
-        dataset.context.enable_progress_bars = False
-        dataset.context.print_on_execution_start = False
+    # One seeded block order for the run (a new order each epoch would come from Ray's
+    # execution count, which restarts when a run resumes); rows mix anew every epoch in
+    # the workers' shuffle buffers, seeded per epoch (training/loop.py).
+    train = train.randomize_block_order(seed=RandomSeedConfig(seed=cfg.seed, reseed_after_execution=False))
     return {"train": train, "val": val}
+
+
+def _ordered_ingest():
+    """Ray Train's default ingest options, with the shards' blocks kept in order."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def _export(checkpoint: Path, target: Path) -> Path:
