@@ -124,7 +124,8 @@ def _datasets(data: TrainingData, columns: list[str], cfg: TrainConfig) -> dict:
     """
     train, val = data.split("train", columns), data.split("val", columns)
     for dataset in (train, val):
-        # Blocks in a fixed order whatever order the read tasks finish in: with the seeds
+        # Blocks in a fixed order whatever order the read tasks finish in (here for the
+        # driver's materialize; the workers' ingest takes _ordered_ingest): with the seeds
         # below, a seed gives the same rows in the same batches on every run.
         dataset.context.execution_options.preserve_order = True
         # Progress is the per-epoch lines: the bars and "Starting execution" notes of
