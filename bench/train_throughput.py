@@ -55,7 +55,7 @@ def plain_pytorch(cfg, data: TrainingData, epochs: int) -> list[float]:
     from torch import nn
 
     from deepfusion.models import build_model
-    from deepfusion.training.loop import run_epoch
+    from deepfusion.training.epoch import run_epoch
     from deepfusion.training.optimization import build_optimizer
 
     torch.set_num_threads(os.cpu_count() or 1)

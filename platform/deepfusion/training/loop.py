@@ -24,10 +24,9 @@ from torch import nn
 from deepfusion.config.models import ModelConfig
 from deepfusion.config.train import TrainConfig
 from deepfusion.models import build_model
-from deepfusion.models.inputs import model_batch_inputs
 from deepfusion.ray_runtime import quiet_ray_train_reports
-from deepfusion.training.batching import length_grouped
 from deepfusion.training.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
+from deepfusion.training.epoch import run_epoch
 from deepfusion.training.losses import build_loss
 from deepfusion.training.metrics import classification_metrics, flat_metrics
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
@@ -156,42 +155,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)",
                          cfg.monitor, stopper.patience, stopper.best, stopper.best_epoch)
             break
-
-
-def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
-              optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
-              group_by_length=0, rng=None):
-    """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows)."""
-    training = optimizer is not None
-    module.train(training)
-    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
-    loss_sum, rows = 0.0, 0
-    shuffle = training and shuffle_buffer_rows > 0
-    batches = shard.iter_batches(batch_size=batch_size * max(1, group_by_length), batch_format="numpy",
-                                 prefetch_batches=2, local_shuffle_buffer_size=shuffle_buffer_rows if shuffle else None,
-                                 local_shuffle_seed=int(rng.integers(2**31)) if shuffle and rng is not None else None)
-    if group_by_length:
-        batches = length_grouped(batches, batch_size, rng if training else None)
-    for batch in batches:
-        inputs = model_batch_inputs(model_cfg, batch).to(device)
-        labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
-        with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
-            logits = module(inputs)
-            loss = loss_fn(logits.float(), labels)
-        if training:
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-        loss_sum += float(loss.detach()) * len(labels)
-        rows += len(labels)
-        confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
-    return confusion.view(num_classes, num_classes), loss_sum, rows
 
 
 def _sum_over_workers(confusion: torch.Tensor, loss_sum: float, rows: int):

@@ -1,0 +1,53 @@
+"""One pass of a model over batches of shard rows: the training and evaluation step.
+
+Plain PyTorch, no Ray: the Ray Train workers run it over their Ray Data shards, and the
+benchmarks run the very same step over in-memory batches (``bench/train_throughput.py``
+on CPU, ``bench/gpu.py`` on a GPU with AMP). ``shard`` is anything with Ray's
+``iter_batches(batch_size=..., batch_format="numpy", ...)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from deepfusion.models.inputs import model_batch_inputs
+from deepfusion.training.batching import length_grouped
+
+
+def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
+              optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
+              group_by_length=0, rng=None):
+    """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows)."""
+    training = optimizer is not None
+    module.train(training)
+    confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
+    # Summed on the device: a float() per step would wait for the GPU every step.
+    loss_sum, rows = torch.zeros((), dtype=torch.float64, device=device), 0
+    shuffle = training and shuffle_buffer_rows > 0
+    batches = shard.iter_batches(batch_size=batch_size * max(1, group_by_length), batch_format="numpy",
+                                 prefetch_batches=2, local_shuffle_buffer_size=shuffle_buffer_rows if shuffle else None,
+                                 local_shuffle_seed=int(rng.integers(2**31)) if shuffle and rng is not None else None)
+    if group_by_length:
+        batches = length_grouped(batches, batch_size, rng if training else None)
+    for batch in batches:
+        inputs = model_batch_inputs(model_cfg, batch).to(device)
+        labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
+        with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
+            logits = module(inputs)
+            loss = loss_fn(logits.float(), labels)
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+        loss_sum += loss.detach().double() * len(labels)
+        rows += len(labels)
+        confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    return confusion.view(num_classes, num_classes), float(loss_sum), rows
