@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deepfusion-installed
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo test test-all bench serve clean-work
+.PHONY: venv demo lint test test-all bench serve clean-work
 
 venv: $(STAMP)
 
@@ -24,7 +24,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m jobs.pipeline --config $(DEMO_CONFIG)
 
-test: $(STAMP)
+# Style (ruff) and the package layering contracts (import-linter, see pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(PY) -m pytest -q
 
 test-all: $(STAMP)
@@ -32,7 +37,7 @@ test-all: $(STAMP)
 
 # The HTTP application (needs the checkpoints of jobs.train and jobs.tune_fusion; see README)
 serve: $(STAMP)
-	RAY_SERVE_THROUGHPUT_OPTIMIZED=$${RAY_SERVE_THROUGHPUT_OPTIMIZED:-1} $(VENV)/bin/serve run serve/config.yaml
+	env $$($(PY) -m deepfusion.ray_runtime serve-env) $(VENV)/bin/serve run serve/config.yaml
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py

@@ -134,7 +134,7 @@ def train_side(name: str, model_cfg, batch: int, *, amp: bool, device: torch.dev
 
 
 def inference_latency(name: str, model_cfg, *, device: torch.device, repeats: int, shard_args: dict) -> dict:
-    from deepfusion.models.inputs import model_batch_inputs
+    from deepfusion.artifacts.batches import model_batch_inputs
 
     model = build_model(model_cfg).to(device).eval()
     out = {}

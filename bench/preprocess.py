@@ -5,7 +5,8 @@
 Both sides run the same code: the MELD scan, ``EmotionRowDecoder`` (OpenCV frames, PyAV/
 soundfile audio resampled by soxr, tokenizer) and a split-partitioned Parquet write. The
 loop calls the decoder batch by batch in this process; Ray runs the full ``preprocess``
-job (decoder actor pool streaming into the Parquet writer, quarantine actor, manifest). Ray's start-up is timed separately: the
+job (decoder actor pool streaming into the Parquet writer, quarantine actor, manifest).
+Ray's start-up is timed separately: the
 throughput compares the work with a cluster already up, as a user's cluster would be.
 The same loop in two plain processes (half the corpus each) measures what two cores of
 the machine give at best, so Ray's ratio can be read against that ceiling.
@@ -37,9 +38,9 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 # Only what the plain loop needs is imported here: the two-process ceiling's children
 # re-import this module, and must not pay for Ray or torch (main() imports those).
 from deepfusion.config import load_config  # noqa: E402
-from deepfusion.ingest.emotion import speaker_vocabulary  # noqa: E402
-from deepfusion.ingest.emotion_rows import EmotionRowDecoder  # noqa: E402
-from deepfusion.ingest.quarantine import QuarantineLog  # noqa: E402
+from deepfusion.preprocess.emotion import speaker_vocabulary  # noqa: E402
+from deepfusion.preprocess.emotion_rows import EmotionRowDecoder  # noqa: E402
+from deepfusion.preprocess.quarantine import QuarantineLog  # noqa: E402
 from deepfusion.sources.meld import scan_meld  # noqa: E402
 
 
@@ -82,8 +83,8 @@ def warm_page_cache(root: Path) -> None:
 def main() -> None:
     import ray
 
-    from deepfusion.demo import write_demo_corpora
-    from deepfusion.ingest.pipeline import preprocess
+    from deepfusion.demo import make_demo_data
+    from deepfusion.preprocess.datasets import preprocess
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/bench_preprocess.yaml")
@@ -94,7 +95,7 @@ def main() -> None:
     [dataset] = [d for d in cfg.datasets if d.kind == "meld"]
 
     generated_at = time.perf_counter()
-    written, stamp = write_demo_corpora(experiment.require("demo_data", args.config))
+    written, stamp = make_demo_data(experiment.require("demo_data", args.config))
     print(f"corpus: {sum(stamp['meld_rows'].values())} SYNTHETIC clips "
           f"({'generated in %.0f s' % (time.perf_counter() - generated_at) if written else 'cached'})")
     warm_page_cache(Path(dataset.root))

@@ -107,9 +107,11 @@ def main() -> int:
     print(f"in-process pipeline: p50 {in_p50:.1f} ms (same utterances, one process, sequential)", flush=True)
     del pipeline
 
+    from deepfusion.ray_runtime import connect, use_serve_environment
+
+    use_serve_environment()  # Serve's throughput mode, before ray.serve is imported
     from ray import serve
 
-    from deepfusion.ray_runtime import connect
     from deepfusion.serving.app import build_app
 
     connect(experiment.ray)
@@ -138,7 +140,8 @@ def main() -> int:
         "rps_c8": levels[1]["rps"], "p50_ms_c32": levels[2]["p50_ms"], "p99_ms_c32": levels[2]["p99_ms"],
         "rps_c32": levels[2]["rps"], "stages_p50_ms_c1": c1["stages_p50_ms"],
         "serve_throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
-        "preset": "cpu-small", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
+        "preset": "cpu-small",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
     }))
     return 0
 

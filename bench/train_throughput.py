@@ -30,14 +30,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.chdir(REPO_ROOT)
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 
+from deepfusion.artifacts.dataset import ShardDataset  # noqa: E402
 from deepfusion.config import load_config  # noqa: E402
-from deepfusion.training.data import TrainingData  # noqa: E402
 
 
 class InMemorySplit:
     """The train split as numpy columns, batched like ``DataIterator.iter_batches``."""
 
-    def __init__(self, data: TrainingData, columns: list[str], seed: int = 0):
+    def __init__(self, data: ShardDataset, columns: list[str], seed: int = 0):
         table = pq.read_table(data.path / "split=train", columns=columns)
         self.columns = {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
         self.rows = table.num_rows
@@ -50,7 +50,7 @@ class InMemorySplit:
             yield {c: values[index] for c, values in self.columns.items()}
 
 
-def plain_pytorch(cfg, data: TrainingData, epochs: int) -> list[float]:
+def plain_pytorch(cfg, data: ShardDataset, epochs: int) -> list[float]:
     import torch
     from torch import nn
 
@@ -111,7 +111,7 @@ def main() -> int:
         "epochs": args.epochs, "evaluate_test": False, "early_stopping_patience": args.epochs,
         "run": experiment.train.run.model_copy(update={"storage_path": storage, "name": "bench"}),
     })
-    data = TrainingData.open(cfg.data)
+    data = ShardDataset.open(cfg.data)
 
     plain_rates = plain_pytorch(cfg, data, args.epochs)
     print(f"plain PyTorch: {[round(r, 1) for r in plain_rates]} samples/s per epoch", flush=True)

@@ -6,12 +6,11 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from deepfusion.config import ConfigError
-from deepfusion.models.weights import ModelWeightsUnavailable
-from deepfusion.preprocessing import MediaError
-from deepfusion.preprocessing.text import TextModelUnavailable
+from deepfusion.media import MediaError
+from deepfusion.pretrained import ModelWeightsUnavailable, TextModelUnavailable
 from deepfusion.sources import LayoutError
 from deepfusion.splits import NotEnoughImages
 

@@ -22,11 +22,11 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="start every fold's run over")
     args = parse_job_args(parser)
     experiment = load_config(args.config, args.overrides)
-    from deepfusion.training.crossval import cross_validate, fold_dataset
+    from deepfusion.workflows.crossval import crossval, fold_dataset
 
     fold_dataset(experiment, args.config)  # refuse a config without folds before Ray starts
     connect(experiment.ray)
-    result = cross_validate(experiment, fresh=args.fresh, source=args.config)
+    result = crossval(experiment, fresh=args.fresh, source=args.config)
     s = result.summary
     print(f"[{experiment.train.run.name}] {s['folds']}-fold speaker-grouped cross-validation on "
           f"{s['dataset']}, seed {s['seed']}, {s['wall_s']:.0f} s")

@@ -35,14 +35,14 @@ def main() -> int:
         experiment = load_config(args.config)
         ray_cfg = experiment.ray
         resources = experiment.preprocess.data if experiment.preprocess else resources
-    from deepfusion.training.checkpoint import read_card
+    from deepfusion.artifacts.checkpoint import read_card
 
     read_card(args.checkpoint)  # not a checkpoint: say so before starting Ray
     out = args.out or args.checkpoint.resolve().parent / "evaluation" / args.data.stem
     connect(ray_cfg)
-    from deepfusion.training.evaluate_csv import evaluate_meld_csv
+    from deepfusion.workflows.evaluate import evaluate
 
-    result = evaluate_meld_csv(args.checkpoint, args.data, out, media_dir=args.media, resources=resources)
+    result = evaluate(args.checkpoint, args.data, out, media_dir=args.media, resources=resources)
     m = result.evaluation.metrics
     print(f"{args.checkpoint} on {args.data} (n={m['num_samples']}; {result.media}; "
           f"{result.quarantined} quarantined{f', see {result.quarantine_path}' if result.quarantine_path else ''})")

@@ -8,7 +8,7 @@ Seeded and deterministic. A corpus already written with the same settings is kep
 from __future__ import annotations
 
 from deepfusion.config import load_config
-from deepfusion.demo import write_demo_corpora
+from deepfusion.demo import make_demo_data
 from jobs._cli import job_parser, parse_job_args, run_job
 
 
@@ -19,7 +19,7 @@ def main() -> int:
     args = parse_job_args(parser)
     overrides = args.overrides + ([f"demo_data.out={args.out}"] if args.out else [])
     cfg = load_config(args.config, overrides).require("demo_data", args.config)
-    written, stamp = write_demo_corpora(cfg, force=args.force)
+    written, stamp = make_demo_data(cfg, force=args.force)
     print(f"{'SYNTHETIC demo corpora written to' if written else 'demo corpora up to date:'} {cfg.out}")
     print(f"  meld/     MELD layout, utterances per split: {stamp['meld_rows']}")
     print(f"  textile/  image folder, images per class: {stamp['textile_images']}")

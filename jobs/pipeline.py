@@ -22,14 +22,14 @@ def main() -> int:
                         help="run this stage from scratch (repeatable; 'all' for every stage)")
     args = parse_job_args(parser)
     experiment = load_config(args.config, args.overrides)
-    from deepfusion.pipeline.plan import plan_pipeline
+    from deepfusion.workflows.pipeline_plan import plan_pipeline
 
     plan = plan_pipeline(experiment, Path(args.config))
     connect(experiment.ray)
-    from deepfusion.pipeline.report import comparison_table
-    from deepfusion.pipeline.run import run_pipeline
+    from deepfusion.workflows.pipeline import pipeline
+    from deepfusion.workflows.pipeline_report import comparison_table
 
-    run = run_pipeline(plan, redo=frozenset(args.redo))
+    run = pipeline(plan, redo=frozenset(args.redo))
     summary = run.summary
     print()
     print(f"{'stage':<24} {'status':<11} {'wall s':>8}  detail")

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from deepfusion.config import load_config
-from deepfusion.ingest.pipeline import preprocess
+from deepfusion.preprocess.datasets import preprocess
 from deepfusion.ray_runtime import connect
 from jobs._cli import job_parser, parse_job_args, run_job
 

@@ -33,9 +33,9 @@ def main() -> int:
         if not Tuner.can_restore(str(search_dir(cfg))):
             raise ConfigError(f"--resume: no search to resume in {search_dir(cfg)} (run without --resume to start one)")
     connect(experiment.ray)
-    from deepfusion.fusion.experiment import run_fusion
+    from deepfusion.fusion.tune import tune_fusion
 
-    outcome = run_fusion(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache)
+    outcome = tune_fusion(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache)
     cache = outcome.cache
     print(f"logit cache {cache.folder}: {'built' if outcome.cache_built else 'reused'}, rows {cache.card['rows']}")
     search = outcome.search

@@ -113,8 +113,8 @@ def save_backbone(folder: Path, data, model_config, seed: int) -> Path:
     elsewhere)."""
     import torch
 
+    from deepfusion.artifacts.checkpoint import save_checkpoint
     from deepfusion.models import build_model
-    from deepfusion.training.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     model_config = data.resolve_model_config(model_config)
@@ -161,15 +161,17 @@ def free_ports(n: int) -> list[int]:
 def ray_head(tmp_path):
     """A separate ``ray start --head`` on its own ports; --block ties its life to this process."""
     gcs_port, dashboard_port, agent_port, client_port = free_ports(4)
+    head_log = (tmp_path / "head.log").open("w")  # the child keeps its own copy of the descriptor
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
          f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
          f"--ray-client-server-port={client_port}", "--min-worker-port=20000",
          "--max-worker-port=20999", "--num-cpus=2", "--disable-usage-stats",
          "--include-dashboard=true"],
-        stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
         # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
         env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+    head_log.close()
     address = f"http://127.0.0.1:{dashboard_port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 import ray.autoscaler
+import yaml
+from conftest import REPO_ROOT
 from ray.autoscaler._private.commands import _bootstrap_config
 from ray.autoscaler._private.util import validate_config
-
-from conftest import REPO_ROOT
-
 
 RAY_SCHEMA = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from deepfusion.config import ConfigError, ExperimentConfig, PreprocessConfig, load_config, validate_config
 
@@ -132,7 +133,7 @@ def test_override_into_a_missing_list_index_is_an_error(tmp_path):
 def test_config_is_immutable():
     cfg = validate_config(PreprocessConfig, {"output_dir": "o", "datasets": [
         {"kind": "image_folder", "name": "t", "root": "r"}]})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.output_dir = "elsewhere"
 
 

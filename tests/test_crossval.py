@@ -13,11 +13,11 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import yaml
-
 from conftest import REPO_ROOT
+
 from deepfusion.config import load_config
-from deepfusion.training.crossval import cross_validate
-from deepfusion.training.metrics import classification_metrics
+from deepfusion.evaluation.metrics import classification_metrics
+from deepfusion.workflows.crossval import crossval
 
 CONFIG = REPO_ROOT / "configs" / "speech_crossval.yaml"
 
@@ -37,9 +37,9 @@ def test_two_fold_speaker_crossval_tests_every_clip_once_and_pools_the_folds(sha
         f"train.data={tmp_path / 'shards' / 'speech_cv'}", f"train.run.storage_path={tmp_path / 'runs'}",
         "train.epochs=2", "train.early_stopping_patience=2",
     ])
-    result = cross_validate(experiment)
+    result = crossval(experiment)
     s = result.summary
-    clips = sum(1 for _ in open(shared_data / "speech" / "MANIFEST.csv")) - 1
+    clips = len((shared_data / "speech" / "MANIFEST.csv").read_text().splitlines()) - 1
 
     tested = Counter()
     for k in range(2):

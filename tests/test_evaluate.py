@@ -9,22 +9,22 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
+
 from deepfusion.config import ConfigError
-from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig
+from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 
 
 @pytest.fixture(scope="module")
 def trained(ray_local, demo_corpus, tmp_path_factory) -> dict:
     """The demo MELD corpus preprocessed as training would see it, and a Multimodal LSTM
     and a MIMAMO Net checkpoint of that data."""
-    from deepfusion.ingest.pipeline import preprocess
-    from deepfusion.training.data import TrainingData
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.preprocess.datasets import preprocess
 
     root = tmp_path_factory.mktemp("evaluate")
     preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld")))
-    data = TrainingData.open(root / "shards" / "meld")
+    data = ShardDataset.open(root / "shards" / "meld")
     lstm = save_backbone(root / "lstm", data, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 0)
     # video only: on a csv without --media it would see nothing
     mimamo = save_backbone(root / "mimamo", data, MimamoConfig(kind="mimamo", preset="cpu-small", use_text=False), 1)
@@ -33,11 +33,11 @@ def trained(ray_local, demo_corpus, tmp_path_factory) -> dict:
 
 def test_a_csv_evaluates_exactly_as_the_same_rows_preprocessed_for_training(trained, demo_corpus, tmp_path):
     from deepfusion.config import DataResources
-    from deepfusion.training.evaluate import evaluate_split
-    from deepfusion.training.evaluate_csv import evaluate_meld_csv
+    from deepfusion.evaluation.predict import evaluate_split
+    from deepfusion.workflows.evaluate import evaluate
 
     meld = demo_corpus / "meld"
-    result = evaluate_meld_csv(trained["lstm"], meld / "test_sent_emo.csv", tmp_path / "out", media_dir=meld / "test")
+    result = evaluate(trained["lstm"], meld / "test_sent_emo.csv", tmp_path / "out", media_dir=meld / "test")
     reference = evaluate_split(trained["lstm"], trained["data"], "test", DataResources())
     assert result.quarantined == 0 and "video+audio" in result.media
     assert result.evaluation.metrics == reference.metrics
@@ -55,7 +55,8 @@ def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, 
     header = lines[0].split(",")
     bad = [""] * len(header)
     bad[header.index("Utterance")], bad[header.index("Speaker")] = "Hello there", "Nobody"
-    bad[header.index("Emotion")], bad[header.index("Dialogue_ID")], bad[header.index("Utterance_ID")] = "bored", "99", "0"
+    for column, value in (("Emotion", "bored"), ("Dialogue_ID", "99"), ("Utterance_ID", "0")):
+        bad[header.index(column)] = value
     csv_path = tmp_path / "reannotated.csv"
     csv_path.write_text("\n".join(lines + [",".join(bad)]) + "\n")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -75,11 +76,11 @@ def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, 
 
 
 def test_a_model_whose_inputs_the_csv_lacks_is_refused(trained, demo_corpus, tmp_path):
-    from deepfusion.training.evaluate_csv import evaluate_meld_csv
+    from deepfusion.workflows.evaluate import evaluate
 
     with pytest.raises(ConfigError, match="--checkpoint: mimamo needs video"):
-        evaluate_meld_csv(trained["mimamo"], demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")
+        evaluate(trained["mimamo"], demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")
     with pytest.raises(ConfigError, match="--data: .*nothing.csv not found"):
-        evaluate_meld_csv(trained["lstm"], tmp_path / "nothing.csv", tmp_path / "out")
+        evaluate(trained["lstm"], tmp_path / "nothing.csv", tmp_path / "out")
     with pytest.raises(ConfigError, match="is not a deepfusion checkpoint"):
-        evaluate_meld_csv(tmp_path, demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")
+        evaluate(tmp_path, demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")

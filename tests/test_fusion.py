@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from deepfusion.artifacts.checkpoint import CheckpointCard, load_fusion, save_fusion
 from deepfusion.config import ConfigError, FusionTraining, SearchSpace, validate_config
-from deepfusion.fusion.checkpoint import FusionCard, load_fusion, save_fusion
 from deepfusion.fusion.fit import _sample_weights, fit_fusion
 from deepfusion.fusion.logit_cache import SplitLogits
-from deepfusion.fusion.models import EnhancedLateFusion, LateFusion, explain
-from deepfusion.training.losses import focal_loss
+from deepfusion.models.fusion import EnhancedLateFusion, LateFusion, explain
+from deepfusion.models.losses import focal_loss
 
 EMOTIONS = ["anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise"]
 
@@ -122,7 +122,7 @@ def test_fusion_checkpoint_round_trip(tmp_path):
     model = EnhancedLateFusion(7, video_weight=0.3).eval()
     with torch.no_grad():
         model.bias.normal_()
-    card = FusionCard(kind="enhanced_late_fusion", label_names=EMOTIONS,
+    card = CheckpointCard(kind="enhanced_late_fusion", label_names=EMOTIONS,
                       hyperparameters=FusionTraining(video_weight=0.3).model_dump(), backbones={},
                       metrics={}, fusion_weights=[0.3, 0.7])
     save_fusion(tmp_path / "ckpt", model, card)
@@ -130,7 +130,7 @@ def test_fusion_checkpoint_round_trip(tmp_path):
     video, audio_text = torch.randn(5, 7), torch.randn(5, 7)
     assert torch.equal(loaded(video, audio_text), model(video, audio_text))
     assert loaded_card == card
-    with pytest.raises(FileNotFoundError, match="not a fusion checkpoint.*jobs.tune_fusion"):
+    with pytest.raises(ConfigError, match="not a deepfusion checkpoint.*jobs.tune_fusion"):
         load_fusion(tmp_path / "missing")
 
 

@@ -19,15 +19,15 @@ import pytest
 import requests
 import torch
 import yaml
-
 from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
+
+from deepfusion.artifacts.batches import model_batch_inputs
+from deepfusion.artifacts.checkpoint import load_model
+from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.config import ConfigError, FusionConfig, validate_config
-from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig
+from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 from deepfusion.fusion.logit_cache import open_or_build
-from deepfusion.ingest.pipeline import preprocess
-from deepfusion.models.inputs import model_batch_inputs
-from deepfusion.training.checkpoint import load_model
-from deepfusion.training.data import TrainingData
+from deepfusion.preprocess.datasets import preprocess
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 def backbones(demo_corpus, tmp_path_factory, ray_local) -> dict:
     root = tmp_path_factory.mktemp("fusion")
     preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld")))
-    data = TrainingData.open(root / "shards" / "meld")
+    data = ShardDataset.open(root / "shards" / "meld")
     return {
         "root": root, "data": data.path,
         "video": save_backbone(root / "mimamo", data, MimamoConfig(kind="mimamo", preset="cpu-small"), 0),
@@ -83,7 +83,7 @@ def test_cached_logits_equal_live_forward_passes_and_follow_checkpoint_content(b
 
     # a retrained backbone (same path, new weights) invalidates the cache
     changed = tmp_path / "mimamo_changed"
-    save_backbone(changed, TrainingData.open(backbones["data"]), video_card.model_config, seed=7)
+    save_backbone(changed, ShardDataset.open(backbones["data"]), video_card.model_config, seed=7)
     new, built_new = open_or_build(cfg.model_copy(update={"video_checkpoint": changed}))
     assert built_new and new.key != cache.key
 
@@ -98,10 +98,10 @@ def test_wrong_or_missing_backbones_are_refused_by_name(backbones, tmp_path):
 
 @pytest.fixture(scope="module")
 def sweep(backbones, tmp_path_factory):
-    from deepfusion.fusion.experiment import run_fusion
+    from deepfusion.fusion.tune import tune_fusion
 
     tmp_path = tmp_path_factory.mktemp("sweep")
-    return run_fusion(fusion_config(backbones, tmp_path)), tmp_path
+    return tune_fusion(fusion_config(backbones, tmp_path)), tmp_path
 
 
 def test_eight_trial_sweep_exports_the_best_trial(sweep):
@@ -121,13 +121,14 @@ def test_eight_trial_sweep_exports_the_best_trial(sweep):
     assert study.trials[0].params == {"lr": 1e-4, "batch_size": 4, "video_weight": 0.58,
                                       "focal_alpha": 1.0, "focal_gamma": 2.0}
     # the exported checkpoint is the best trial's, completed with test metrics
-    from deepfusion.fusion.checkpoint import load_fusion
+    from deepfusion.artifacts.checkpoint import load_fusion
 
     model, card = load_fusion(outcome.export_dir)
     assert card.kind == "enhanced_late_fusion" and sum(p.numel() for p in model.parameters()) == 9
     assert card.hyperparameters["lr"] == pytest.approx(search.best_config["lr"])
     assert set(card.metrics) >= {"val", "test", "search"}
-    assert card.backbones["video_checkpoint"]["sha256"] == outcome.cache.card["video_checkpoint"]["sha256"]
+    cached = outcome.cache.card["freshness"]["inputs"]
+    assert card.backbones["video_checkpoint"]["sha256"] == cached["video_checkpoint"]["sha256"]
     enhanced = outcome.rows[-1]
     assert enhanced.val["weighted_f1"] == pytest.approx(search.best_metrics["best_val_weighted_f1"])
 

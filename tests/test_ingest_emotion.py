@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import meld_dataset, preprocess_config, read_shards
-from deepfusion.ingest.pipeline import preprocess
-from deepfusion.ingest.schema import EMOTION_SCHEMA, frames_from_bytes
+
+from deepfusion.artifacts.shards import EMOTION_SCHEMA, frames_from_bytes
 from deepfusion.labels import EMOTIONS
-from deepfusion.preprocessing.audio import load_audio
-from deepfusion.preprocessing.video import decode_video
+from deepfusion.media.audio import load_audio
+from deepfusion.media.video import decode_video
+from deepfusion.preprocess.datasets import preprocess
 from deepfusion.sources import LayoutError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -64,7 +64,8 @@ def test_decoded_media_equal_the_shared_decoders(demo_corpus, tmp_path):
     root = demo_corpus / "meld"
     [result] = preprocess(preprocess_config(tmp_path / "s", meld_dataset(root)))
     rows = [r for r in all_rows(result.out_dir) if r["has_video"]]
-    with_wav = next(r for r in rows if r["split"] == "train" and (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())
+    with_wav = next(r for r in rows if r["split"] == "train"
+                    and (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())
     mp4_only = next(r for r in rows if r["split"] == "train"
                     and not (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())
     for row, audio_suffix in ((with_wav, ".wav"), (mp4_only, ".mp4")):
@@ -85,7 +86,8 @@ def plant_bad_meld(root: Path) -> dict[str, str]:
     media = [r for r in train if (root / "train" / f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}.mp4").is_file()]
     truncated = root / "train" / f"dia{media[0]['Dialogue_ID']}_utt{media[0]['Utterance_ID']}.mp4"
     truncated.write_bytes(truncated.read_bytes()[:2000])
-    wav_row = next(r for r in media[1:] if (root / "train" / f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}.wav").is_file())
+    wav_row = next(r for r in media[1:]
+                   if (root / "train" / f"dia{r['Dialogue_ID']}_utt{r['Utterance_ID']}.wav").is_file())
     corrupt_wav = root / "train" / f"dia{wav_row['Dialogue_ID']}_utt{wav_row['Utterance_ID']}.wav"
     corrupt_wav.write_bytes(b"RIFF....WAVEfmt garbage" * 10)
     with open(root / "train_sent_emo.csv", "a", encoding="utf-8", newline="") as handle:
@@ -173,7 +175,7 @@ def test_dialogue_context_is_the_previous_turns_and_serving_builds_the_same_ids(
     """text.context_turns: 2 puts "speaker: text" of the two previous utterances (most
     recent first) in the second segment; the csv's row order does not matter; a request
     that sends the same dialogue so far gets the very same token ids."""
-    from deepfusion.preprocessing.text import load_tokenizer
+    from deepfusion.media.text import load_tokenizer
     from deepfusion.serving.predictors import EmotionDecoder, EmotionRequest
 
     root = tmp_path / "meld"

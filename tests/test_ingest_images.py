@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import image_dataset, preprocess_config, read_shards
-from deepfusion.ingest.pipeline import preprocess
-from deepfusion.ingest.schema import IMAGE_SCHEMA, image_from_bytes
-from deepfusion.preprocessing.image import load_image
+
+from deepfusion.artifacts.shards import IMAGE_SCHEMA, image_from_bytes
+from deepfusion.media.image import load_image
+from deepfusion.preprocess.datasets import preprocess
 from deepfusion.sources import LayoutError
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -99,7 +99,7 @@ def test_changed_config_or_input_redoes_the_work(corpus_copy, tmp_path):
     (root / "textile_dye" / "extra.jpg").write_bytes(next((root / "textile_dye").glob("*.jpg")).read_bytes())
     redone = preprocess(preprocess_config(tmp_path / "s", image_dataset(root, image_size=40)))[0]
     assert not redone.skipped
-    assert redone.manifest["source_fingerprint"] != first.manifest["source_fingerprint"]
+    assert redone.manifest["freshness"]["inputs"]["source"] != first.manifest["freshness"]["inputs"]["source"]
 
 
 def test_wrong_layout_fails_fast_naming_the_path(corpus_copy, tmp_path):

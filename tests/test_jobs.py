@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import free_ports, wait_for_job
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -13,10 +13,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import meld_dataset, preprocess_config, save_backbone
+
+from deepfusion.artifacts.checkpoint import CARD
 from deepfusion.config import ConfigError, FusionConfig, TrainConfig, validate_config
-from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
+from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
 from deepfusion.labels import EMOTIONS
 
 # anger and disgust swapped: a model trained this way predicts "anger" at index 1
@@ -25,12 +26,12 @@ SWAPPED = [EMOTIONS[1], EMOTIONS[0], *EMOTIONS[2:]]
 
 @pytest.fixture(scope="module")
 def meld(ray_local, demo_corpus, tmp_path_factory) -> dict:
-    from deepfusion.ingest.pipeline import preprocess
-    from deepfusion.training.data import TrainingData
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.preprocess.datasets import preprocess
 
     root = tmp_path_factory.mktemp("label_maps")
     preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld")))
-    data = TrainingData.open(root / "shards" / "meld")
+    data = ShardDataset.open(root / "shards" / "meld")
     video = save_backbone(root / "mimamo", data, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
     audio_text = save_backbone(root / "lstm", data, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
     return {"root": root, "data": data, "video": video, "audio_text": audio_text}
@@ -40,12 +41,13 @@ def with_labels(checkpoint: Path, names: list[str], target: Path) -> Path:
     """A copy of ``checkpoint`` claiming another class order (as a model trained on a
     dataset with another order would)."""
     shutil.copytree(checkpoint, target)
-    (target / "label_map.json").write_text(json.dumps({"names": names}))
+    card = json.loads((target / CARD).read_text())
+    (target / CARD).write_text(json.dumps({**card, "label_names": names}))
     return target
 
 
 def test_checkpoints_carry_the_label_map_of_their_data(meld):
-    from deepfusion.training.checkpoint import read_card
+    from deepfusion.artifacts.checkpoint import read_card
 
     for name in ("video", "audio_text"):
         assert read_card(meld[name]).label_names == meld["data"].label_names == list(EMOTIONS)
@@ -53,7 +55,7 @@ def test_checkpoints_carry_the_label_map_of_their_data(meld):
 
 def test_batch_evaluation_refuses_a_checkpoint_with_another_class_order(meld, tmp_path):
     from deepfusion.config import DataResources
-    from deepfusion.training.evaluate import evaluate_split
+    from deepfusion.evaluation.predict import evaluate_split
 
     swapped = with_labels(meld["audio_text"], SWAPPED, tmp_path / "swapped")
     with pytest.raises(ConfigError, match=r"label maps differ: checkpoint .*swapped has \['disgust', 'anger'"):
@@ -74,14 +76,13 @@ def test_the_logit_cache_refuses_a_backbone_with_another_class_order(meld, tmp_p
 
 
 def test_serving_refuses_a_fusion_model_with_another_class_order(meld):
-    from deepfusion.fusion.checkpoint import FusionCard, save_fusion
-    from deepfusion.fusion.models import EnhancedLateFusion
+    from deepfusion.artifacts.checkpoint import CheckpointCard, read_card, save_fusion
+    from deepfusion.models.fusion import EnhancedLateFusion
     from deepfusion.serving.predictors import FusionModel, check_servable
-    from deepfusion.training.checkpoint import read_card
 
     video, audio_text = read_card(meld["video"]), read_card(meld["audio_text"])
     folder = meld["root"] / "fusion_swapped"
-    save_fusion(folder, EnhancedLateFusion(7, video_weight=0.5), FusionCard(
+    save_fusion(folder, EnhancedLateFusion(7, video_weight=0.5), CheckpointCard(
         kind="enhanced_late_fusion", label_names=SWAPPED, hyperparameters={"video_weight": 0.5},
         backbones={"video_checkpoint": {"path": str(video.path), "sha256": video.content_hash},
                    "audio_text_checkpoint": {"path": str(audio_text.path), "sha256": audio_text.content_hash}},
@@ -90,7 +91,8 @@ def test_serving_refuses_a_fusion_model_with_another_class_order(meld):
         check_servable(FusionModel(folder), video, audio_text)
 
 
-MODEL_CONFIGS = [TextileNetConfig(kind="textile", preset="cpu-small"), MimamoConfig(kind="mimamo", preset="cpu-small")] + [
+MODEL_CONFIGS = [TextileNetConfig(kind="textile", preset="cpu-small"),
+                 MimamoConfig(kind="mimamo", preset="cpu-small")] + [
     MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small", use_text=text, use_audio=audio)
     for text, audio in itertools.product((True, False), repeat=2) if text or audio]
 
@@ -98,7 +100,7 @@ MODEL_CONFIGS = [TextileNetConfig(kind="textile", preset="cpu-small"), MimamoCon
 @pytest.mark.parametrize("model_cfg", MODEL_CONFIGS, ids=lambda c: f"{c.kind}-{getattr(c, 'use_text', '')}-"
                                                                  f"{getattr(c, 'use_audio', '')}")
 def test_no_model_reads_the_label_or_anything_derived_from_it(model_cfg):
-    from deepfusion.models.inputs import model_columns
+    from deepfusion.artifacts.batches import model_columns
 
     columns = set(model_columns(model_cfg))
     assert not columns & {"label", "emotion", "sentiment", "Sentiment", "intensity", "source", "sample_id"}, columns
@@ -113,7 +115,7 @@ def test_a_model_cannot_be_configured_to_read_the_label_column(meld):
 
 def test_model_inputs_do_not_change_when_only_the_label_does(meld):
     """The same shard rows with every label replaced give bit-identical model inputs."""
-    from deepfusion.models.inputs import model_batch_inputs
+    from deepfusion.artifacts.batches import model_batch_inputs
 
     table = pq.read_table(meld["data"].path / "split=train")
     batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}

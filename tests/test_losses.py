@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from deepfusion.config import ConfigError, ExperimentConfig, validate_config
-from deepfusion.config.models import MultimodalLSTMConfig
+from deepfusion.config.architectures import MultimodalLSTMConfig
 from deepfusion.config.train import OptimConfig
 from deepfusion.models import build_model
-from deepfusion.training.losses import build_loss, focal_loss
+from deepfusion.models.losses import build_loss, focal_loss
 from deepfusion.training.optimization import build_optimizer
 
 
@@ -85,4 +85,5 @@ def test_encoder_lr_puts_the_pretrained_encoder_in_its_own_group():
     assert len(build_optimizer(OptimConfig(), model).param_groups) == 1
     frozen = build_model(cfg.model_copy(update={"text_encoder": cfg.text_encoder.model_copy(update={"freeze": True})}))
     (only,) = build_optimizer(OptimConfig(encoder_lr=2e-5), frozen).param_groups
-    assert only["name"] == "head" and not {id(p) for p in frozen.text_encoder.parameters()} & {id(p) for p in only["params"]}
+    assert only["name"] == "head"
+    assert not {id(p) for p in frozen.text_encoder.parameters()} & {id(p) for p in only["params"]}

@@ -7,12 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from deepfusion.preprocessing import MediaError, NoAudioTrack
-from deepfusion.preprocessing.audio import load_audio
-from deepfusion.preprocessing.image import decode_image, load_image
-from deepfusion.preprocessing.text import OFFLINE_WEIGHTS_SHA256, _sha256, offline_model_dir, tokenize
-from deepfusion.preprocessing.video import decode_video, sample_frame_indices
 from deepfusion.demo.meld_corpus import write_mp4
+from deepfusion.hashing import sha256_file
+from deepfusion.media import MediaError, NoAudioTrack
+from deepfusion.media.audio import load_audio
+from deepfusion.media.image import decode_image, load_image
+from deepfusion.media.text import tokenize
+from deepfusion.media.video import decode_video, sample_frame_indices
+from deepfusion.pretrained import OFFLINE_WEIGHTS_SHA256, offline_model_dir
 
 
 def test_frame_indices_cover_the_clip_uniformly():
@@ -89,7 +91,7 @@ def test_missing_file_is_a_media_error(tmp_path):
 
 def test_offline_text_model_is_verified_and_tokenizes():
     weights = offline_model_dir() / "model.safetensors"
-    assert _sha256(weights) == OFFLINE_WEIGHTS_SHA256
+    assert sha256_file(weights) == OFFLINE_WEIGHTS_SHA256
     ids = tokenize("offline", ["Oh my god, really?"], max_length=16)[0]
     assert ids[0] == 101 and ids[-1] == 102 and len(ids) > 4  # [CLS] ... [SEP] of the uncased vocab
 
@@ -100,7 +102,7 @@ def test_tokenizer_matches_transformers_on_real_meld_text(shared_data):
 
     from transformers import AutoTokenizer
 
-    from deepfusion.preprocessing.text import resolve_text_model
+    from deepfusion.pretrained import resolve_text_model
 
     with open(shared_data / "meld" / "dev_sent_emo.csv", encoding="utf-8", newline="") as handle:
         texts = [row["Utterance"] for row in csv.DictReader(handle)]

@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 import torch
 
+from deepfusion.artifacts.batches import emotion_inputs
 from deepfusion.config import (
-    MimamoConfig, MultimodalLSTMConfig, TextileNetConfig, ConfigError, validate_config,
+    ConfigError,
+    MimamoConfig,
+    MultimodalLSTMConfig,
+    TextileNetConfig,
+    validate_config,
 )
+from deepfusion.evaluation.metrics import classification_metrics, confusion_from_predictions
 from deepfusion.models import build_model
 from deepfusion.models.attention import SpatialAttention
-from deepfusion.models.inputs import EmotionInputs, emotion_inputs
-from deepfusion.models.weights import ModelWeightsUnavailable
-from deepfusion.training.metrics import classification_metrics, confusion_from_predictions
+from deepfusion.models.inputs import EmotionInputs
+from deepfusion.pretrained import ModelWeightsUnavailable
 
 # Published architecture sizes, built from configs alone (no download).
 RESNET50_TRUNK = 23_508_032  # torchvision resnet50: 25,557,032 minus the 2048x1000 fc

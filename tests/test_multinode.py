@@ -14,12 +14,18 @@ from pathlib import Path
 import pytest
 import ray
 import requests
-
 from conftest import (
-    free_ports, image_dataset, meld_dataset, preprocess_config, ray_actors, save_backbone, start_local_ray,
+    free_ports,
+    image_dataset,
+    meld_dataset,
+    preprocess_config,
+    ray_actors,
+    save_backbone,
+    start_local_ray,
 )
+
 from deepfusion.config import FusionConfig, TrainConfig, validate_config
-from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig
+from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 from deepfusion.config.serving import ServeSection
 
 pytestmark = pytest.mark.slow
@@ -52,7 +58,7 @@ def placement(per_node: Counter, cluster: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def shards(cluster, demo_corpus, tmp_path_factory) -> Path:
-    from deepfusion.ingest.pipeline import preprocess
+    from deepfusion.preprocess.datasets import preprocess
 
     out = tmp_path_factory.mktemp("multinode_shards")
     preprocess(preprocess_config(out, image_dataset(demo_corpus / "textile", name="textile", image_size=32),
@@ -81,11 +87,11 @@ def test_four_train_workers_at_half_a_gpu_place_two_per_gpu_node(cluster, shards
 def fusion_outcome(cluster, shards, tmp_path_factory):
     """Untrained backbones (placement, not accuracy, is under test) and a 4-trial search
     whose trials each take half a GPU: four run at once only by using both GPU nodes."""
-    from deepfusion.fusion.experiment import run_fusion
-    from deepfusion.training.data import TrainingData
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.fusion.tune import tune_fusion
 
     root = tmp_path_factory.mktemp("multinode_fusion")
-    meld = TrainingData.open(shards / "meld")
+    meld = ShardDataset.open(shards / "meld")
     video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
     audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
     cfg = validate_config(FusionConfig, {
@@ -94,7 +100,7 @@ def fusion_outcome(cluster, shards, tmp_path_factory):
         "training": {"max_epochs": 5},
         "search": {"num_samples": 4, "max_concurrent_trials": 4, "cpus_per_trial": 0.25, "gpus_per_trial": 0.5,
                    "reuse_actors": False, "verbose": 0, "storage_path": str(root / "tune"), "name": "spread"}})
-    return run_fusion(cfg), cfg
+    return tune_fusion(cfg), cfg
 
 
 def test_tune_trials_spread_over_the_gpu_nodes(cluster, fusion_outcome):

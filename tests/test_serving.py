@@ -14,20 +14,25 @@ import pytest
 import requests
 import torch
 import yaml
-
 from conftest import (
-    REPO_ROOT, free_ports, image_dataset, meld_dataset, preprocess_config, ray_actors, save_backbone,
+    REPO_ROOT,
+    free_ports,
+    image_dataset,
+    meld_dataset,
+    preprocess_config,
+    ray_actors,
+    save_backbone,
 )
+
+from deepfusion.artifacts.batches import model_batch_inputs
+from deepfusion.artifacts.checkpoint import CheckpointCard, read_card, save_fusion
+from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.config import ConfigError, validate_config
-from deepfusion.config.models import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
+from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
 from deepfusion.config.serving import ServeSection
-from deepfusion.fusion.checkpoint import FusionCard, save_fusion
-from deepfusion.fusion.models import EnhancedLateFusion
-from deepfusion.ingest.pipeline import preprocess
-from deepfusion.models.inputs import model_batch_inputs
+from deepfusion.models.fusion import EnhancedLateFusion
+from deepfusion.preprocess.datasets import preprocess
 from deepfusion.serving.predictors import EmotionDecoder, EmotionPipeline, EmotionRequest, TextileClassifier
-from deepfusion.training.checkpoint import read_card
-from deepfusion.training.data import TrainingData
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -37,15 +42,16 @@ def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
     root = tmp_path_factory.mktemp("serving")
     preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld"),
                                  image_dataset(demo_corpus / "textile", name="textile")))
-    meld, textile = TrainingData.open(root / "shards" / "meld"), TrainingData.open(root / "shards" / "textile")
+    meld, textile = ShardDataset.open(root / "shards" / "meld"), ShardDataset.open(root / "shards" / "textile")
     video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
     audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
     textile_ckpt = save_backbone(root / "textile", textile, TextileNetConfig(kind="textile", preset="cpu-small"), 2)
     fusion = EnhancedLateFusion(7, video_weight=0.6)
     with torch.no_grad():
         fusion.bias.normal_(0, 0.1)
-    save_fusion(root / "fusion", fusion, FusionCard(
-        kind="enhanced_late_fusion", label_names=meld.label_names, hyperparameters={"video_weight": 0.6, "dropout": 0.3},
+    save_fusion(root / "fusion", fusion, CheckpointCard(
+        kind="enhanced_late_fusion", label_names=meld.label_names,
+        hyperparameters={"video_weight": 0.6, "dropout": 0.3},
         backbones={"video_checkpoint": {"path": str(video), "sha256": read_card(video).content_hash},
                    "audio_text_checkpoint": {"path": str(audio_text), "sha256": read_card(audio_text).content_hash}},
         metrics={}, fusion_weights=[0.6, 0.4]))
@@ -189,7 +195,8 @@ def test_bad_input_gets_a_4xx_json_error_and_the_app_stays_up(served, http, case
         response = requests.post(f"{http}/v1/emotion", json={"text": "hi"}, timeout=30)
         expected, field = 422, "video"
     else:  # corrupt_image
-        response = requests.post(f"{http}/v1/textile", files={"image": ("x.jpg", b"\xff\xd8\xff\xe0junk", "image/jpeg")},
+        junk_jpeg = ("x.jpg", b"\xff\xd8\xff\xe0junk", "image/jpeg")
+        response = requests.post(f"{http}/v1/textile", files={"image": junk_jpeg},
                                  timeout=30)
         expected, field = 422, "image"
     assert response.status_code == expected, response.text
@@ -330,15 +337,26 @@ def test_overload_gets_quick_503s_not_a_pile_up(served, http):
     assert post_emotion(http, text="still alive").status_code == 200
 
 
-def test_importing_deepfusion_serving_puts_serve_in_throughput_optimized_mode():
-    """Serve reads the mode when ray.serve is imported, and a driver's handles keep it."""
-    probe = ("import deepfusion.serving.app\n"
+def test_serve_environment_is_set_explicitly_and_puts_serve_in_throughput_optimized_mode():
+    """Importing deepfusion changes no environment; ``use_serve_environment()`` before
+    ray.serve is imported (what connect, app_builder and the pipeline call) turns Serve's
+    throughput mode on, a driver's handles keep it, and RAY_SERVE_THROUGHPUT_OPTIMIZED=0
+    keeps it off. ``make serve`` takes the same variables from ``serve-env``."""
+    probe = ("import os, deepfusion.serving, deepfusion.serving.predictors, deepfusion.ray_runtime as rt\n"
+             "print(os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset'))\n"
+             "rt.use_serve_environment()\n"
              "from ray.serve._private import constants, handle_options\n"
              "print(constants.RAY_SERVE_THROUGHPUT_OPTIMIZED, handle_options.DynamicHandleOptions()._by_reference)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_SERVE_")}
     result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["True", "False"]  # gRPC between deployments, not object refs
+    # unset on import; then gRPC between deployments, not object refs
+    assert result.stdout.split() == ["unset", "True", "False"]
     off = subprocess.run([sys.executable, "-c", probe], env={**env, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
                          capture_output=True, text=True, timeout=120)
-    assert off.stdout.split() == ["False", "True"], off.stderr[-2000:]
+    assert off.stdout.split() == ["0", "False", "True"], off.stderr[-2000:]
+    serve_env = [sys.executable, "-m", "deepfusion.ray_runtime", "serve-env"]
+    assert subprocess.run(serve_env, env=env, capture_output=True, text=True, timeout=60,
+                          check=True).stdout.split() == ["RAY_SERVE_THROUGHPUT_OPTIMIZED=1"]
+    assert subprocess.run(serve_env, env={**env, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}, capture_output=True,
+                          text=True, timeout=60, check=True).stdout.split() == ["RAY_SERVE_THROUGHPUT_OPTIMIZED=0"]

@@ -9,7 +9,11 @@ import pytest
 from deepfusion.config import SplitRatios
 from deepfusion.config.preprocess import SpeakerFolds
 from deepfusion.splits import (
-    NotEnoughImages, exact_split_counts, plan_balanced_split, speaker_disjoint_split, speaker_fold_split,
+    NotEnoughImages,
+    exact_split_counts,
+    plan_balanced_split,
+    speaker_disjoint_split,
+    speaker_fold_split,
     speaker_folds,
 )
 

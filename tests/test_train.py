@@ -14,13 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import REPO_ROOT, image_dataset, meld_dataset, preprocess_config, ray_actors
-from deepfusion.config import ConfigError, TrainConfig, validate_config
-from deepfusion.ingest.pipeline import preprocess
-from deepfusion.training.checkpoint import (
-    LABEL_MAP, TRAINING_STATE, checkpoint_hash, load_model, read_card,
+
+from deepfusion.artifacts.checkpoint import (
+    CARD,
+    TRAINING_STATE,
+    checkpoint_hash,
+    load_model,
+    read_card,
 )
+from deepfusion.config import ConfigError, TrainConfig, validate_config
+from deepfusion.preprocess.datasets import preprocess
 from deepfusion.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -59,7 +63,7 @@ def test_textile_two_workers_beat_chance_and_write_test_report(shards, tmp_path)
     card = read_card(outcome.best_checkpoint)
     assert card.label_names == ["clothes_dump", "textile_dye", "textile_billboard"]
     assert card.model_config.backbone.arch == "resnet18"
-    assert json.loads((outcome.best_checkpoint / LABEL_MAP).read_text())["names"] == card.label_names
+    assert json.loads((outcome.best_checkpoint / CARD).read_text())["label_names"] == card.label_names
     model, _ = load_model(outcome.best_checkpoint)
     assert isinstance(model, torch.nn.Module) and not model.training
     # test set: metrics JSON + confusion-matrix PNG, computed from the best checkpoint
@@ -137,7 +141,7 @@ def test_fine_tuning_with_focal_loss_and_length_grouped_batches_on_two_workers(s
     from safetensors.torch import load_file
     from transformers import AutoModel
 
-    from deepfusion.preprocessing.text import resolve_text_model
+    from deepfusion.pretrained import resolve_text_model
 
     manifest = json.loads((shards / "meld" / "manifest.json").read_text())
     model = {"kind": "multimodal_lstm", "preset": "cpu-small", "use_audio": False, "text_encoder": {"freeze": False}}
@@ -239,10 +243,10 @@ def test_two_workers_share_one_gpu_at_half_each(shards, tmp_path):
 def test_speech_audio_path_beats_chance_on_unseen_speakers(shared_data, tmp_path):
     """The Multimodal LSTM's audio path (log-mel front end) on REAL RAVDESS + TESS clips,
     speaker-independent: judged on the 30 clips of the 8 speakers it never heard."""
+    from deepfusion.artifacts.dataset import ShardDataset
     from deepfusion.config import load_config
-    from deepfusion.training.data import TrainingData
-    from deepfusion.training.evaluate import evaluate_split
-    from deepfusion.training.metrics import classification_metrics
+    from deepfusion.evaluation.metrics import classification_metrics
+    from deepfusion.evaluation.predict import evaluate_split
 
     real = load_config(REPO_ROOT / "configs" / "real_data.yaml").preprocess
     speech = next(d for d in real.datasets if d.name == "speech")
@@ -252,7 +256,7 @@ def test_speech_audio_path_beats_chance_on_unseen_speakers(shared_data, tmp_path
         f"train.run.storage_path={tmp_path / 'runs'}", "train.evaluate_test=false", "train.seed=1",
     ]).train
     outcome = train(cfg)
-    data = TrainingData.open(result.out_dir)
+    data = ShardDataset.open(result.out_dir)
     unseen = sum(evaluate_split(outcome.best_checkpoint, data, split, real.data).confusion
                  for split in ("val", "test"))
     metrics = classification_metrics(unseen, data.label_names)

@@ -8,13 +8,12 @@ saturation), Gaussian noise, and random crop with zero padding, all from
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import torch
 from torchvision.transforms import v2
 
 from deepfusion.config import AugmentConfig
+from deepfusion.hashing import seed_from
 
 
 def build_augmentation(cfg: AugmentConfig, size: int) -> v2.Compose:
@@ -30,8 +29,7 @@ def build_augmentation(cfg: AugmentConfig, size: int) -> v2.Compose:
 
 
 def copy_seed(seed: int, source: str, copy_index: int) -> int:
-    digest = hashlib.sha256(f"{seed}|{source}|{copy_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+    return seed_from(seed, source, copy_index)
 
 
 def augment_image(image: np.ndarray, transform: v2.Compose, seed: int) -> np.ndarray:

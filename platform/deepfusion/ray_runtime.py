@@ -1,4 +1,19 @@
-"""Reaching Ray the way ``ray`` users expect: join a running cluster, else start a local one."""
+"""Reaching Ray the way ``ray`` users expect: join a running cluster, else start a local one.
+
+Private Ray APIs used in the library (each pinned by a test, so a Ray upgrade that moves
+one fails loudly rather than silently):
+
+- ``ray._common.utils.get_ray_address_file`` (here): where ``ray start --head`` records
+  its address. Needed to tell a live local head from a dead one's leftover file, which
+  ``ray.init()`` would otherwise wait on forever. Public replacement: none yet; an
+  explicit ``RAY_ADDRESS`` / ``ray.address`` in the config skips it entirely.
+- Ray Train's internal logger names (``quiet_ray_train_reports``, here): only to lower
+  two chatty INFO loggers. Public replacement: ``RAY_TRAIN_*`` logging configuration,
+  should Ray Train expose per-logger levels; an ImportError leaves logging as it is.
+- ``ray.serve._private.constants`` (``serving.app.build_app``): read-only, to warn when
+  ``ray.serve`` was imported before the throughput mode was set. Public replacement:
+  none; dropping the check only loses the warning.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +37,16 @@ log = logging.getLogger(__name__)
 SERVE_ENVIRONMENT = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
+def serve_environment() -> dict[str, str]:
+    """``SERVE_ENVIRONMENT`` under what this process's environment already sets."""
+    return {name: os.environ.get(name, value) for name, value in SERVE_ENVIRONMENT.items()}
+
+
 def use_serve_environment() -> None:
-    """Put ``SERVE_ENVIRONMENT`` into this process's environment (keeping what is set)."""
-    for name, value in SERVE_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
+    """Put ``SERVE_ENVIRONMENT`` into this process's environment (keeping what is set).
+    Called explicitly, never on import: by ``connect``, ``app_builder``, the pipeline's
+    serve stage and (through ``python -m deepfusion.ray_runtime serve-env``) ``make serve``."""
+    os.environ.update(serve_environment())
 
 
 def local_head_address() -> str | None:
@@ -60,6 +81,7 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
     ``python -m jobs.X`` joins a head started with ``ray start --head`` on this machine,
     and otherwise starts a private node sized by ``cfg.num_cpus``/``cfg.num_gpus``.
     """
+    use_serve_environment()  # before anything imports ray.serve, and inherited by a node started here
     if ray.is_initialized():
         return
     explicit = cfg.address or os.environ.get("RAY_ADDRESS")
@@ -76,7 +98,6 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
         # that locate "the local cluster" (Train's placement-group cleaner, the State
         # API) chase it and time out. "local": a new node either way.
         remove_stale_bootstrap_file()
-        use_serve_environment()
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         log.info("started a local Ray node")
 
@@ -86,9 +107,18 @@ def quiet_ray_train_reports() -> None:
     each checkpoint path: two long lines per epoch around our one-line epoch summary."""
     try:
         from ray.train._internal import storage as v1_storage
-        from ray.train.v2._internal.execution import context as v2_context, storage as v2_storage
+        from ray.train.v2._internal.execution import context as v2_context
+        from ray.train.v2._internal.execution import storage as v2_storage
     except ImportError:  # other Ray versions: keep their logging as it is
         return
     # context.py names its logger by file path, not module
     for name in (v2_context.__file__, v2_storage.__name__, v1_storage.__name__):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["serve-env"]:
+        sys.exit("usage: python -m deepfusion.ray_runtime serve-env   (prints NAME=value lines for `env`)")
+    print(" ".join(f"{name}={value}" for name, value in serve_environment().items()))

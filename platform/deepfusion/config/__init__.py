@@ -8,29 +8,43 @@ the result against a pydantic model. Unknown keys and bad values are rejected wi
 
 from __future__ import annotations
 
+from deepfusion.config.architectures import (
+    AudioEncoderConfig,
+    ImageBackboneConfig,
+    MimamoConfig,
+    ModelConfig,
+    MultimodalLSTMConfig,
+    SpeakerEncoderConfig,
+    TextEncoderConfig,
+    TextileNetConfig,
+)
 from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.experiment import ExperimentConfig
 from deepfusion.config.fusion import FusionConfig, FusionTraining, SearchSection, SearchSpace
 from deepfusion.config.loading import apply_override, load_config, validate_config
-from deepfusion.config.preprocess import (
-    AudioConfig, AugmentConfig, DatasetConfig, ImageFolderDataset, MeldDataset, PreprocessConfig,
-    SpeechDataset, SplitRatios, TextConfig, VideoConfig,
-)
-from deepfusion.config.models import (
-    AudioEncoderConfig, ImageBackboneConfig, MimamoConfig, ModelConfig, MultimodalLSTMConfig,
-    SpeakerEncoderConfig, TextEncoderConfig, TextileNetConfig,
-)
 from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
+from deepfusion.config.preprocess import (
+    AudioConfig,
+    AugmentConfig,
+    DatasetConfig,
+    ImageFolderDataset,
+    MeldDataset,
+    PreprocessConfig,
+    SpeechDataset,
+    SplitRatios,
+    TextConfig,
+    VideoConfig,
+)
 from deepfusion.config.resources import DataResources, RayConfig
 from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, TrainConfig
 
 __all__ = [
     "AudioConfig", "AudioEncoderConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
-    "DemoDataConfig", "ExperimentConfig", "FusionConfig", "FusionTraining", "ImageBackboneConfig", "ImageFolderDataset", "MeldDataset",
-    "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PipelineConfig", "PreprocessConfig",
-    "RayConfig", "RunSection", "ScalingSection", "SearchSection", "SearchSpace", "ServeStage", "SpeakerEncoderConfig", "SpeechDataset", "StageFile",
-    "SplitRatios", "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig",
-    "TrainConfig", "VideoConfig",
+    "DemoDataConfig", "ExperimentConfig", "FusionConfig", "FusionTraining", "ImageBackboneConfig",
+    "ImageFolderDataset", "MeldDataset", "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig",
+    "PipelineConfig", "PreprocessConfig", "RayConfig", "RunSection", "ScalingSection", "SearchSection",
+    "SearchSpace", "ServeStage", "SpeakerEncoderConfig", "SpeechDataset", "StageFile", "SplitRatios",
+    "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig", "TrainConfig", "VideoConfig",
     "apply_override", "load_config", "validate_config",
 ]

@@ -44,14 +44,14 @@ class SearchSpace(StrictModel):
     focal_gamma: tuple[float, float] = (1.0, 3.0)  # uniform
 
     @model_validator(mode="after")
-    def _ranges_ordered(self) -> "SearchSpace":
+    def _ranges_ordered(self) -> SearchSpace:
         for name in ("lr", "video_weight", "focal_alpha", "focal_gamma"):
             low, high = getattr(self, name)
             if not low < high:
                 raise ValueError(f"{name}: the range [{low}, {high}] is empty")
         if self.lr[0] <= 0:
             raise ValueError(f"lr: a log-uniform range needs low > 0, got {self.lr[0]}")
-        if not (0 < self.video_weight[0] and self.video_weight[1] < 1):
+        if not (self.video_weight[0] > 0 and self.video_weight[1] < 1):
             raise ValueError(f"video_weight: {self.video_weight} must lie inside (0, 1)")
         return self
 

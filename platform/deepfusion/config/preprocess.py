@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -17,7 +17,7 @@ class SplitRatios(StrictModel):
     test: float = Field(0.15, gt=0, lt=1)
 
     @model_validator(mode="after")
-    def _sum_to_one(self) -> "SplitRatios":
+    def _sum_to_one(self) -> SplitRatios:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must be 1.0, got {total:.4f}")
@@ -99,7 +99,7 @@ class MeldDataset(StrictModel):
     text: TextConfig = TextConfig()
 
     @model_validator(mode="after")
-    def _media_for_every_split(self) -> "MeldDataset":
+    def _media_for_every_split(self) -> MeldDataset:
         if self.media_dirs is not None and set(self.media_dirs) != set(self.csv_files):
             raise ValueError(
                 f"media_dirs splits {sorted(self.media_dirs)} must match csv_files splits "
@@ -118,7 +118,7 @@ class SpeakerFolds(StrictModel):
     test: int = Field(0, ge=0)
 
     @model_validator(mode="after")
-    def _test_is_a_fold(self) -> "SpeakerFolds":
+    def _test_is_a_fold(self) -> SpeakerFolds:
         if self.test >= self.count:
             raise ValueError(f"test fold {self.test} does not exist: folds are 0..{self.count - 1}")
         return self
@@ -142,7 +142,7 @@ class SpeechDataset(StrictModel):
     text: TextConfig = TextConfig()
 
     @model_validator(mode="after")
-    def _targets_are_emotions(self) -> "SpeechDataset":
+    def _targets_are_emotions(self) -> SpeechDataset:
         bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
         if bad:
             raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
@@ -150,7 +150,7 @@ class SpeechDataset(StrictModel):
 
 
 DatasetConfig = Annotated[
-    Union[ImageFolderDataset, MeldDataset, SpeechDataset], Field(discriminator="kind")
+    ImageFolderDataset | MeldDataset | SpeechDataset, Field(discriminator="kind")
 ]
 
 
@@ -160,7 +160,7 @@ class PreprocessConfig(StrictModel):
     datasets: list[DatasetConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "PreprocessConfig":
+    def _unique_names(self) -> PreprocessConfig:
         names = [d.name for d in self.datasets]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -7,7 +7,6 @@ training data went through, so serving cannot drift from training.
 
 from __future__ import annotations
 
-
 from pydantic import Field
 
 from deepfusion.config.base import StrictModel, WorkPath

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from deepfusion.config.architectures import ModelConfig
 from deepfusion.config.base import StrictModel, WorkPath
-from deepfusion.config.models import ModelConfig
 
 
 class OptimConfig(StrictModel):
@@ -34,7 +34,7 @@ class OptimConfig(StrictModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross_entropy only
 
     @model_validator(mode="after")
-    def _smoothing_is_cross_entropy(self) -> "OptimConfig":
+    def _smoothing_is_cross_entropy(self) -> OptimConfig:
         if self.loss == "focal" and self.label_smoothing:
             raise ValueError("label_smoothing applies to loss: cross_entropy only, not focal")
         return self
@@ -94,7 +94,7 @@ class TrainConfig(StrictModel):
     eval_batch_size: int = Field(32, ge=1)
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> "TrainConfig":
+    def _batch_divides(self) -> TrainConfig:
         if self.batch_size % self.scaling.num_workers:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by scaling.num_workers "
                              f"{self.scaling.num_workers} (the batch is split evenly over the workers)")

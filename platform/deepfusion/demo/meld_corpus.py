@@ -163,11 +163,10 @@ def write_meld_corpus(cfg: DemoDataConfig, root: Path) -> dict[str, int]:
     emotions, weights = list(EMOTION_WEIGHTS), list(EMOTION_WEIGHTS.values())
     rows_per_split = {}
     for split, folder in MELD_SPLITS.items():
-        dialogue_id = 0  # MELD numbers dialogues from 0 in every split
         media = root / folder
         media.mkdir(parents=True, exist_ok=True)
         rows = []
-        for _ in range(cfg.dialogues[split]):
+        for dialogue_id in range(cfg.dialogues[split]):  # MELD numbers dialogues from 0 in every split
             cast = rng.sample(speakers, 2)
             clock = rng.uniform(0, 1200)
             for utt in range(rng.randint(*cfg.utterances_per_dialogue)):
@@ -186,7 +185,6 @@ def write_meld_corpus(cfg: DemoDataConfig, root: Path) -> dict[str, int]:
                 rows.append([len(rows) + 1, text, cast[utt % 2], emotion, SENTIMENT[emotion],
                              dialogue_id, utt, 1, 1, _timestamp(clock), _timestamp(clock + seconds)])
                 clock += seconds + rng.uniform(0.1, 1.0)
-            dialogue_id += 1
         with open(root / f"{split}_sent_emo.csv", "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["Sr No.", "Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID",

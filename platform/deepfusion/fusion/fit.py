@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from deepfusion.config.fusion import FusionTraining
-from deepfusion.training.losses import focal_loss
+from deepfusion.evaluation.metrics import classification_metrics, confusion_from_predictions
 from deepfusion.fusion.logit_cache import SplitLogits
-from deepfusion.fusion.models import LateFusion, build_fusion
-from deepfusion.training.metrics import classification_metrics, confusion_from_predictions
+from deepfusion.models.fusion import LateFusion, build_fusion
+from deepfusion.models.losses import focal_loss
 
 
 @dataclass

@@ -1,19 +1,18 @@
 """The frozen backbones' logits on every split, computed once with Ray Data and kept as Parquet.
 
 Fusion only ever sees logits, so a 50-trial search needs one pass of MIMAMO Net and the
-Multimodal LSTM over the data, not fifty. The cache folder is named by a key hashed
-from both checkpoints' contents and the dataset's manifest: a new checkpoint or a
-re-preprocessed dataset gets a new folder, an unchanged one is reused.
+Multimodal LSTM over the data, not fifty. The cache folder is named by its content
+key (``artifacts.freshness``) of both checkpoints' hashes and the dataset's manifest: a new
+checkpoint or a re-preprocessed dataset gets a new folder, an unchanged one is reused.
 
 Layout: ``<cache_dir>/<key>/split=<name>/*.parquet`` with columns sample_id, label,
 video_logits, audio_text_logits (list<float32>, one per class), has_video, has_audio,
-has_text; and ``cache.json`` (what the key was made of, counts). ``cache.json`` is
+has_text; and ``cache.json`` (the key's freshness record, counts). ``cache.json`` is
 written last: a folder without it is an interrupted build and is rebuilt.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -25,11 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deepfusion.artifacts.checkpoint import checkpoint_hash, read_card
+from deepfusion.artifacts.dataset import ShardDataset
+from deepfusion.artifacts.freshness import freshness_record
+from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
 from deepfusion.config import ConfigError
 from deepfusion.config.fusion import FusionConfig
-from deepfusion.ingest.schema import SCHEMA_VERSION
-from deepfusion.ingest.shards import MANIFEST
-from deepfusion.training.data import TrainingData
+from deepfusion.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ class BackbonePairPredictor:
     """``map_batches`` callable: both frozen backbones' logits for a batch of shard rows."""
 
     def __init__(self, video_checkpoint: str, audio_text_checkpoint: str):
-        from deepfusion.training.checkpoint import CheckpointModel
+        from deepfusion.artifacts.inference import CheckpointModel
 
         self.video = CheckpointModel(Path(video_checkpoint))
         self.audio_text = CheckpointModel(Path(audio_text_checkpoint))
@@ -108,36 +109,26 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
 
 
-def _hash_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def cache_key(cfg: FusionConfig) -> tuple[str, dict]:
-    """The cache folder's name and what it was made of: both checkpoints and the data."""
-    from deepfusion.training.checkpoint import checkpoint_hash
-
-    parts = {}
+    """The cache folder's name and its freshness record: both checkpoints and the data."""
+    inputs = {}
     for field in ("video_checkpoint", "audio_text_checkpoint"):
         folder = getattr(cfg, field)
         try:
-            parts[field] = {"path": str(folder), "sha256": checkpoint_hash(folder)}
+            inputs[field] = {"path": str(folder), "sha256": checkpoint_hash(folder)}
         except FileNotFoundError as err:
-            raise ConfigError(f"fusion.{field}: {folder} is not a checkpoint folder ({err.filename} is missing); "
-                              f"train the backbone with `python -m jobs.train` first") from None
-    parts["data"] = {"path": str(cfg.data), "manifest_sha256": _hash_file(cfg.data / MANIFEST)}
-    parts["versions"] = {"cache_format": CACHE_FORMAT, "shard_schema": SCHEMA_VERSION}
-    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-    return key, parts
+            raise ConfigError(f"fusion.{field}: {err}") from None
+    inputs["data"] = {"path": str(cfg.data), "manifest_sha256": sha256_file(cfg.data / MANIFEST)}
+    record = freshness_record({"cache_format": CACHE_FORMAT, "shard_schema": SCHEMA_VERSION}, inputs)
+    return record["key"][:16], record
 
 
-def _check_backbones(cfg: FusionConfig, data: TrainingData) -> list[str]:
-    from deepfusion.training.checkpoint import read_card
-
+def _check_backbones(cfg: FusionConfig, data: ShardDataset) -> list[str]:
     expected = {"video_checkpoint": "mimamo", "audio_text_checkpoint": "multimodal_lstm"}
     for field, kind in expected.items():
         card = read_card(getattr(cfg, field))
-        if card.model_config.kind != kind:
-            raise ConfigError(f"fusion.{field}: {getattr(cfg, field)} holds a {card.model_config.kind} model; "
+        if card.kind != kind:
+            raise ConfigError(f"fusion.{field}: {getattr(cfg, field)} holds a {card.kind} model; "
                               f"expected {kind}")
         if card.label_names != data.label_names:
             raise ConfigError(f"fusion.{field}: the checkpoint's labels {card.label_names} differ from "
@@ -151,11 +142,11 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
 
     Returns the cache and whether it was (re)built. Needs Ray (connected) only to build.
     """
-    data = TrainingData.open(cfg.data, field="fusion.data")
+    data = ShardDataset.open(cfg.data, field="fusion.data")
     if data.kind != "meld":
         raise ConfigError(f"fusion.data: {cfg.data} is a {data.kind} dataset; fusion needs the MELD layout "
                           f"(video for MIMAMO Net, audio and text for the Multimodal LSTM)")
-    key, parts = cache_key(cfg)
+    key, freshness = cache_key(cfg)
     folder = Path(cfg.cache_dir) / key
     card_file = folder / CACHE_CARD
     if card_file.exists() and not force:
@@ -170,7 +161,7 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
     try:
         _write_splits(cfg, data, splits, staging)
         rows = {split: _count_rows(staging / f"split={split}") for split in splits}
-        card = {"key": key, **parts, "label_names": label_names, "splits": splits, "rows": rows,
+        card = {"key": key, "freshness": freshness, "label_names": label_names, "splits": splits, "rows": rows,
                 "build_s": round(time.perf_counter() - started, 2)}
         (staging / CACHE_CARD).write_text(json.dumps(card, indent=2) + "\n")
         shutil.rmtree(folder, ignore_errors=True)
@@ -182,11 +173,9 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
     return LogitCache(folder, card), True
 
 
-def _write_splits(cfg: FusionConfig, data: TrainingData, splits: list[str], out: Path) -> None:
+def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out: Path) -> None:
     """One Ray Data pass over every split (one actor pool loads the backbones once)."""
     import ray.data
-
-    from deepfusion.training.checkpoint import read_card
 
     columns = {"sample_id", "label", *MASK_COLUMNS}
     for checkpoint in (cfg.video_checkpoint, cfg.audio_text_checkpoint):

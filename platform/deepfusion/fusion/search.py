@@ -56,7 +56,7 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
     import torch
     from ray import tune
 
-    from deepfusion.fusion.checkpoint import FusionCard, read_fusion_card, save_fusion
+    from deepfusion.artifacts.checkpoint import CheckpointCard, read_card, save_fusion
     from deepfusion.ray_runtime import quiet_ray_train_reports
 
     quiet_ray_train_reports()
@@ -67,7 +67,7 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
         # The only checkpoint a trial writes comes with its final report: the fit is done.
         # A driver killed right after it saved this trial re-reports instead of refitting.
         with restored.as_directory() as folder:
-            card = read_fusion_card(Path(folder))
+            card = read_card(Path(folder))
         tune.report(card.metrics["final_report"], checkpoint=restored)
         return
     # Tensors of a few hundred rows: more threads only add synchronisation.
@@ -86,7 +86,7 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
         tune.report({**row, **running})
     final_report = {**fit.history[-1], **best}
     with tempfile.TemporaryDirectory() as folder:
-        save_fusion(Path(folder), fit.model, FusionCard(
+        save_fusion(Path(folder), fit.model, CheckpointCard(
             kind="enhanced_late_fusion", label_names=label_names, hyperparameters=hp.model_dump(),
             backbones=backbones, metrics={"val": fit.best, "final_report": final_report},
             fusion_weights=fit.fusion_weights))
@@ -159,7 +159,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    from deepfusion.run_dir import claim_run_dir
+    from deepfusion.artifacts.freshness import claim_run_dir
 
     search = cfg.search
     experiment_dir = search_dir(cfg)
@@ -234,4 +234,4 @@ def _paper_point(cfg: FusionConfig) -> list[dict] | None:
 
 
 def _backbones(cache: LogitCache) -> dict:
-    return {name: cache.card[name] for name in ("video_checkpoint", "audio_text_checkpoint")}
+    return {name: cache.card["freshness"]["inputs"][name] for name in ("video_checkpoint", "audio_text_checkpoint")}

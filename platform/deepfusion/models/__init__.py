@@ -1,32 +1,22 @@
-"""The backbones as plain ``torch.nn.Module``s; nothing here knows about Ray.
+"""The models as plain ``torch.nn.Module``s: nothing here knows about Ray or storage.
 
-Importing this package is cheap; torch and transformers load when a model is built.
+``registry.MODELS`` lists every backbone (its config, class, inputs, datasets and
+presets); ``fusion`` holds the late-fusion heads; ``losses`` the training losses both
+use. Importing this package is cheap; torch and transformers load when a model is built.
 """
 
 from __future__ import annotations
 
+from deepfusion.models.registry import MODELS, ModelSpec, model_spec
+
+__all__ = ["MODELS", "ModelSpec", "build_model", "model_inputs", "model_spec"]
+
 
 def build_model(cfg):
     """The module for a model config (``deepfusion.config.ModelConfig``)."""
-    if cfg.kind == "textile":
-        from deepfusion.models.textile import TextilePollutionNet
-
-        return TextilePollutionNet(cfg)
-    if cfg.kind == "mimamo":
-        from deepfusion.models.mimamo import MimamoNet
-
-        return MimamoNet(cfg)
-    if cfg.kind == "multimodal_lstm":
-        from deepfusion.models.multimodal_lstm import MultimodalLSTM
-
-        return MultimodalLSTM(cfg)
-    raise ValueError(f"unknown model kind {cfg.kind!r}")
+    return model_spec(cfg.kind).build(cfg)
 
 
 def model_inputs(cfg) -> dict[str, bool]:
-    """Which modalities an emotion model reads (keyword arguments of ``emotion_inputs``)."""
-    if cfg.kind == "mimamo":
-        return {"text": cfg.use_text, "video": True, "audio": False}
-    if cfg.kind == "multimodal_lstm":
-        return {"text": cfg.use_text, "video": False, "audio": cfg.use_audio}
-    raise ValueError(f"{cfg.kind!r} is not an emotion model")
+    """Which modalities a model reads: ``{"image": True}`` or text / video / audio flags."""
+    return model_spec(cfg.kind).inputs(cfg)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepfusion.config.models import AudioEncoderConfig
-from deepfusion.models.weights import from_pretrained
+from deepfusion.config.architectures import AudioEncoderConfig
+from deepfusion.pretrained import from_pretrained
 
 SAMPLE_RATE = 16000
 OFFLINE_HINT = ("Offline, use preset cpu-small (a small Wav2Vec2 from its config), "

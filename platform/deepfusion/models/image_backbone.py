@@ -10,8 +10,8 @@ from torch import nn
 from torchvision.models import get_weight
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from deepfusion.config.models import ImageBackboneConfig
-from deepfusion.models.weights import ModelWeightsUnavailable
+from deepfusion.config.architectures import ImageBackboneConfig
+from deepfusion.pretrained import ModelWeightsUnavailable
 
 # name -> (block, layers, torchvision weights enum); resnet10 has no published weights.
 RESNETS = {

@@ -1,36 +1,17 @@
-"""Shard rows -> model input tensors: the one conversion training, caching and serving share.
+"""What the emotion models take as input: one ``EmotionInputs`` batch of tensors.
 
-A batch is a dict of column -> numpy array as Ray Data's ``iter_batches`` yields it
-(``batch_format="numpy"``); the Serve app builds the same dict from decoded uploads with
-the same row decoders, so a file reaches the models as the same tensors either way.
+Plain torch: where the tensors come from (Parquet shards, an upload) is
+``deepfusion.artifacts.batches``' business.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import numpy as np
 import torch
-
-from deepfusion.ingest.schema import frames_from_bytes, image_from_bytes
-from deepfusion.models.speaker import gender_id
 
 # Wav2Vec2's SpecAugment needs >= 10 frames (~0.2 s); pad every batch to at least 0.5 s.
 MIN_AUDIO_SAMPLES = 8000
-
-# The shard columns each model reads: nothing else leaves the Parquet files.
-SPEAKER_COLUMNS = ("speaker_id", "gender", "age")
-TEXT_COLUMNS = ("input_ids", "has_text")
-VIDEO_COLUMNS = ("video_frames", "num_frames", "frame_size", "has_video")
-AUDIO_COLUMNS = ("audio", "has_audio")
-IMAGE_COLUMNS = ("image", "height", "width")
-
-
-def image_inputs(batch: dict[str, np.ndarray]) -> torch.Tensor:
-    """``[B, 3, H, W]`` float in [0, 1] from the ``image`` bytes columns."""
-    images = np.stack([image_from_bytes(blob, int(h), int(w))
-                       for blob, h, w in zip(batch["image"], batch["height"], batch["width"])])
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 @dataclass
@@ -49,93 +30,10 @@ class EmotionInputs:
     audio_lengths: torch.Tensor | None = None  # [B] long
     has_audio: torch.Tensor | None = None
 
-    def to(self, device: torch.device | str) -> "EmotionInputs":
+    def to(self, device: torch.device | str) -> EmotionInputs:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
         return EmotionInputs(**{k: v.to(device, non_blocking=True) if v is not None else None
                                 for k, v in moved.items()})
 
     def __len__(self) -> int:
         return int(self.speaker_id.shape[0])
-
-
-def emotion_columns(*, text: bool, video: bool, audio: bool) -> list[str]:
-    """The shard columns ``emotion_inputs`` reads for a model with these inputs."""
-    columns = list(SPEAKER_COLUMNS)
-    for wanted, group in ((text, TEXT_COLUMNS), (video, VIDEO_COLUMNS), (audio, AUDIO_COLUMNS)):
-        if wanted:
-            columns += group
-    return columns
-
-
-def emotion_inputs(batch: dict[str, np.ndarray], *, text: bool, video: bool, audio: bool) -> EmotionInputs:
-    size = len(batch["speaker_id"])
-    ages = np.array([np.nan if a is None else a for a in batch["age"]], dtype=np.float32)
-    inputs = EmotionInputs(
-        speaker_id=torch.as_tensor(np.asarray(batch["speaker_id"], dtype=np.int64)),
-        gender=torch.tensor([gender_id(g) for g in batch["gender"]], dtype=torch.long),
-        age=torch.from_numpy(ages),
-    )
-    if text:
-        inputs.has_text = _flags(batch["has_text"])
-        inputs.input_ids, inputs.attention_mask = _pad_tokens(batch["input_ids"], size)
-    if video:
-        inputs.has_video = _flags(batch["has_video"])
-        inputs.frames = _frames(batch)
-    if audio:
-        inputs.has_audio = _flags(batch["has_audio"])
-        inputs.audio, inputs.audio_lengths = _pad_audio(batch["audio"], batch["has_audio"])
-    return inputs
-
-
-def _flags(values) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(values, dtype=bool))
-
-
-def _pad_tokens(rows, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # An empty text still gets one (masked-in) pad token: an all-masked row makes attention NaN.
-    lengths = [max(1, 0 if r is None else len(r)) for r in rows]
-    ids = np.zeros((size, max(lengths)), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for i, row in enumerate(rows):
-        if row is not None and len(row):
-            ids[i, :len(row)] = row
-        mask[i, :lengths[i]] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
-
-
-def _frames(batch) -> torch.Tensor:
-    num_frames, frame_size = int(batch["num_frames"][0]), int(batch["frame_size"][0])
-    frames = np.zeros((len(batch["video_frames"]), num_frames, frame_size, frame_size, 3), dtype=np.uint8)
-    for i, blob in enumerate(batch["video_frames"]):
-        if blob is not None:
-            frames[i] = frames_from_bytes(blob, num_frames, frame_size)
-    return torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float().div_(255.0)
-
-
-def _pad_audio(rows, has_audio) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = [len(r) if (r is not None and ok) else 0 for r, ok in zip(rows, has_audio)]
-    audio = np.zeros((len(lengths), max([MIN_AUDIO_SAMPLES, *lengths])), dtype=np.float32)
-    for i, row in enumerate(rows):
-        if lengths[i]:
-            audio[i, :lengths[i]] = row
-    # A clip-less row reports its padding as length: encoders need >= 1 valid frame.
-    valid = [n if n else MIN_AUDIO_SAMPLES for n in lengths]
-    return torch.from_numpy(audio), torch.tensor(valid, dtype=torch.long)
-
-
-def model_columns(model_cfg) -> list[str]:
-    """The shard columns a model reads (beside sample_id and label)."""
-    if model_cfg.kind == "textile":
-        return list(IMAGE_COLUMNS)
-    from deepfusion.models import model_inputs
-
-    return emotion_columns(**model_inputs(model_cfg))
-
-
-def model_batch_inputs(model_cfg, batch: dict[str, np.ndarray]):
-    """The inputs of the model ``model_cfg`` describes, from a batch of shard rows."""
-    if model_cfg.kind == "textile":
-        return image_inputs(batch)
-    from deepfusion.models import model_inputs
-
-    return emotion_inputs(batch, **model_inputs(model_cfg))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepfusion.config.models import MimamoConfig
+from deepfusion.config.architectures import MimamoConfig
 from deepfusion.models.attention import SpatialAttention
 from deepfusion.models.image_backbone import ResNetTrunk
 from deepfusion.models.inputs import EmotionInputs

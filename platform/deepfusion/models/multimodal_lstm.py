@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from deepfusion.config.models import MultimodalLSTMConfig
+from deepfusion.config.architectures import MultimodalLSTMConfig
 from deepfusion.models.audio_encoder import build_audio_encoder
 from deepfusion.models.inputs import EmotionInputs
 from deepfusion.models.speaker import SpeakerEncoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepfusion.config.models import SpeakerEncoderConfig
+from deepfusion.config.architectures import SpeakerEncoderConfig
 
 GENDERS = ("unknown", "female", "male")
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepfusion.config.models import TextEncoderConfig
-from deepfusion.models.weights import ModelWeightsUnavailable, from_pretrained
-from deepfusion.preprocessing.text import resolve_text_model
+from deepfusion.config.architectures import TextEncoderConfig
+from deepfusion.pretrained import ModelWeightsUnavailable, from_pretrained, resolve_text_model
 
 OFFLINE_HINT = "Offline, use text_encoder.name: offline (the packaged all-MiniLM-L6-v2) or a local folder."
 
@@ -54,7 +53,7 @@ class TextEncoder(nn.Module):
             self.model.requires_grad_(False)
             self.model.eval()
 
-    def train(self, mode: bool = True) -> "TextEncoder":
+    def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
         if self.frozen:
             self.model.eval()  # no dropout in a frozen encoder

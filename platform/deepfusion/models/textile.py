@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepfusion.config.models import TextileNetConfig
+from deepfusion.config.architectures import TextileNetConfig
 from deepfusion.models.attention import SpatialAttention
 from deepfusion.models.image_backbone import ResNetTrunk
 

@@ -1,11 +1,8 @@
 """Serving: the plain predictors (``predictors``) and the Ray Serve application (``app``).
 
-Importing this package puts Serve's throughput-optimized mode into the environment
-(``deepfusion.ray_runtime.SERVE_ENVIRONMENT``) before anything here imports ``ray.serve``:
-Serve reads it at import, and the handles a driver builds with ``build_app`` keep the
-driver's settings (gRPC or object references between deployments).
+Importing this package changes nothing. Serve's throughput-optimized mode must be in the
+environment before ``ray.serve`` is imported (Serve reads it at import, and the handles
+a driver builds with ``build_app`` keep the driver's transport): call
+``deepfusion.ray_runtime.use_serve_environment()`` first, as ``connect``, ``make serve``,
+``serve/config.yaml``'s ``app_builder`` and the pipeline's serve stage do.
 """
-
-from deepfusion.ray_runtime import use_serve_environment
-
-use_serve_environment()

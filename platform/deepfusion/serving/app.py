@@ -25,11 +25,17 @@ from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from ray import serve
 from ray.exceptions import RayActorError
 
+from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config.serving import DeploymentSection, RequestLimits, ServeSection
-from deepfusion.preprocessing import MediaError
-from deepfusion.training.checkpoint import CheckpointModel
+from deepfusion.media import MediaError
 from deepfusion.serving.predictors import (
-    EmotionDecoder, EmotionRequest, FusionModel, TextileClassifier, check_servable, image_row, parse_context,
+    EmotionDecoder,
+    EmotionRequest,
+    FusionModel,
+    TextileClassifier,
+    check_servable,
+    image_row,
+    parse_context,
 )
 
 api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
@@ -234,12 +240,13 @@ def build_app(cfg: ServeSection):
 
     from ray.serve._private import constants as serve_constants
 
-    from deepfusion.training.checkpoint import read_card
+    from deepfusion.artifacts.checkpoint import read_card
 
     if os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1" and not serve_constants.RAY_SERVE_THROUGHPUT_OPTIMIZED:
         logging.getLogger(__name__).warning(
             "ray.serve was imported before RAY_SERVE_THROUGHPUT_OPTIMIZED was set: this app's handles "
-            "use Serve's default (slower) transport; import deepfusion.serving before ray.serve")
+            "use Serve's default (slower) transport; call deepfusion.ray_runtime.use_serve_environment() "
+            "before importing ray.serve")
     video_card, audio_text_card = read_card(cfg.video_checkpoint), read_card(cfg.audio_text_checkpoint)
     fusion = FusionModel(cfg.fusion_checkpoint)
     check_servable(fusion, video_card, audio_text_card)
@@ -269,7 +276,9 @@ def app_builder(args: dict):
     deployment sizes; ``args.set``: overrides, as ``--set`` takes them.
     """
     from deepfusion.config import load_config
+    from deepfusion.ray_runtime import use_serve_environment
 
+    use_serve_environment()  # for the processes started from here; `make serve` sets it for this one
     config = args.get("config", "configs/serve.yaml")
     overrides = args.get("set", [])
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)

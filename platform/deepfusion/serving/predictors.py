@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config import AudioConfig, ConfigError, TextConfig, VideoConfig
-from deepfusion.training.checkpoint import CheckpointModel
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class EmotionDecoder:
         self.speaker_ids = dict(data_info.get("speakers", {}))
 
     def row(self, request: EmotionRequest, sample_id: str = "request") -> dict:
-        from deepfusion.ingest.emotion_rows import decode_emotion_record
-        from deepfusion.preprocessing.text import dialogue_context, tokenize
+        from deepfusion.media.emotion import decode_emotion_record
+        from deepfusion.media.text import dialogue_context, tokenize
 
         contexts = None
         if self.text.context_turns:
@@ -93,10 +93,10 @@ class EmotionDecoder:
 
 class FusionModel:
     def __init__(self, checkpoint: Path):
-        from deepfusion.fusion.checkpoint import checkpoint_sha256, load_fusion
+        from deepfusion.artifacts.checkpoint import load_fusion
 
         self.model, self.card = load_fusion(Path(checkpoint))
-        self.sha256 = checkpoint_sha256(Path(checkpoint))
+        self.sha256 = self.card.content_hash
         self.path = Path(checkpoint)
 
     def describe(self) -> dict:
@@ -104,7 +104,7 @@ class FusionModel:
                 "preset": None, "labels": self.card.label_names, "fusion_weights": self.card.fusion_weights}
 
     def explain(self, video_logits: np.ndarray, audio_text_logits: np.ndarray) -> list[dict]:
-        from deepfusion.fusion.models import explain
+        from deepfusion.models.fusion import explain
 
         return explain(self.model, torch.tensor(video_logits), torch.tensor(audio_text_logits),
                        self.card.label_names)
@@ -132,7 +132,7 @@ def check_servable(fusion: FusionModel, video_card, audio_text_card) -> None:
 
 def image_row(image: bytes, size: int) -> dict:
     """An uploaded image -> an ``IMAGE_SCHEMA``-like row, resized as ingestion resized."""
-    from deepfusion.preprocessing.image import load_image
+    from deepfusion.media.image import load_image
 
     pixels = load_image(image, size)
     return {"image": pixels.tobytes(), "height": size, "width": size}

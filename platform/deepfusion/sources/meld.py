@@ -113,7 +113,7 @@ def add_dialogue_context(records: list[dict], turns: int) -> None:
     not part of any context."""
     from collections import defaultdict
 
-    from deepfusion.preprocessing.text import dialogue_context
+    from deepfusion.media.text import dialogue_context
 
     dialogues = defaultdict(list)
     for record in records:

@@ -9,7 +9,7 @@ batches are yielded in a random order: every row is still seen once per epoch.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

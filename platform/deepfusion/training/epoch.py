@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfusion.models.inputs import model_batch_inputs
+from deepfusion.artifacts.batches import model_batch_inputs
 from deepfusion.training.batching import length_grouped
 
 

@@ -21,14 +21,14 @@ import torch.distributed as dist
 from pydantic import TypeAdapter
 from torch import nn
 
-from deepfusion.config.models import ModelConfig
+from deepfusion.artifacts.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
+from deepfusion.config.architectures import ModelConfig
 from deepfusion.config.train import TrainConfig
+from deepfusion.evaluation.metrics import classification_metrics, flat_metrics
 from deepfusion.models import build_model
+from deepfusion.models.losses import build_loss
 from deepfusion.ray_runtime import quiet_ray_train_reports
-from deepfusion.training.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
 from deepfusion.training.epoch import run_epoch
-from deepfusion.training.losses import build_loss
-from deepfusion.training.metrics import classification_metrics, flat_metrics
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
 
 # Ray Train routes worker logging (and print) to the driver's console and its log files.

@@ -9,7 +9,6 @@ import torch
 
 from deepfusion.config.train import OptimConfig
 
-
 # Submodules holding pretrained weights (BERT, Wav2Vec2, the ResNet trunks): optim.encoder_lr.
 PRETRAINED_MODULES = ("text_encoder", "audio_encoder", "backbone", "frame_backbone")
 

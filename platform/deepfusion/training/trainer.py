@@ -19,11 +19,11 @@ import ray.train
 from ray.data import RandomSeedConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from deepfusion.artifacts.checkpoint import checkpoint_hash
+from deepfusion.artifacts.dataset import ShardDataset
+from deepfusion.artifacts.freshness import claim_run_dir
 from deepfusion.config.resources import DataResources
 from deepfusion.config.train import ScalingSection, TrainConfig
-from deepfusion.run_dir import claim_run_dir
-from deepfusion.training.checkpoint import checkpoint_hash
-from deepfusion.training.data import TrainingData
 from deepfusion.training.loop import train_loop_per_worker
 from deepfusion.training.optimization import monitor_mode
 
@@ -68,7 +68,7 @@ def _resume_key(cfg: TrainConfig) -> dict:
 
 def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResources = DataResources()) -> TrainOutcome:
     """Train ``cfg.model`` on ``cfg.data`` with Ray Train (Ray must be up)."""
-    data = TrainingData.open(cfg.data)
+    data = ShardDataset.open(cfg.data)
     model_cfg = data.resolve_model_config(cfg.model)
     storage = Path(cfg.run.storage_path).resolve()
     run_dir = storage / cfg.run.name
@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     return _evaluate_test(outcome, data, data_resources, cfg)
 
 
-def _datasets(data: TrainingData, columns: list[str], cfg: TrainConfig) -> dict:
+def _datasets(data: ShardDataset, columns: list[str], cfg: TrainConfig) -> dict:
     """Train and val as Ray Datasets; cached in the object store when small enough.
 
     Ray Train re-executes a dataset every epoch: for shards that fit, reading Parquet once
@@ -167,7 +167,7 @@ def _export(checkpoint: Path, target: Path) -> Path:
 def _training_state(checkpoint: Path) -> dict:
     import torch
 
-    from deepfusion.training.checkpoint import TRAINING_STATE
+    from deepfusion.artifacts.checkpoint import TRAINING_STATE
 
     return torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)
 
@@ -176,12 +176,12 @@ def _metrics_of(checkpoint: Path) -> dict:
     return _training_state(checkpoint)["metrics"]
 
 
-def _evaluate_test(outcome: TrainOutcome, data: TrainingData, resources: DataResources,
+def _evaluate_test(outcome: TrainOutcome, data: ShardDataset, resources: DataResources,
                    cfg: TrainConfig) -> TrainOutcome:
     from dataclasses import replace
 
-    from deepfusion.training.evaluate import evaluate_split
-    from deepfusion.training.report import write_evaluation
+    from deepfusion.evaluation.predict import evaluate_split
+    from deepfusion.evaluation.report import write_evaluation
 
     evaluation = evaluate_split(outcome.best_checkpoint, data, "test", resources, cfg.eval_batch_size)
     metrics_path, figure_path = write_evaluation(

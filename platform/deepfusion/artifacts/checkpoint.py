@@ -1,0 +1,184 @@
+"""Checkpoint folders, backbone or fusion, with one card that says what the weights are.
+
+    model.safetensors    the model's state dict (no DDP prefixes)
+    card.json            the card: kind, class names in id order (the contract between
+                         backbones, fusion and serving), and what the model was made from
+    train_config.json    backbones only: the training config
+    training_state.pt    backbones only: optimizer, scheduler, AMP scaler, epoch, early stopping
+
+A backbone's card holds its resolved model config (preset applied, speaker count filled)
+and its training data (``data_info``: dataset, preprocess settings, speaker ids, so a
+request is decoded as training data was). A fusion card holds the fusion hyperparameters,
+its metrics and weights, and both backbones' paths and content hashes, so Serve can
+refuse a fusion fitted on other backbones. ``checkpoint_hash`` covers the weights and the
+card: caches and ledgers keyed by it go stale exactly when a checkpoint changes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from deepfusion.config import ConfigError
+from deepfusion.hashing import sha256_files
+
+FORMAT = 1
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+TRAIN_CONFIG = "train_config.json"
+TRAINING_STATE = "training_state.pt"
+HASHED_FILES = (WEIGHTS, CARD)
+
+
+class CheckpointError(ConfigError):
+    """A folder that is not a (readable) deepfusion checkpoint; the message names it."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """The folder, or a file every checkpoint has, does not exist."""
+
+
+@dataclass(frozen=True)
+class CheckpointCard:
+    """What a checkpoint is, without its weights. One schema for backbones and fusion."""
+
+    kind: str  # a backbone (models.registry.MODELS) or a fusion head (FUSION_MODELS)
+    label_names: list[str]
+    model_config: object = None  # backbones: the resolved ``config.ModelConfig``
+    data_info: dict = field(default_factory=dict)  # backbones: the data it was trained on
+    hyperparameters: dict = field(default_factory=dict)  # fusion: the fit's settings
+    backbones: dict = field(default_factory=dict)  # fusion: {field: {"path", "sha256"}}
+    metrics: dict = field(default_factory=dict)
+    fusion_weights: list[float] = field(default_factory=list)  # fusion: [w1 video, w2 audio_text]
+    # Set when read from disk; not part of the card's content.
+    path: Path | None = field(default=None, compare=False)
+    content_hash: str = field(default="", compare=False)
+
+    @property
+    def preset(self) -> str | None:
+        return getattr(self.model_config, "preset", None)
+
+    def to_json(self) -> dict:
+        card = asdict(replace(self, model_config=None, path=None))
+        del card["path"], card["content_hash"]
+        model_config = self.model_config.model_dump(mode="json") if self.model_config is not None else None
+        return {"format": FORMAT, **card, "model_config": model_config}
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def write_checkpoint(folder: Path, model: torch.nn.Module, card: CheckpointCard, *,
+                     train_config: dict | None = None, training_state: dict | None = None) -> Path:
+    """Weights and card; the training loop adds its config and resumable state."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).state_dict().items()}
+    save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
+    (folder / CARD).write_text(json.dumps(card.to_json(), indent=2) + "\n")
+    if train_config is not None:
+        (folder / TRAIN_CONFIG).write_text(json.dumps(train_config, indent=2))
+    if training_state is not None:
+        torch.save(training_state, folder / TRAINING_STATE)
+    return folder
+
+
+def save_checkpoint(folder: Path, model: torch.nn.Module, *, model_config, label_names: list[str],
+                    data_info: dict, train_config: dict, training_state: dict) -> Path:
+    """A backbone checkpoint, as the training loop writes one each epoch."""
+    card = CheckpointCard(kind=model_config.kind, label_names=list(label_names), model_config=model_config,
+                          data_info=data_info)
+    return write_checkpoint(folder, model, card, train_config=train_config, training_state=training_state)
+
+
+def save_fusion(folder: Path, model: torch.nn.Module, card: CheckpointCard) -> Path:
+    return write_checkpoint(folder, model, card)
+
+
+def checkpoint_hash(folder: Path) -> str:
+    """The content hash of a checkpoint folder (weights and card)."""
+    try:
+        return sha256_files(folder, HASHED_FILES)
+    except FileNotFoundError as err:
+        raise CheckpointNotFound(_not_a_checkpoint(Path(folder), [Path(err.filename).name])) from None
+
+
+def _not_a_checkpoint(folder: Path, missing: list[str]) -> str:
+    if (folder / "model_config.json").is_file() or (folder / "fusion.json").is_file():
+        return (f"{folder} was written by an earlier version of deepfusion (no {CARD}); "
+                f"train it again (python -m jobs.train ... --fresh, or jobs.tune_fusion --fresh)")
+    return (f"{folder} is not a deepfusion checkpoint (missing {', '.join(missing)}); train a backbone with "
+            f"`python -m jobs.train` or a fusion model with `python -m jobs.tune_fusion`")
+
+
+def read_card(folder: Path) -> CheckpointCard:
+    """A checkpoint's card (``CheckpointError`` naming the folder when it is none)."""
+    folder = Path(folder)
+    missing = [name for name in HASHED_FILES if not (folder / name).is_file()]
+    if missing:
+        raise CheckpointNotFound(_not_a_checkpoint(folder, missing))
+    raw = json.loads((folder / CARD).read_text())
+    version = raw.pop("format", None)
+    if version != FORMAT:
+        raise CheckpointError(f"{folder / CARD}: card format {version!r}; this version of deepfusion reads {FORMAT}")
+    if raw.get("model_config") is not None:
+        from pydantic import TypeAdapter
+
+        from deepfusion.config.architectures import ModelConfig
+
+        raw["model_config"] = TypeAdapter(ModelConfig).validate_python(raw["model_config"])
+    return CheckpointCard(**raw, path=folder, content_hash=checkpoint_hash(folder))
+
+
+def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointCard]:
+    """The backbone of a checkpoint folder, in eval mode, and its card."""
+    from safetensors.torch import load_file
+
+    from deepfusion.models import build_model
+
+    card = read_card(folder)
+    if card.model_config is None:
+        raise CheckpointError(f"{folder} holds a {card.kind} model, not a backbone")
+    # Weights come from the checkpoint; skip any pretrained download while building.
+    model = build_model(_without_pretrained_loading(card.model_config))
+    try:
+        model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+    except RuntimeError as err:
+        first = str(err).splitlines()[1:2]
+        raise CheckpointError(
+            f"{folder}: the weights do not fit the model its {CARD} describes "
+            f"({first[0].strip() if first else err}); a checkpoint written before a preset changed "
+            f"must be retrained (python -m jobs.train ... --fresh)") from None
+    return model.to(device).eval(), card
+
+
+def _without_pretrained_loading(model_config):
+    update = {}
+    if hasattr(model_config, "backbone"):
+        update["backbone"] = model_config.backbone.model_copy(update={"weights": None})
+    for name in ("text_encoder", "audio_encoder"):
+        encoder = getattr(model_config, name, None)
+        if encoder is not None and encoder.load_weights:
+            update[name] = encoder.model_copy(update={"load_weights": False})
+    return model_config.model_copy(update=update)
+
+
+def load_fusion(folder: Path, device: str | torch.device = "cpu"):
+    """The fusion model of a checkpoint folder, in eval mode, and its card."""
+    from safetensors.torch import load_file
+
+    from deepfusion.models.fusion import build_fusion
+
+    card = read_card(folder)
+    if card.model_config is not None:
+        raise CheckpointError(f"{folder} holds a {card.kind} backbone, not a fusion model")
+    hp = card.hyperparameters
+    model = build_fusion(card.kind, len(card.label_names), hp.get("video_weight", 0.5), hp.get("dropout", 0.0))
+    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+    return model.to(device).eval(), card

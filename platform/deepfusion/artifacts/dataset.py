@@ -1,0 +1,129 @@
+"""A preprocessed dataset as later stages read it: its manifest, checks, and Ray Data splits.
+
+Training, the logit cache and evaluation open shards through ``ShardDataset``.
+Everything a run needs to know about its data comes from ``manifest.json``
+(label map, counts, speakers, frame and audio settings), never from scanning rows, and
+is checked against the model config here, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepfusion.artifacts.batches import model_columns
+from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
+from deepfusion.config import ConfigError
+from deepfusion.models import model_inputs, model_spec
+from deepfusion.models.audio_encoder import SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class ShardDataset:
+    path: Path
+    manifest: dict
+
+    @classmethod
+    def open(cls, path: Path, field: str = "train.data") -> ShardDataset:
+        path = Path(path)
+        manifest_file = path / MANIFEST
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{field}: {manifest_file} not found; run `python -m jobs.preprocess` on this dataset first"
+            ) from None
+        if manifest.get("schema_version") != SCHEMA_VERSION:
+            raise ConfigError(
+                f"{field}: {path} has shard schema {manifest.get('schema_version')}, this version reads "
+                f"{SCHEMA_VERSION}; re-run `python -m jobs.preprocess --force`"
+            )
+        return cls(path, manifest)
+
+    @property
+    def label_names(self) -> list[str]:
+        label_map = self.manifest["label_map"]
+        return sorted(label_map, key=label_map.get)
+
+    @property
+    def kind(self) -> str:
+        return self.manifest["kind"]
+
+    def total(self, split: str) -> int:
+        return int(self.manifest["totals"].get(split, 0))
+
+    def class_weights(self) -> list[float]:
+        """sklearn's "balanced" weights from the train split's counts (n / (k * n_c))."""
+        from sklearn.utils.class_weight import compute_class_weight
+
+        counts = self.manifest["counts"]["train"]
+        labels = np.repeat(np.arange(len(self.label_names)), [counts.get(n, 0) for n in self.label_names])
+        present = np.unique(labels)
+        weights = dict(zip(present, compute_class_weight("balanced", classes=present, y=labels)))
+        # A class absent from train cannot be learned; weight 0 keeps the loss finite.
+        return [float(weights.get(i, 0.0)) for i in range(len(self.label_names))]
+
+    def resolve_model_config(self, model_cfg, field: str = "train.model"):
+        """The model config completed from the data (speaker count) after checking it fits."""
+        kind, spec = model_cfg.kind, model_spec(model_cfg.kind)
+        if self.kind not in spec.datasets:
+            raise ConfigError(f"{field}: a {kind} model cannot train on {self.path} (a {self.kind} dataset; "
+                              f"expected {' or '.join(spec.datasets)})")
+        if model_cfg.num_classes != len(self.label_names):
+            raise ConfigError(f"{field}.num_classes: {model_cfg.num_classes}, but {self.path} has "
+                              f"{len(self.label_names)} classes {self.label_names}")
+        wants = model_inputs(model_cfg)
+        if wants.get("image"):
+            return model_cfg
+        media = self.manifest.get("media_by_sample", {})
+        if wants["video"]:
+            if not any("video" in k for k in media):
+                raise ConfigError(f"{field}: {kind} needs video, and {self.path} has none ({media})")
+            frames = self.manifest["video"]["num_frames"]
+            if frames != model_cfg.num_frames:
+                raise ConfigError(f"{field}.num_frames: {model_cfg.num_frames}, but the shards hold {frames}")
+        if wants["audio"]:
+            if not any("audio" in k for k in media):
+                raise ConfigError(f"{field}: use_audio is true and {self.path} has no audio ({media}); "
+                                  f"set {field}.use_audio: false for a text-only corpus")
+            rate = self.manifest["audio"]["sample_rate"]
+            if rate != SAMPLE_RATE:
+                raise ConfigError(f"{field}: the audio encoders take {SAMPLE_RATE} Hz; the shards hold {rate} Hz")
+        if wants["text"]:
+            tokenizer = self.manifest.get("text", {}).get("tokenizer")
+            if tokenizer != model_cfg.text_encoder.name:
+                raise ConfigError(f"{field}.text_encoder.name: {model_cfg.text_encoder.name!r}, but the shards "
+                                  f"were tokenized with {tokenizer!r}; token ids only mean something to "
+                                  f"the model they were made for")
+        speakers = len(self.manifest.get("speakers", {}))
+        return model_cfg.model_copy(update={"speaker": model_cfg.speaker.model_copy(update={"num_speakers": speakers})})
+
+    def checkpoint_info(self) -> dict:
+        """What a checkpoint records of its data (``data.json``): Serve decodes requests
+        with exactly this preprocessing and speaker map."""
+        return {"dataset": self.manifest["dataset"], "kind": self.kind, "path": str(self.path.resolve()),
+                "data_key": (self.manifest.get("freshness") or {}).get("key"),
+                "preprocess_config": self.manifest["preprocess_config"],
+                "speakers": self.manifest.get("speakers", {})}
+
+    def columns(self, model_cfg) -> list[str]:
+        """The columns a model reads, plus its label: nothing else is read from Parquet."""
+        return ["sample_id", "label", *model_columns(model_cfg)]
+
+    def split_folder(self, name: str) -> Path:
+        folder = self.path / f"split={name}"
+        if not folder.is_dir():
+            raise ConfigError(f"{self.path} has no {name!r} split (expected {folder})")
+        return folder
+
+    def split(self, name: str, columns: list[str]):
+        """A Ray Dataset over one split's shards (streaming; nothing is loaded here)."""
+        import ray.data
+
+        return ray.data.read_parquet(str(self.split_folder(name))).select_columns(columns)
+
+    def bytes_on_disk(self, *splits: str) -> int:
+        return sum(f.stat().st_size for s in splits for f in self.split_folder(s).glob("*.parquet"))

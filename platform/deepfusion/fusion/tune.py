@@ -1,0 +1,94 @@
+"""The fusion stage end to end: logit cache -> late fusion -> search -> export -> report.
+
+1. both frozen backbones' logits on every split (``logit_cache``, Ray Data; reused
+   while the checkpoints and data are unchanged);
+2. the basic Late Fusion (two weights, cross-entropy) fitted once;
+3. the Enhanced Late Fusion search (``search``, Ray Tune + OptunaSearch);
+4. the best trial's checkpoint exported to ``fusion.export_dir`` for Serve, its card
+   completed with test metrics;
+5. the report (``report``) next to Tune's results.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from deepfusion.artifacts.checkpoint import load_fusion, save_fusion
+from deepfusion.config.fusion import FusionConfig
+from deepfusion.fusion.comparison import ModelRow, write_report
+from deepfusion.fusion.fit import evaluate, evaluate_logits, fit_fusion
+from deepfusion.fusion.logit_cache import LogitCache, SplitLogits, open_or_build
+from deepfusion.fusion.search import SearchOutcome, run_search, search_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FusionOutcome:
+    cache: LogitCache
+    cache_built: bool
+    rows: list[ModelRow]
+    search: SearchOutcome
+    export_dir: Path
+    report: Path
+
+
+def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = False) -> FusionOutcome:
+    """Ray must be up. ``fresh`` restarts the search; ``rebuild_cache`` recomputes logits."""
+    cache, built = open_or_build(cfg, force=rebuild_cache)
+    logits = cache.load_all()
+    names = cache.label_names
+    test = logits.get("test")
+
+    rows = [
+        ModelRow("MIMAMO Net", evaluate_logits(logits["val"].video, logits["val"].labels, names),
+                 None if test is None else evaluate_logits(test.video, test.labels, names)),
+        ModelRow("Multimodal LSTM", evaluate_logits(logits["val"].audio_text, logits["val"].labels, names),
+                 None if test is None else evaluate_logits(test.audio_text, test.labels, names)),
+    ]
+    late = fit_fusion("late_fusion", logits["train"], logits["val"], cfg.late_fusion, names, seed=cfg.search.seed)
+    rows.append(_fusion_row("Late Fusion", late.model, logits, names))
+
+    outcome = run_search(cfg, cache, fresh=fresh)
+    best_model, card = load_fusion(outcome.best_checkpoint)
+    enhanced = _fusion_row("Enhanced Late Fusion", best_model, logits, names)
+    rows.append(enhanced)
+    export_dir = _export(cfg.export_dir, best_model, replace(card, metrics={
+        "val": enhanced.val, "test": enhanced.test, "search": {
+            "experiment_dir": str(outcome.experiment_dir), "trial_checkpoint": str(outcome.best_checkpoint),
+            "num_trials": outcome.num_trials, "best_config": outcome.best_config}}))
+
+    report = write_report(
+        report_dir(cfg), rows, cache=cache.card, study_name=cfg.search.name,
+        storage_url=outcome.optuna_storage,
+        search={"num_trials": outcome.num_trials, "num_errored": outcome.num_errored, "metric": cfg.search.metric,
+                "experiment_dir": str(outcome.experiment_dir), "best_config": outcome.best_config},
+    )
+    return FusionOutcome(cache, built, rows, outcome, export_dir, report)
+
+
+def report_dir(cfg: FusionConfig) -> Path:
+    """The fusion report's folder: beside the search's Tune results."""
+    return search_dir(cfg) / "report"
+
+
+def _fusion_row(name: str, model, logits: dict[str, SplitLogits], names: list[str]) -> ModelRow:
+    test = logits.get("test")
+    return ModelRow(name, evaluate(model, logits["val"], names),
+                    None if test is None else evaluate(model, test, names),
+                    [float(w) for w in model.fusion_weights().detach()])
+
+
+def _export(target: Path, model, card) -> Path:
+    """Write the serving checkpoint next to ``target`` and swap it in whole."""
+    target = Path(target)
+    staging = target.with_name(target.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_fusion(staging, model, card)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    log.info("best Enhanced Late Fusion exported to %s", target)
+    return target

@@ -1,0 +1,61 @@
+"""The preprocess entry point: each configured dataset -> its shards, manifest and quarantine."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepfusion.artifacts.shards import EMOTION_SCHEMA, IMAGE_SCHEMA, read_manifest
+from deepfusion.config import ImageFolderDataset, PreprocessConfig
+from deepfusion.preprocess.emotion import build_emotion_shards
+from deepfusion.preprocess.images import build_image_shards
+from deepfusion.preprocess.writer import (
+    dataset_freshness,
+    is_up_to_date,
+    publish,
+    staging_dir,
+    write_manifest,
+    write_quarantine,
+)
+
+
+@dataclass(frozen=True)
+class PreprocessResult:
+    name: str
+    out_dir: Path
+    skipped: bool  # True: inputs and config unchanged, nothing was redone
+    manifest: dict
+
+
+def preprocess(cfg: PreprocessConfig, force: bool = False) -> list[PreprocessResult]:
+    """Preprocess every dataset of ``cfg`` into ``cfg.output_dir/<name>/`` (Ray must be up)."""
+    results = []
+    for dataset in cfg.datasets:
+        out_dir = Path(cfg.output_dir) / dataset.name
+        freshness = dataset_freshness(dataset)
+        if not force and freshness and is_up_to_date(out_dir, freshness):
+            results.append(PreprocessResult(dataset.name, out_dir, True, read_manifest(out_dir)))
+            continue
+        started = time.perf_counter()
+        staging = staging_dir(out_dir)
+        try:
+            if isinstance(dataset, ImageFolderDataset):
+                kind, schema = "image_folder", IMAGE_SCHEMA
+                counts, shards, quarantined, extra = build_image_shards(dataset, cfg.data, staging)
+            else:
+                kind, schema = dataset.kind, EMOTION_SCHEMA
+                counts, shards, quarantined, extra = build_emotion_shards(dataset, cfg.data, staging)
+            write_quarantine(staging, quarantined)
+            manifest = write_manifest(
+                staging, dataset_config=dataset, kind=kind, schema=schema,
+                freshness=freshness, counts=counts, shards=shards, quarantined=quarantined,
+                extra=extra | {"wall_s": round(time.perf_counter() - started, 2)},
+            )
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)  # the previous output stays as it was
+            raise
+        publish(staging, out_dir)
+        results.append(PreprocessResult(dataset.name, out_dir, False, manifest))
+    return results

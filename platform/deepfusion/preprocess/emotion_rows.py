@@ -1,0 +1,46 @@
+"""Emotion samples (MELD rows, speech clips) -> ``EMOTION_SCHEMA`` rows, as a Ray Data actor."""
+
+from __future__ import annotations
+
+import cv2
+import pandas as pd
+import pyarrow as pa
+
+from deepfusion.artifacts.shards import EMOTION_SCHEMA
+from deepfusion.config import AudioConfig, TextConfig, VideoConfig
+from deepfusion.media import MediaError
+from deepfusion.media.emotion import decode_emotion_record
+from deepfusion.media.text import load_tokenizer, tokenize
+from deepfusion.preprocess.quarantine import report
+from deepfusion.sources import Quarantined
+
+
+class EmotionRowDecoder:
+    """Decodes video frames, audio and token ids for a batch of sample records.
+
+    A callable class so each Ray Data actor loads the tokenizer once. A sample whose
+    media is corrupt is reported to ``quarantine`` (a ``QuarantineLog`` or its actor)
+    and left out; a sample without media is kept with its modality mask saying so.
+    """
+
+    def __init__(self, video: VideoConfig, audio: AudioConfig, text: TextConfig,
+                 speaker_ids: dict[str, int], quarantine):
+        self.video, self.audio, self.text = video, audio, text
+        self.speaker_ids, self.quarantine = speaker_ids, quarantine
+        # Ray runs one decoder per CPU slot; OpenCV's own thread pool on top of that only
+        # oversubscribes the cores (and is no faster even alone: see docs/benchmarks.md).
+        cv2.setNumThreads(1)
+        load_tokenizer(text.tokenizer)
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        records = batch.to_dict("records")
+        contexts = [r.get("context") or "" for r in records] if self.text.context_turns else None
+        token_ids = tokenize(self.text.tokenizer, [r["text"] for r in records], self.text.max_length, contexts)
+        rows, rejected = [], []
+        for record, ids in zip(records, token_ids):
+            try:
+                rows.append(decode_emotion_record(record, ids, self.video, self.audio, self.speaker_ids))
+            except MediaError as err:
+                rejected.append(Quarantined(record["source"], str(err), stage="decode"))
+        report(self.quarantine, rejected)
+        return pa.Table.from_pylist(rows, schema=EMOTION_SCHEMA)

@@ -1,0 +1,74 @@
+"""Image-folder samples -> ``IMAGE_SCHEMA`` rows: probe, then resize (+ augment), as Ray Data UDFs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pyarrow as pa
+
+from deepfusion.artifacts.shards import IMAGE_SCHEMA
+from deepfusion.augment import augment_image, build_augmentation, copy_seed
+from deepfusion.config import AugmentConfig
+from deepfusion.labels import LabelMap
+from deepfusion.media import MediaError
+from deepfusion.media.image import decode_image, load_image
+from deepfusion.preprocess.quarantine import report
+from deepfusion.sources import Quarantined
+
+
+def probe_images(batch: pd.DataFrame) -> pd.DataFrame:
+    """Fully decode each file once; ``error`` says why one cannot be used.
+
+    Runs before the split is drawn, so a corrupt file never leaves a split short.
+    """
+    errors = []
+    for path in batch["path"]:
+        try:
+            decode_image(path)
+            errors.append(None)
+        except MediaError as err:
+            errors.append(str(err))
+    return batch.assign(error=errors)
+
+
+class ImageRowRenderer:
+    """Resize each planned image; augmented copies (``copy_index > 0``) are also transformed.
+
+    Files were probed before the split, so a failure here means the file changed since;
+    it is reported to ``quarantine`` like any other reject.
+    """
+
+    def __init__(self, dataset_name: str, labels: LabelMap, image_size: int,
+                 augment: AugmentConfig, seed: int, quarantine):
+        self.dataset_name, self.labels, self.size, self.seed = dataset_name, labels, image_size, seed
+        self.transform = build_augmentation(augment, image_size)
+        self.quarantine = quarantine
+
+    def __call__(self, batch: pd.DataFrame) -> pa.Table:
+        rows, rejected = [], []
+        for record in batch.to_dict("records"):
+            try:
+                rows.append(self._row(record))
+            except MediaError as err:
+                rejected.append(Quarantined(record["path"], str(err), stage="decode"))
+        report(self.quarantine, rejected)
+        return pa.Table.from_pylist(rows, schema=IMAGE_SCHEMA)
+
+    def _row(self, record: dict) -> dict:
+        path, copy_index = record["path"], int(record["copy_index"])
+        suffix = f"#aug{copy_index}" if copy_index else ""
+        row = {
+            "sample_id": f"{self.dataset_name}/{record['relpath']}{suffix}",
+            "split": record["split"],
+            "label": self.labels.id_of(record["label_name"]),
+            "label_name": record["label_name"],
+            "source": path,
+            "copy_index": copy_index,
+            "image": b"",
+            "height": self.size,
+            "width": self.size,
+        }
+        image = load_image(path, self.size)
+        if copy_index:
+            image = augment_image(image, self.transform, copy_seed(self.seed, path, copy_index))
+        row["image"] = image.tobytes()
+        return row

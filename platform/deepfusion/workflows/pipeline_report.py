@@ -1,0 +1,108 @@
+"""The pipeline's report: the model comparison on test, and where every artifact is.
+
+Reads what the stages wrote (each backbone's ``evaluation/test_metrics.json``, the
+fusion report's ``comparison.json``), so it is the same whether a stage ran or was
+skipped. Writes ``<state_dir>/report.md`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deepfusion.workflows.pipeline_plan import PipelinePlan
+
+FUSION_MODELS = ("MIMAMO Net", "Multimodal LSTM", "Late Fusion", "Enhanced Late Fusion")
+
+
+def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict | None = None
+                          ) -> tuple[Path, dict]:
+    summary = {"pipeline": shown(plan.source), "synthetic": bool(plan.pipeline.make_demo_data),
+               "comparison": [], "backbones": [], "artifacts": {}, "stages": [], "serve_response": serve_response}
+    for _, cfg in plan.train:
+        run_dir = Path(cfg.run.storage_path) / cfg.run.name
+        metrics = _read_json(run_dir / "evaluation" / "test_metrics.json")
+        summary["backbones"].append({
+            "run": cfg.run.name, "model": cfg.model.kind, "preset": cfg.model.preset,
+            "checkpoint": shown(run_dir / "best"),
+            "confusion_png": shown(run_dir / "evaluation" / "test_confusion.png"),
+            "test_accuracy": None if metrics is None else metrics["accuracy"],
+            "test_weighted_f1": None if metrics is None else metrics["weighted_f1"],
+        })
+    if plan.fusion is not None:
+        from deepfusion.fusion.search import optuna_storage_url, search_dir
+        from deepfusion.fusion.tune import report_dir
+
+        _, cfg = plan.fusion
+        summary["comparison"] = _read_json(report_dir(cfg) / "comparison.json") or []
+        folder = report_dir(cfg)
+        summary["artifacts"] |= {
+            "fusion_report": shown(folder / "report.md"),
+            "plots": [shown(p) for p in sorted(folder.glob("*.png"))],
+            "tune_results": shown(search_dir(cfg)),
+            "optuna_study": optuna_storage_url(cfg),
+            "fusion_checkpoint": shown(cfg.export_dir),
+            "logit_cache": shown(cfg.cache_dir),
+        }
+    summary["artifacts"]["backbone_checkpoints"] = [b["checkpoint"] for b in summary["backbones"]]
+    summary["stages"] = [{"stage": s.stage, "status": s.status, "wall_s": round(s.wall_s, 1), "detail": s.detail}
+                         for s in stages]
+
+    folder = Path(plan.pipeline.state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    report = folder / "report.md"
+    summary["artifacts"]["report"] = shown(report)
+    report.write_text(_markdown(summary))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return report, summary
+
+
+def comparison_table(summary: dict) -> list[str]:
+    """The fusion comparison (test accuracy and weighted F1, %) as aligned text lines."""
+    lines = [f"{'model':<22} {'test acc %':>10} {'test wF1 %':>10}  fusion weights (video, audio-text)"]
+    for row in summary["comparison"]:
+        weights = row.get("fusion_weights")
+        shown = "" if weights is None else f"{weights[0]:.3f}, {weights[1]:.3f}"
+        lines.append(f"{row['model']:<22} {_pct(row.get('test_accuracy')):>10} {_pct(row.get('test_weighted_f1')):>10}"
+                     f"  {shown}")
+    for b in summary["backbones"]:
+        if b["model"] == "textile":
+            lines.append(f"{'Textile (' + b['run'] + ')':<22} {_pct(b['test_accuracy']):>10} "
+                         f"{_pct(b['test_weighted_f1']):>10}  (3-class image classifier)")
+    return lines
+
+
+def _markdown(summary: dict) -> str:
+    data = "SYNTHETIC demo corpora (plumbing, not a result)" if summary["synthetic"] else "the configured datasets"
+    lines = ["# Pipeline report", "", f"Pipeline `{summary['pipeline']}` on {data}.", "",
+             "## Models on the test split", "", "```", *comparison_table(summary), "```", "",
+             "## Stages", "", "| stage | status | wall s | detail |", "|---|---|---|---|"]
+    lines += [f"| {s['stage']} | {s['status']} | {s['wall_s']} | {s['detail']} |" for s in summary["stages"]]
+    if summary["serve_response"] is not None:
+        lines += ["", "## The Serve app's answer to one test utterance", "", "```json",
+                  json.dumps(summary["serve_response"], indent=2), "```"]
+    lines += ["", "## Artifacts", ""]
+    for key, value in summary["artifacts"].items():
+        values = value if isinstance(value, list) else [value]
+        lines += [f"- {key}: " + ", ".join(f"`{v}`" for v in values)]
+    return "\n".join(lines) + "\n"
+
+
+def shown(path) -> str:
+    """A path as the user will type it: relative to the working folder when inside it."""
+    absolute = Path(path).resolve()
+    try:
+        return str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
