@@ -102,7 +102,7 @@ class ShardDataset:
         return model_cfg.model_copy(update={"speaker": model_cfg.speaker.model_copy(update={"num_speakers": speakers})})
 
     def checkpoint_info(self) -> dict:
-        """What a checkpoint records of its data (``data.json``): Serve decodes requests
+        """What a checkpoint's card records of its data (``data_info``): Serve decodes requests
         with exactly this preprocessing and speaker map."""
         return {"dataset": self.manifest["dataset"], "kind": self.kind, "path": str(self.path.resolve()),
                 "data_key": (self.manifest.get("freshness") or {}).get("key"),

@@ -1,8 +1,8 @@
 """The ``serve`` section: which checkpoints the HTTP application serves, its limits and sizes.
 
 Preprocessing settings (frames, frame size, audio rate, tokenizer, image size) are not
-configured here: they come from each checkpoint's ``data.json``, the preprocessing its
-training data went through, so serving cannot drift from training.
+configured here: they come from each checkpoint's card (``card.json``, its ``data_info``),
+the preprocessing its training data went through, so serving cannot drift from training.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ measures as the in-process baseline.
 
 Decoding goes through ``decode_emotion_record`` and ``load_image``, the functions the
 Ray Data jobs use, with the preprocessing settings of the checkpoint's own training data
-(``data.json``), and tensors come from ``model_batch_inputs``: train = serve.
+(the card's ``data_info``), and tensors come from ``model_batch_inputs``: train = serve.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A trained emotion model on a MELD-layout csv it has never seen (``jobs.evaluate``).
 
 The csv goes the way training data went: ``scan_meld`` (same checks, same quarantine),
-the Ray Data decoder with the preprocessing settings recorded in the checkpoint's
-``data.json`` and the checkpoint's own speaker ids, Parquet shards, then the batch
+the Ray Data decoder with the preprocessing settings recorded in the checkpoint's card
+(``data_info``) and the checkpoint's own speaker ids, Parquet shards, then the batch
 evaluation every run's test split gets. Nothing about the file is assumed beyond MELD's
 columns: any split, any subset, a re-annotation.
 """

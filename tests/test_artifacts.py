@@ -1,0 +1,107 @@
+"""The on-disk formats and the rules around them: one checkpoint card, one freshness rule,
+one model registry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from deepfusion.artifacts.batches import IMAGE_COLUMNS, model_columns
+from deepfusion.artifacts.checkpoint import (
+    CARD,
+    CheckpointCard,
+    CheckpointError,
+    checkpoint_hash,
+    load_fusion,
+    load_model,
+    read_card,
+    save_checkpoint,
+    save_fusion,
+)
+from deepfusion.artifacts.freshness import RUN_CONFIG, claim_run_dir, content_key, freshness_record, is_current
+from deepfusion.config import ConfigError
+from deepfusion.config.architectures import TextileNetConfig
+from deepfusion.labels import EMOTIONS, TEXTILE_CLASSES
+from deepfusion.models import MODELS, build_model, model_inputs, model_spec
+from deepfusion.models.fusion import EnhancedLateFusion, build_fusion
+from deepfusion.models.registry import FUSION_MODELS
+
+
+def test_the_registry_builds_every_kind_with_its_declared_class_inputs_and_presets():
+    assert set(MODELS) == {"textile", "mimamo", "multimodal_lstm"}
+    for kind, spec in MODELS.items():
+        assert spec.presets == ("paper", "cpu-small")
+        cfg = spec.config(kind=kind, preset="cpu-small")
+        assert type(build_model(cfg)).__name__ == spec.builder.split(":")[1]
+        assert model_inputs(cfg) == spec.inputs(cfg)
+    textile = TextileNetConfig(kind="textile", preset="cpu-small")
+    assert model_columns(textile) == list(IMAGE_COLUMNS)
+    assert model_spec("multimodal_lstm").datasets == ("meld", "speech")
+    with pytest.raises(ValueError, match=r"unknown model kind 'gpt'; expected one of \['mimamo', "):
+        model_spec("gpt")
+    for kind in FUSION_MODELS:
+        assert build_fusion(kind, 7, 0.6, 0.1).fusion_weights()[0].item() == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="unknown fusion kind 'sum'"):
+        build_fusion("sum", 7, 0.5)
+
+
+def test_backbone_and_fusion_checkpoints_share_one_card_and_one_hash(tmp_path):
+    cfg = TextileNetConfig(kind="textile", preset="cpu-small")
+    model = build_model(cfg)
+    backbone = save_checkpoint(tmp_path / "textile", model, model_config=cfg, label_names=list(TEXTILE_CLASSES),
+                               data_info={"dataset": "t"}, train_config={"epochs": 1}, training_state={"epoch": 1})
+    fusion = save_fusion(tmp_path / "fusion", EnhancedLateFusion(7, 0.4), CheckpointCard(
+        kind="enhanced_late_fusion", label_names=list(EMOTIONS), hyperparameters={"video_weight": 0.4},
+        backbones={"video_checkpoint": {"path": "v", "sha256": "x"}}, fusion_weights=[0.4, 0.6]))
+    cards = {name: json.loads((folder / CARD).read_text()) for name, folder in (("b", backbone), ("f", fusion))}
+    assert cards["b"].keys() == cards["f"].keys()  # one schema
+    assert cards["b"]["kind"] == "textile" and cards["f"]["kind"] == "enhanced_late_fusion"
+
+    card = read_card(backbone)
+    assert card.model_config == cfg and card.label_names == list(TEXTILE_CLASSES) and card.preset == "cpu-small"
+    assert card.content_hash == checkpoint_hash(backbone)
+    loaded, _ = load_model(backbone)
+    images = torch.rand(2, 3, 32, 32)
+    model.eval()
+    assert torch.equal(loaded(images), model(images))
+    fused, fusion_card = load_fusion(fusion)
+    assert fusion_card.fusion_weights == [0.4, 0.6] and fusion_card.content_hash == checkpoint_hash(fusion)
+    assert fused.fusion_weights()[0].item() == pytest.approx(0.4)
+
+    # The hash covers the card: relabelling a checkpoint changes it.
+    before = checkpoint_hash(backbone)
+    (backbone / CARD).write_text(json.dumps({**cards["b"], "label_names": list(reversed(TEXTILE_CLASSES))}))
+    assert checkpoint_hash(backbone) != before
+    # One error type, naming the folder, for every kind of "not a checkpoint".
+    with pytest.raises(CheckpointError, match="holds a enhanced_late_fusion model, not a backbone"):
+        load_model(fusion)
+    with pytest.raises(CheckpointError, match="holds a textile backbone, not a fusion model"):
+        load_fusion(backbone)
+    with pytest.raises(CheckpointError, match=r"not a deepfusion checkpoint \(missing model.safetensors, card.json\)"):
+        read_card(tmp_path)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "model_config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="written by an earlier version of deepfusion"):
+        checkpoint_hash(tmp_path / "old")
+    assert issubclass(CheckpointError, ConfigError)
+
+
+def test_one_freshness_rule_for_run_folders(tmp_path):
+    config = {"model": {"kind": "textile"}, "seed": 0}
+    assert content_key(config, {"data": "abc"}) == content_key(dict(reversed(config.items())), {"data": "abc"})
+    assert content_key(config, {"data": "abc"}) != content_key(config, {"data": "abd"})
+    record = freshness_record(config, {"data": "abc"})
+    assert is_current(record, config, {"data": "abc"}) and not is_current(record, {**config, "seed": 1})
+
+    run = tmp_path / "run"
+    assert claim_run_dir(run, config, what="run", fresh=False) is False  # a new run
+    assert json.loads((run / RUN_CONFIG).read_text()) == freshness_record(config)
+    assert claim_run_dir(run, config, what="run", fresh=False) is True  # resumed
+    with pytest.raises(ConfigError, match="run 'run' .* was started with a different seed; .*--fresh"):
+        claim_run_dir(run, {**config, "seed": 1}, what="run", fresh=False)
+    assert claim_run_dir(run, {**config, "seed": 1}, what="run", fresh=True) is False
+    # A folder recorded before records carried their key still resumes.
+    (run / RUN_CONFIG).write_text(json.dumps(config))
+    assert claim_run_dir(run, config, what="run", fresh=False) is True
