@@ -92,7 +92,7 @@ def test_wrong_or_missing_backbones_are_refused_by_name(backbones, tmp_path):
     cfg = fusion_config(backbones, tmp_path)
     with pytest.raises(ConfigError, match="fusion.video_checkpoint: .* holds a multimodal_lstm model"):
         open_or_build(cfg.model_copy(update={"video_checkpoint": backbones["audio_text"]}))
-    with pytest.raises(ConfigError, match="fusion.audio_text_checkpoint: .*nowhere is not a checkpoint"):
+    with pytest.raises(ConfigError, match="fusion.audio_text_checkpoint: .*nowhere is not a deepfusion checkpoint"):
         open_or_build(cfg.model_copy(update={"audio_text_checkpoint": tmp_path / "nowhere"}))
 
 
@@ -127,8 +127,7 @@ def test_eight_trial_sweep_exports_the_best_trial(sweep):
     assert card.kind == "enhanced_late_fusion" and sum(p.numel() for p in model.parameters()) == 9
     assert card.hyperparameters["lr"] == pytest.approx(search.best_config["lr"])
     assert set(card.metrics) >= {"val", "test", "search"}
-    cached = outcome.cache.card["freshness"]["inputs"]
-    assert card.backbones["video_checkpoint"]["sha256"] == cached["video_checkpoint"]["sha256"]
+    assert card.backbones["video_checkpoint"]["sha256"] == outcome.cache.inputs["video_checkpoint"]["sha256"]
     enhanced = outcome.rows[-1]
     assert enhanced.val["weighted_f1"] == pytest.approx(search.best_metrics["best_val_weighted_f1"])
 

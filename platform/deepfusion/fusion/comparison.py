@@ -46,12 +46,13 @@ def write_report(folder: Path, rows: list[ModelRow], *, search: dict, study_name
     figures = {"comparison": _plot_comparison(folder / "model_comparison.png", rows)}
     figures |= _plot_study(folder, study_name, storage_url)
 
+    made_of = cache["freshness"]["inputs"]  # what the logit cache's key was made of
+    video, audio_text = made_of["video_checkpoint"], made_of["audio_text_checkpoint"]
     lines = [
         "# Fusion report", "",
-        f"Data: `{cache['data']['path']}`, logit cache `{cache['key']}` (rows: {cache['rows']}).",
-        f"Backbones: MIMAMO Net `{cache['video_checkpoint']['path']}` "
-        f"(sha256 {cache['video_checkpoint']['sha256'][:12]}), Multimodal LSTM "
-        f"`{cache['audio_text_checkpoint']['path']}` (sha256 {cache['audio_text_checkpoint']['sha256'][:12]}).", "",
+        f"Data: `{made_of['data']['path']}`, logit cache `{cache['key']}` (rows: {cache['rows']}).",
+        f"Backbones: MIMAMO Net `{video['path']}` (sha256 {video['sha256'][:12]}), Multimodal LSTM "
+        f"`{audio_text['path']}` (sha256 {audio_text['sha256'][:12]}).", "",
         "## Model comparison", "",
         "| model | val accuracy % | val weighted F1 % | test accuracy % | test weighted F1 % "
         "| fusion weights (video, audio-text) |",

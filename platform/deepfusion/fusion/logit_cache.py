@@ -81,6 +81,11 @@ class LogitCache:
         return self.folder.name
 
     @property
+    def inputs(self) -> dict:
+        """What the key was made of: both checkpoints' paths and hashes, the data manifest."""
+        return self.card["freshness"]["inputs"]
+
+    @property
     def label_names(self) -> list[str]:
         return self.card["label_names"]
 

@@ -234,4 +234,4 @@ def _paper_point(cfg: FusionConfig) -> list[dict] | None:
 
 
 def _backbones(cache: LogitCache) -> dict:
-    return {name: cache.card["freshness"]["inputs"][name] for name in ("video_checkpoint", "audio_text_checkpoint")}
+    return {name: cache.inputs[name] for name in ("video_checkpoint", "audio_text_checkpoint")}
