@@ -51,9 +51,10 @@ def test_demo_images_exact_counts_balance_and_no_leakage(demo_corpus, tmp_path):
     assert all(r["label"] == manifest["label_map"][r["label_name"]] for r in rows["train"])
 
 
-def test_augmentation_is_deterministic(demo_corpus, tmp_path):
+def test_augmentation_is_deterministic_wherever_the_corpus_lies(demo_corpus, corpus_copy, tmp_path):
+    # The same corpus in another folder (another clone, another node) gives the same pixels.
     first = preprocess(preprocess_config(tmp_path / "a", image_dataset(demo_corpus / "textile")))[0]
-    second = preprocess(preprocess_config(tmp_path / "b", image_dataset(demo_corpus / "textile")))[0]
+    second = preprocess(preprocess_config(tmp_path / "b", image_dataset(corpus_copy / "textile")))[0]
     key = lambda r: r["sample_id"]  # noqa: E731
     a = sorted(read_shards(first.out_dir, "train"), key=key)
     b = sorted(read_shards(second.out_dir, "train"), key=key)

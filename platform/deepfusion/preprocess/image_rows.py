@@ -69,6 +69,8 @@ class ImageRowRenderer:
         }
         image = load_image(path, self.size)
         if copy_index:
-            image = augment_image(image, self.transform, copy_seed(self.seed, path, copy_index))
+            # Seeded by the path inside the dataset, so a copy of the corpus elsewhere (another
+            # clone, a cluster node) augments to the same pixels.
+            image = augment_image(image, self.transform, copy_seed(self.seed, record["relpath"], copy_index))
         row["image"] = image.tobytes()
         return row
