@@ -2,7 +2,8 @@
 
 ``CheckpointPredictor`` is the callable class ``map_batches`` runs on an actor pool: each
 actor loads the checkpoint once and turns shard rows into logits with the same input
-conversion training used. The fusion logit cache reuses it.
+conversion training used (``artifacts.inference.CheckpointModel``, which the fusion
+logit cache runs for both backbones at once).
 """
 
 from __future__ import annotations
