@@ -14,10 +14,6 @@ from pathlib import Path
 _BLOCK = 1 << 20
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def sha256_file(path: Path) -> str:
     """A file's bytes, read in blocks (model weights run to hundreds of MB)."""
     digest = hashlib.sha256()

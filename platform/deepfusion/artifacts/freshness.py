@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Literal
 
 from deepfusion.config import ConfigError
-from deepfusion.hashing import sha256_json, sha256_of
+from deepfusion.hashing import sha256_json
 
 RUN_CONFIG = "run_config.json"
 Decision = Literal["skip", "resume", "fresh"]
 
 __all__ = ["Decision", "RUN_CONFIG", "StageLedger", "claim_run_dir", "content_key", "freshness_record",
-           "is_current", "sha256_of", "write_json_atomic"]
+           "is_current", "write_json_atomic"]
 
 
 def content_key(config, inputs: dict | None = None) -> str:

@@ -6,7 +6,7 @@
 3. the Enhanced Late Fusion search (``search``, Ray Tune + OptunaSearch);
 4. the best trial's checkpoint exported to ``fusion.export_dir`` for Serve, its card
    completed with test metrics;
-5. the report (``report``) next to Tune's results.
+5. the report (``comparison``) next to Tune's results.
 """
 
 from __future__ import annotations

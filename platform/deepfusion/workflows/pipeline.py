@@ -3,9 +3,10 @@
     demo data -> preprocess -> train each backbone -> fusion (logit cache, late fusion,
     Tune sweep, test evaluation, export) -> report -> Serve app + one request
 
-Demo data and preprocessing keep their own up-to-date checks (settings stamp; source
-fingerprint + config hash). Training and fusion are recorded in a ``StageLedger``:
-their inputs are the resolved stage config and the hashes of the artifacts they read,
+Every stage decides by the one freshness rule (``artifacts.freshness``): demo data and
+preprocessing by the records beside what they write (the corpus stamp, each dataset's
+manifest); training and fusion by a ``StageLedger``, whose inputs are the resolved stage
+config and the hashes of the artifacts they read,
 so retraining MIMAMO Net redoes the fusion but not the LSTM, and editing only the
 fusion file redoes only the fusion. Ray must be up.
 """
@@ -17,9 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepfusion.artifacts.freshness import StageLedger, sha256_of
+from deepfusion.artifacts.freshness import StageLedger
 from deepfusion.artifacts.shards import MANIFEST
 from deepfusion.config.resources import DataResources
+from deepfusion.hashing import sha256_of
 from deepfusion.workflows.pipeline_plan import PipelinePlan
 
 log = logging.getLogger("deepfusion.pipeline")
