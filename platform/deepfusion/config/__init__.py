@@ -29,6 +29,7 @@ from deepfusion.config.preprocess import (
     AugmentConfig,
     DatasetConfig,
     ImageFolderDataset,
+    MediaLimits,
     MeldDataset,
     PreprocessConfig,
     SpeechDataset,
@@ -42,7 +43,8 @@ from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, Tra
 __all__ = [
     "AudioConfig", "AudioEncoderConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
     "DemoDataConfig", "ExperimentConfig", "FusionConfig", "FusionTraining", "ImageBackboneConfig",
-    "ImageFolderDataset", "MeldDataset", "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig", "OptimConfig",
+    "ImageFolderDataset", "MediaLimits", "MeldDataset", "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig",
+    "OptimConfig",
     "PipelineConfig", "PreprocessConfig", "RayConfig", "RunSection", "ScalingSection", "SearchSection",
     "SearchSpace", "ServeStage", "SpeakerEncoderConfig", "SpeechDataset", "StageFile", "SplitRatios",
     "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig", "TrainConfig", "VideoConfig",

@@ -39,6 +39,24 @@ class AugmentConfig(StrictModel):
     crop_pad_fraction: float = Field(0.10, ge=0, lt=0.5)
 
 
+class MediaLimits(StrictModel):
+    """What decoding one file may cost. Each cap is checked against the file's header
+    before anything is decoded (a file without the header field decodes at most the cap):
+    ingestion quarantines a sample over a cap with the reason, Serve answers 413 naming it.
+    The defaults admit any ordinary clip, recording or photo and refuse what would take
+    minutes or gigabytes to decode."""
+
+    max_video_seconds: float = Field(600.0, gt=0)
+    max_video_frames: int = Field(18_000, ge=1)  # 10 minutes at 30 fps
+    max_frame_pixels: int = Field(3840 * 2160, ge=1)  # 4K UHD
+    # By header duration. Only ``audio.max_seconds`` of a track is ever decoded.
+    max_audio_seconds: float = Field(3600.0, gt=0)
+    max_image_pixels: int = Field(50_000_000, ge=1)  # a 50-megapixel photo: ~150 MB as RGB
+    image_formats: tuple[Literal["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"], ...] = ("JPEG", "PNG", "WEBP")
+    # Wall clock for one sample's decoding; past it the decoder stops at its next frame.
+    decode_timeout_s: float = Field(30.0, gt=0)
+
+
 class ImageFolderDataset(StrictModel):
     """``root/<class>/*.{jpg,png}`` -> balanced, stratified, resized image shards."""
 
@@ -52,6 +70,7 @@ class ImageFolderDataset(StrictModel):
     split: SplitRatios = SplitRatios()
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
+    limits: MediaLimits = MediaLimits()
 
 
 class VideoConfig(StrictModel):
@@ -97,6 +116,7 @@ class MeldDataset(StrictModel):
     video: VideoConfig = VideoConfig()
     audio: AudioConfig = AudioConfig()
     text: TextConfig = TextConfig()
+    limits: MediaLimits = MediaLimits()
 
     @model_validator(mode="after")
     def _media_for_every_split(self) -> MeldDataset:
@@ -140,6 +160,7 @@ class SpeechDataset(StrictModel):
     seed: int = 0
     audio: AudioConfig = AudioConfig()
     text: TextConfig = TextConfig()
+    limits: MediaLimits = MediaLimits()
 
     @model_validator(mode="after")
     def _targets_are_emotions(self) -> SpeechDataset:

@@ -8,18 +8,20 @@ every row of its input. The row has the columns of ``EMOTION_SCHEMA``
 
 from __future__ import annotations
 
-from deepfusion.config import AudioConfig, VideoConfig
+from deepfusion.config import AudioConfig, MediaLimits, VideoConfig
 from deepfusion.media import NoAudioTrack
 from deepfusion.media.audio import load_audio
+from deepfusion.media.limits import DEFAULT_LIMITS
 from deepfusion.media.video import decode_video
 
 
 def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: AudioConfig,
-                          speaker_ids: dict[str, int]) -> dict:
+                          speaker_ids: dict[str, int], limits: MediaLimits = DEFAULT_LIMITS) -> dict:
     """One sample record (paths, text, speaker fields) -> one ``EMOTION_SCHEMA`` row.
 
     The single decoding path for a sample: ingestion calls it for every record, Serve
-    for every request (with the uploaded files as paths). Raises ``MediaError``.
+    for every request (with the uploaded files as paths). Decoding stays within ``limits``.
+    Raises ``MediaError``.
     """
     row = {
         "sample_id": record["sample_id"],
@@ -47,12 +49,12 @@ def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: Au
     }
     video_path = _none_if_nan(record.get("video_path"))
     if video_path:
-        frames = decode_video(video_path, video.num_frames, video.frame_size)
+        frames = decode_video(video_path, video.num_frames, video.frame_size, limits)
         row["video_frames"], row["has_video"] = frames.tobytes(), True
     audio_path = _none_if_nan(record.get("audio_path"))
     if audio_path:
         try:
-            samples, length = load_audio(audio_path, audio.sample_rate, audio.max_seconds)
+            samples, length = load_audio(audio_path, audio.sample_rate, audio.max_seconds, limits)
             row["audio"], row["audio_num_samples"], row["has_audio"] = samples, length, True
         except NoAudioTrack:
             pass  # an mp4 without sound: the mask says no audio

@@ -1,4 +1,9 @@
-"""Video: OpenCV decode of ``num_frames`` frames sampled uniformly over the clip."""
+"""Video: OpenCV decode of ``num_frames`` frames sampled uniformly over the clip.
+
+Bounded: the container's header (frame count, frame rate, frame size) is checked against
+``MediaLimits`` before any frame is decoded; a clip whose header has no frame count is
+read for at most ``max_video_frames`` frames; every frame checks the decoding deadline.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ import os
 import cv2
 import numpy as np
 
+from deepfusion.config import MediaLimits
 from deepfusion.media import MediaError
+from deepfusion.media.formats import VIDEO_FORMATS, sniff_file
+from deepfusion.media.limits import DEFAULT_LIMITS, Deadline, over_limit
 
 # Container headers may overstate the frame count by a few frames; a clip that decodes
 # fewer than this fraction of what its header promises is treated as truncated.
@@ -29,26 +37,58 @@ def _to_rgb(frame: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
-def decode_video(path: str | os.PathLike, num_frames: int, size: int) -> np.ndarray:
-    """Decode ``num_frames`` RGB frames resized to ``size`` x ``size``: ``uint8 [T, size, size, 3]``."""
+def decode_video(path: str | os.PathLike, num_frames: int, size: int,
+                 limits: MediaLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode ``num_frames`` RGB frames resized to ``size`` x ``size``: ``uint8 [T, size, size, 3]``.
+
+    Raises ``MediaError`` (``MediaLimitExceeded`` over a cap, ``DecodeTimeout`` past the deadline).
+    """
     path = str(path)
     if not os.path.isfile(path):
         raise MediaError(f"{path}: file not found")
-    capture = cv2.VideoCapture(path)
+    kind = sniff_file(path)
+    if kind not in VIDEO_FORMATS:
+        raise MediaError(f"{path}: not a video container (its bytes are {kind or 'of no known format'}; "
+                         f"expected one of {sorted(VIDEO_FORMATS)})")
+    deadline = Deadline(limits.decode_timeout_s, path)
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
     try:
         if not capture.isOpened():
             raise MediaError(f"{path}: OpenCV cannot open this file as video")
         header_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        _check_header(path, capture, header_count, limits)
         if header_count > 0:
-            frames = _decode_by_index(capture, path, header_count, num_frames, size)
+            frames = _decode_by_index(capture, path, header_count, num_frames, size, limits, deadline)
         else:
-            frames = _decode_all_then_sample(capture, path, num_frames, size)
+            frames = _decode_up_to_cap_then_sample(capture, path, num_frames, size, limits, deadline)
     finally:
         capture.release()
     return np.stack(frames)
 
 
-def _decode_by_index(capture, path: str, header_count: int, num_frames: int, size: int):
+def _check_header(path: str, capture, header_count: int, limits: MediaLimits) -> None:
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    if width * height > limits.max_frame_pixels:
+        raise over_limit(path, f"frame size {width}x{height}: pixels", width * height,
+                         "max_frame_pixels", limits.max_frame_pixels)
+    if header_count > limits.max_video_frames:
+        raise over_limit(path, "frame count", header_count, "max_video_frames", limits.max_video_frames)
+    if header_count > 0 and fps > 0 and header_count / fps > limits.max_video_seconds:
+        raise over_limit(path, "duration (s)", round(header_count / fps, 1), "max_video_seconds",
+                         limits.max_video_seconds)
+
+
+def _checked(path: str, frame: np.ndarray, limits: MediaLimits) -> np.ndarray:
+    """A decoded frame, refused if larger than the header said (or than the cap)."""
+    if frame.shape[0] * frame.shape[1] > limits.max_frame_pixels:
+        raise over_limit(path, f"frame size {frame.shape[1]}x{frame.shape[0]}: pixels",
+                         frame.shape[0] * frame.shape[1], "max_frame_pixels", limits.max_frame_pixels)
+    return frame
+
+
+def _decode_by_index(capture, path: str, header_count: int, num_frames: int, size: int,
+                     limits: MediaLimits, deadline: Deadline):
     wanted = sample_frame_indices(header_count, num_frames)
     wanted_set = set(wanted.tolist())
     picked: dict[int, np.ndarray] = {}
@@ -56,13 +96,14 @@ def _decode_by_index(capture, path: str, header_count: int, num_frames: int, siz
     decoded = 0
     last_frame = None
     while decoded <= last_needed:
+        deadline.check()
         if not capture.grab():
             break
         if decoded in wanted_set:
             ok, frame = capture.retrieve()
             if not ok or frame is None:
                 raise MediaError(f"{path}: frame {decoded} could not be decoded")
-            last_frame = picked[decoded] = _to_rgb(frame, size)
+            last_frame = picked[decoded] = _to_rgb(_checked(path, frame, limits), size)
         decoded += 1
     if decoded == 0 or last_frame is None:
         raise MediaError(f"{path}: no decodable video frames (corrupt or truncated)")
@@ -75,13 +116,20 @@ def _decode_by_index(capture, path: str, header_count: int, num_frames: int, siz
     return [picked.get(int(i), last_frame) for i in wanted]
 
 
-def _decode_all_then_sample(capture, path: str, num_frames: int, size: int):
+def _decode_up_to_cap_then_sample(capture, path: str, num_frames: int, size: int,
+                                  limits: MediaLimits, deadline: Deadline):
+    """A header without a frame count: read at most ``max_video_frames`` (small, resized)
+    frames; a clip that has more is over the cap."""
     frames = []
     while True:
+        deadline.check()
         ok, frame = capture.read()
         if not ok:
             break
-        frames.append(_to_rgb(frame, size))
+        if len(frames) == limits.max_video_frames:
+            raise over_limit(path, "frame count (header gives none; read so far)", len(frames) + 1,
+                             "max_video_frames", limits.max_video_frames)
+        frames.append(_to_rgb(_checked(path, frame, limits), size))
     if not frames:
         raise MediaError(f"{path}: no decodable video frames (corrupt or truncated)")
     return [frames[int(i)] for i in sample_frame_indices(len(frames), num_frames)]

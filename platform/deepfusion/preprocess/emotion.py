@@ -43,7 +43,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, 
     decoded = ray.data.from_items(records).map_batches(
         EmotionRowDecoder, batch_format="pandas", batch_size=data.batch_size,
         fn_constructor_kwargs={"video": video, "audio": cfg.audio, "text": cfg.text,
-                               "speaker_ids": speakers, "quarantine": quarantine_log},
+                               "speaker_ids": speakers, "quarantine": quarantine_log, "limits": cfg.limits},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
     counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)

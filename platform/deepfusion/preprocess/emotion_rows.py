@@ -7,11 +7,11 @@ import pandas as pd
 import pyarrow as pa
 
 from deepfusion.artifacts.shards import EMOTION_SCHEMA
-from deepfusion.config import AudioConfig, TextConfig, VideoConfig
-from deepfusion.media import MediaError
+from deepfusion.config import AudioConfig, MediaLimits, TextConfig, VideoConfig
 from deepfusion.media.emotion import decode_emotion_record
+from deepfusion.media.limits import DEFAULT_LIMITS
 from deepfusion.media.text import load_tokenizer, tokenize
-from deepfusion.preprocess.quarantine import report
+from deepfusion.preprocess.quarantine import decode_failure, report
 from deepfusion.sources import Quarantined
 
 
@@ -19,13 +19,14 @@ class EmotionRowDecoder:
     """Decodes video frames, audio and token ids for a batch of sample records.
 
     A callable class so each Ray Data actor loads the tokenizer once. A sample whose
-    media is corrupt is reported to ``quarantine`` (a ``QuarantineLog`` or its actor)
-    and left out; a sample without media is kept with its modality mask saying so.
+    media is corrupt, over ``limits`` or makes a decoder fail in any way is reported to
+    ``quarantine`` (a ``QuarantineLog`` or its actor) with the reason and left out; the
+    batch goes on. A sample without media is kept with its modality mask saying so.
     """
 
     def __init__(self, video: VideoConfig, audio: AudioConfig, text: TextConfig,
-                 speaker_ids: dict[str, int], quarantine):
-        self.video, self.audio, self.text = video, audio, text
+                 speaker_ids: dict[str, int], quarantine, limits: MediaLimits = DEFAULT_LIMITS):
+        self.video, self.audio, self.text, self.limits = video, audio, text, limits
         self.speaker_ids, self.quarantine = speaker_ids, quarantine
         # Ray runs one decoder per CPU slot; OpenCV's own thread pool on top of that only
         # oversubscribes the cores (and is no faster even alone: see docs/benchmarks.md).
@@ -39,8 +40,9 @@ class EmotionRowDecoder:
         rows, rejected = [], []
         for record, ids in zip(records, token_ids):
             try:
-                rows.append(decode_emotion_record(record, ids, self.video, self.audio, self.speaker_ids))
-            except MediaError as err:
-                rejected.append(Quarantined(record["source"], str(err), stage="decode"))
+                rows.append(decode_emotion_record(record, ids, self.video, self.audio, self.speaker_ids,
+                                                  self.limits))
+            except Exception as err:  # noqa: BLE001 - any decoder failure is this sample's, not the job's
+                rejected.append(Quarantined(record["source"], decode_failure(err), stage="decode"))
         report(self.quarantine, rejected)
         return pa.Table.from_pylist(rows, schema=EMOTION_SCHEMA)

@@ -7,26 +7,27 @@ import pyarrow as pa
 
 from deepfusion.artifacts.shards import IMAGE_SCHEMA
 from deepfusion.augment import augment_image, build_augmentation, copy_seed
-from deepfusion.config import AugmentConfig
+from deepfusion.config import AugmentConfig, MediaLimits
 from deepfusion.labels import LabelMap
-from deepfusion.media import MediaError
 from deepfusion.media.image import decode_image, load_image
-from deepfusion.preprocess.quarantine import report
+from deepfusion.media.limits import DEFAULT_LIMITS
+from deepfusion.preprocess.quarantine import decode_failure, report
 from deepfusion.sources import Quarantined
 
 
-def probe_images(batch: pd.DataFrame) -> pd.DataFrame:
-    """Fully decode each file once; ``error`` says why one cannot be used.
+def probe_images(batch: pd.DataFrame, limits: MediaLimits = DEFAULT_LIMITS) -> pd.DataFrame:
+    """Fully decode each file once; ``error`` says why one cannot be used (corrupt, over
+    ``limits``, or any decoder failure).
 
     Runs before the split is drawn, so a corrupt file never leaves a split short.
     """
     errors = []
     for path in batch["path"]:
         try:
-            decode_image(path)
+            decode_image(path, limits)
             errors.append(None)
-        except MediaError as err:
-            errors.append(str(err))
+        except Exception as err:  # noqa: BLE001 - any decoder failure is this file's, not the job's
+            errors.append(decode_failure(err))
     return batch.assign(error=errors)
 
 
@@ -38,8 +39,9 @@ class ImageRowRenderer:
     """
 
     def __init__(self, dataset_name: str, labels: LabelMap, image_size: int,
-                 augment: AugmentConfig, seed: int, quarantine):
+                 augment: AugmentConfig, seed: int, quarantine, limits: MediaLimits = DEFAULT_LIMITS):
         self.dataset_name, self.labels, self.size, self.seed = dataset_name, labels, image_size, seed
+        self.limits = limits
         self.transform = build_augmentation(augment, image_size)
         self.quarantine = quarantine
 
@@ -48,8 +50,8 @@ class ImageRowRenderer:
         for record in batch.to_dict("records"):
             try:
                 rows.append(self._row(record))
-            except MediaError as err:
-                rejected.append(Quarantined(record["path"], str(err), stage="decode"))
+            except Exception as err:  # noqa: BLE001 - any decoder failure is this sample's, not the job's
+                rejected.append(Quarantined(record["path"], decode_failure(err), stage="decode"))
         report(self.quarantine, rejected)
         return pa.Table.from_pylist(rows, schema=IMAGE_SCHEMA)
 
@@ -67,7 +69,7 @@ class ImageRowRenderer:
             "height": self.size,
             "width": self.size,
         }
-        image = load_image(path, self.size)
+        image = load_image(path, self.size, self.limits)
         if copy_index:
             # Seeded by the path inside the dataset, so a copy of the corpus elsewhere (another
             # clone, a cluster node) augments to the same pixels.

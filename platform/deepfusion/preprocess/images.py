@@ -25,7 +25,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
     # 1. Decode every original once, in parallel, before any split is drawn.
     probed = (
         ray.data.from_items(items)
-        .map_batches(probe_images, batch_format="pandas", batch_size=data.batch_size,
+        .map_batches(probe_images, batch_format="pandas", batch_size=data.batch_size, fn_kwargs={"limits": cfg.limits},
                      num_cpus=data.num_cpus, compute=ray.data.TaskPoolStrategy(size=data.concurrency))
         .to_pandas()
     )
@@ -50,7 +50,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
         ImageRowRenderer, batch_format="pandas", batch_size=data.batch_size,
         fn_constructor_kwargs={"dataset_name": cfg.name, "labels": labels,
                                "image_size": cfg.image_size, "augment": cfg.augment,
-                               "seed": cfg.seed, "quarantine": quarantine_log},
+                               "seed": cfg.seed, "quarantine": quarantine_log, "limits": cfg.limits},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
     counts, shards = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name", data.rows_per_shard)

@@ -25,6 +25,20 @@ class QuarantineLog:
         return sorted(self._entries.values(), key=lambda e: e.source)
 
 
+def decode_failure(err: Exception) -> str:
+    """The quarantine reason for a sample whose decoding raised ``err``.
+
+    A ``MediaError`` already names the file and what is wrong. Anything else (an OpenCV,
+    PyAV, libsndfile or PIL failure we did not foresee, a ``MemoryError``) is kept with its
+    type, so the sample is skipped and the job goes on, and the reason says what happened.
+    """
+    from deepfusion.media import MediaError
+
+    if isinstance(err, MediaError):
+        return str(err)
+    return f"decoder failed: {type(err).__name__}: {err}"[:2000]
+
+
 def remote_quarantine_log():
     """A ``QuarantineLog`` actor; it holds a few strings, so it takes no CPU slot."""
     return ray.remote(num_cpus=0)(QuarantineLog).remote()

@@ -46,10 +46,39 @@ def is_up_to_date(out_dir: Path, freshness: dict) -> bool:
 
 
 def staging_dir(out_dir: Path) -> Path:
+    """A fresh ``.<name>.partial-<pid>`` folder beside ``out_dir``, after removing what
+    killed runs left there (their staging and swapped-out folders)."""
+    remove_leftovers(out_dir)
     staging = Path(out_dir).parent / f".{Path(out_dir).name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     return staging
+
+
+def remove_leftovers(out_dir: Path) -> list[Path]:
+    """Delete ``.<name>.partial-<pid>`` and ``.<name>.old-<pid>`` folders of processes that
+    are gone (a job killed mid-write); a live process's folder on this machine is left to it.
+    Readers never look at these folders: a dataset is only ``out_dir`` with its manifest."""
+    out_dir = Path(out_dir)
+    removed = []
+    for kind in ("partial", "old"):
+        for folder in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
+            pid = folder.name.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def publish(staging: Path, out_dir: Path) -> None:
