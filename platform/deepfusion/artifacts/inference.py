@@ -22,7 +22,8 @@ class CheckpointModel:
         self.columns = model_columns(self.card.model_config)
 
     def describe(self) -> dict:
-        return {"checkpoint": str(self.card.path), "sha256": self.card.content_hash,
+        # The folder's name, not its path: a served listing shows nothing of this machine.
+        return {"checkpoint": Path(self.card.path).name, "sha256": self.card.content_hash,
                 "kind": self.card.kind, "preset": self.card.preset, "labels": self.card.label_names}
 
     def logits(self, batch: dict) -> np.ndarray:

@@ -7,9 +7,10 @@ the preprocessing its training data went through, so serving cannot drift from t
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.preprocess import MediaLimits
 
 
 class DeploymentSection(StrictModel):
@@ -33,8 +34,41 @@ class DeploymentSection(StrictModel):
 
 
 class RequestLimits(StrictModel):
+    """What one HTTP request may cost the application."""
+
     max_upload_mb: float = Field(25.0, gt=0)  # per file
+    # The whole request body: refused by its Content-Length before any of it is read, and
+    # counted while it arrives (a chunked upload is cut off at the limit). None: room for
+    # two uploads of max_upload_mb and 1 MB of form fields.
+    max_request_mb: float | None = Field(None, gt=0)
     max_text_chars: int = Field(2000, ge=1)
+    # Caps on decoding an upload (frames, seconds, pixels, formats, wall clock): the same
+    # model ingestion uses, so a file refused here is the file ingestion would quarantine.
+    media: MediaLimits = MediaLimits()
+
+    @property
+    def request_bytes(self) -> int:
+        mb = self.max_request_mb if self.max_request_mb is not None else 2 * self.max_upload_mb + 1
+        return int(mb * 1024 * 1024)
+
+    @property
+    def upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+class AuthSection(StrictModel):
+    """Bearer-token authentication for every route but ``/healthz``: clients send
+    ``Authorization: Bearer <token>``. The token is read by each ingress replica, from a
+    file on its node or from an environment variable of its process, never from this config."""
+
+    token_file: WorkPath | None = None
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuthSection:
+        if (self.token_file is None) == (self.token_env is None):
+            raise ValueError("set exactly one of token_file and token_env")
+        return self
 
 
 class ServeSection(StrictModel):
@@ -43,11 +77,16 @@ class ServeSection(StrictModel):
     fusion_checkpoint: WorkPath  # Enhanced Late Fusion (jobs.tune_fusion's export)
     textile_checkpoint: WorkPath | None = None  # TextilePollutionNet; None: no /v1/textile
     limits: RequestLimits = RequestLimits()
+    # None: no authentication (fine on loopback; the app warns when it binds elsewhere).
+    auth: AuthSection | None = None
     ingress: DeploymentSection = DeploymentSection(max_ongoing_requests=32, max_queued_requests=64)
     video: DeploymentSection = DeploymentSection()
     audio_text: DeploymentSection = DeploymentSection()
     fusion: DeploymentSection = DeploymentSection(num_cpus=0.1)
     textile: DeploymentSection = DeploymentSection()
-    # Host and port of Serve's HTTP proxy when a job (not `serve run`) starts it.
+    # Host and port of Serve's HTTP proxy when a job (not `serve run`) starts it, and how
+    # long a request may take end to end before Serve answers 408 (serve/config.yaml sets
+    # the same for `serve run`).
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
+    request_timeout_s: float = Field(60.0, gt=0)

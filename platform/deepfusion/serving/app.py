@@ -8,8 +8,14 @@ fusion and the textile classifier, composed with ``DeploymentHandle``s.
 
 For one emotion request the ingress decodes the media (the ingestion code path), sends
 the row to MIMAMO Net and the Multimodal LSTM at once, and passes both logits to the
-fusion. Model deployments batch concurrent requests with ``@serve.batch``. Bad input is
-a 4xx JSON error naming the field; it never reaches a model.
+fusion. Model deployments batch concurrent requests with ``@serve.batch``.
+
+Every answer is JSON. Bad input is a 4xx naming the field (and the limit, for a 413); it
+never reaches a model. A declared content type must match the file's bytes. Uploads are
+streamed to a temporary folder in chunks (removed whatever happens) and decoded within
+``serve.limits.media``. A failing model deployment is a retryable 503; a bug of ours a 500
+with a request id, never a traceback. ``serving.guard`` checks the bearer token and the
+body size before a route reads anything.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
@@ -18,16 +24,22 @@ import asyncio
 import logging
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayError
+from ray.serve.exceptions import BackPressureError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepfusion.artifacts.inference import CheckpointModel
-from deepfusion.config.serving import DeploymentSection, RequestLimits, ServeSection
-from deepfusion.media import MediaError
+from deepfusion.config.serving import AuthSection, DeploymentSection, RequestLimits, ServeSection
+from deepfusion.media import DecodeTimeout, MediaError, MediaLimitExceeded
+from deepfusion.media.formats import HEAD_BYTES, IMAGE_FORMATS, sniff
+from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
 from deepfusion.serving.predictors import (
     EmotionDecoder,
     EmotionRequest,
@@ -40,27 +52,68 @@ from deepfusion.serving.predictors import (
 
 api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
               version="0.1.0")
+api.add_middleware(RequestGuard)
+log = logging.getLogger("ray.serve")
 
-VIDEO_TYPES = {"video/mp4"}
-AUDIO_TYPES = {"audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"}
-IMAGE_TYPES = {"image/jpeg", "image/png", "image/bmp", "image/webp", "image/tiff"}
+# Declared content type -> the formats (by magic bytes, ``media.formats``) it may hold.
+VIDEO_TYPES = {"video/mp4": {"mp4"}}
+AUDIO_TYPES = dict.fromkeys(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"), {"wav"})
+CHUNK_BYTES = 1024 * 1024
 
 
-def bad_request(status: int, field: str, message: str) -> HTTPException:
-    return HTTPException(status_code=status, detail={"field": field, "error": message})
+def image_types(formats: tuple[str, ...]) -> dict[str, set[str]]:
+    """The image content types for ``limits.media.image_formats`` (PIL's format names)."""
+    return {f"image/{kind}": {kind} for kind, name in IMAGE_FORMATS.items() if name in formats}
+
+
+def bad_request(status: int, field: str, message: str, **extra) -> HTTPException:
+    return HTTPException(status_code=status, detail={"field": field, "error": message, **extra})
+
+
+def media_failure(err: MediaError, field: str, folder: str | None = None) -> HTTPException:
+    """A decoder's refusal as an answer: 413 over a limit (naming it), 504 past the decoding
+    deadline, 422 for a file that is not what it claims to be."""
+    message = str(err).replace(folder + "/", "") if folder else str(err)
+    if isinstance(err, MediaLimitExceeded):
+        return bad_request(413, field, message, limit=f"serve.limits.media.{err.limit}")
+    if isinstance(err, DecodeTimeout):
+        return bad_request(504, field, message, limit="serve.limits.media.decode_timeout_s")
+    return bad_request(422, field, message)
+
+
+def internal_error(where: str, err: BaseException, request: Request) -> HTTPException:
+    """A failure of ours: logged with its traceback under a request id the client gets."""
+    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    log.error("request %s: %s failed", request_id, where, exc_info=err)
+    return HTTPException(status_code=500, detail={
+        "error": f"internal error in {where}; the server log has the details under this request id",
+        "request_id": request_id})
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    if exc.status_code == 413 and exc.detail == "Content Too Large":  # Starlette's body limit, mid-body
+        return too_large(RequestGuard.max_body_bytes)
+    return await http_exception_handler(request, exc)
 
 
 async def model_call(deployment: str, response):
     """Await a model deployment's answer. A replica that dies with the request in flight
-    (the controller starts a replacement) is a 503 the client may retry, not a 500."""
+    (the controller starts a replacement), a full queue, or an error raised in the model
+    is a 503 the client may retry, never a 500 or a traceback."""
     try:
         return await response
-    except RayActorError as err:
-        logging.getLogger("ray.serve").warning("a %s replica failed during a request: %s", deployment,
-                                               type(err).__name__)
+    except (RayActorError, BackPressureError, RayError) as err:
+        log.warning("a %s replica failed a request: %s", deployment, type(err).__name__)
+        if isinstance(err, RayActorError):
+            what = "the replica handling this request died; Serve is replacing it"
+        elif isinstance(err, BackPressureError):
+            what = "its queue is full"
+        else:
+            what = "it failed this request"
         raise HTTPException(status_code=503, headers={"Retry-After": "1"}, detail={
             "deployment": deployment, "retryable": True,
-            "error": f"the {deployment} replica handling this request died; Serve is replacing it, retry"}) from None
+            "error": f"the {deployment} deployment could not answer ({what}); retry"}) from None
 
 
 # Defined above the deployments: Serve pickles them when they are declared, with the
@@ -119,11 +172,15 @@ class Textile:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, video, audio_text, fusion, textile, data_info: dict, textile_image_size: int | None,
-                 limits: dict):
+                 limits: dict, auth: dict | None = None):
         self.video, self.audio_text, self.fusion, self.textile = video, audio_text, fusion, textile
-        self.decoder = EmotionDecoder(data_info)
-        self.textile_image_size = textile_image_size
         self.limits = RequestLimits(**limits)
+        self.decoder = EmotionDecoder(data_info, self.limits.media)
+        self.textile_image_size = textile_image_size
+        self.image_types = image_types(self.limits.media.image_formats)
+        # Read here, where the replica runs: the token never travels in the deployment's config.
+        token = read_token(AuthSection(**auth)) if auth else None
+        RequestGuard.configure(token=token, max_body_bytes=self.limits.request_bytes)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -138,7 +195,8 @@ class Ingress:
         return dict(zip(handles, described))
 
     @api.post("/v1/emotion")
-    async def emotion(self, video: UploadFile | None = File(None, description="the utterance's mp4"),
+    async def emotion(self, request: Request,
+                      video: UploadFile | None = File(None, description="the utterance's mp4"),
                       audio: UploadFile | None = File(None, description="a wav; else the mp4's own audio"),
                       text: str = Form("", description="the utterance's transcript"),
                       speaker: str = Form("", description="speaker name (known speakers get their embedding)"),
@@ -155,16 +213,17 @@ class Ingress:
             raise bad_request(422, "context", str(err)) from None
         if video is None and audio is None and not text.strip():
             raise bad_request(422, "video", "nothing to recognise: send a video, an audio file or a text")
+        # Removed on the way out, whatever happens (a refused upload, a failed decode).
         with tempfile.TemporaryDirectory(prefix="deepfusion_") as folder:
             video_path = await self._save(video, "video", VIDEO_TYPES, Path(folder) / "video.mp4")
             audio_path = await self._save(audio, "audio", AUDIO_TYPES, Path(folder) / "audio.wav")
-            request = EmotionRequest(video_path=video_path, audio_path=audio_path, text=text, speaker=speaker,
-                                     gender=gender, age=age, context=turns)
+            emotion_request = EmotionRequest(video_path=video_path, audio_path=audio_path, text=text,
+                                             speaker=speaker, gender=gender, age=age, context=turns)
             try:
-                row = await asyncio.to_thread(self.decoder.row, request)
+                row = await self._decode(request, self.decoder.row, emotion_request)
             except MediaError as err:
                 field = "audio" if audio_path and audio_path in str(err) else "video"
-                raise bad_request(422, field, str(err).replace(folder + "/", "")) from None
+                raise media_failure(err, field, folder) from None
         decoded = time.perf_counter()
         video_logits, audio_text_logits, video_ms, audio_text_ms = await self._backbones(row)
         fused = time.perf_counter()
@@ -177,20 +236,35 @@ class Ingress:
         }
 
     @api.post("/v1/textile")
-    async def textile(self, image: UploadFile = File(..., description="a photo (jpeg, png, ...)")) -> dict:
+    async def textile(self, request: Request,
+                      image: UploadFile = File(..., description="a photo (jpeg, png or webp)")) -> dict:
         if self.textile is None:
             raise bad_request(404, "image", "no textile classifier is deployed (serve.textile_checkpoint)")
         started = time.perf_counter()
-        data = await self._read(image, "image", IMAGE_TYPES)
+        data = await self._read(image, "image", self.image_types)
         try:
-            row = await asyncio.to_thread(image_row, data, self.textile_image_size)
+            row = await self._decode(request, image_row, data, self.textile_image_size, self.limits.media)
         except MediaError as err:
-            raise bad_request(422, "image", str(err)) from None
+            raise media_failure(err, "image") from None
         decoded = time.perf_counter()
         result = await model_call("textile", self.textile.classify.remote(row))
         done = time.perf_counter()
         return result | {"latency_ms": {"preprocess": _ms(started, decoded), "model": _ms(decoded, done),
                                         "total": _ms(started, done)}}
+
+    async def _decode(self, request: Request, decode, *args):
+        """``decode(*args)`` in a worker thread, within the decoding deadline. The decoders
+        check the deadline per frame and block themselves and stop (``DecodeTimeout``); the
+        grace covers a step that cannot be interrupted. Any other failure is ours: a 500."""
+        timeout = self.limits.media.decode_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(decode, *args), timeout + 5.0)
+        except MediaError:
+            raise
+        except TimeoutError:
+            raise media_failure(DecodeTimeout(f"decoding took longer than {timeout:g} s"), "body") from None
+        except Exception as err:  # noqa: BLE001 - a decoder bug must not become a traceback
+            raise internal_error("decoding", err, request) from None
 
     async def _backbones(self, row: dict):
         """Both backbones at once for one row; each one's own latency."""
@@ -204,21 +278,49 @@ class Ingress:
         logits = await model_call(deployment, handle.logits.remote(row))
         return logits, _ms(started, time.perf_counter())
 
-    async def _read(self, upload: UploadFile, field: str, types: set[str]) -> bytes:
+    @staticmethod
+    def _check_type(upload: UploadFile, field: str, types: dict[str, set[str]]) -> None:
         if upload.content_type not in types:
             raise bad_request(415, field, f"content type {upload.content_type!r}; expected one of {sorted(types)}")
-        limit = int(self.limits.max_upload_mb * 1024 * 1024)
+
+    @staticmethod
+    def _check_magic(head: bytes, upload: UploadFile, field: str, types: dict[str, set[str]]) -> None:
+        kind = sniff(head)
+        if kind not in types[upload.content_type]:
+            raise bad_request(415, field, f"declared {upload.content_type}, but the file's bytes are "
+                                          f"{kind or 'of no known format'}")
+
+    async def _read(self, upload: UploadFile, field: str, types: dict[str, set[str]]) -> bytes:
+        """A small upload (an image) as bytes: read once, at most the limit plus one byte."""
+        self._check_type(upload, field, types)
+        limit = self.limits.upload_bytes
         data = await upload.read(limit + 1)
         if len(data) > limit:
-            raise bad_request(413, field, f"larger than the {self.limits.max_upload_mb:g} MB limit")
+            raise bad_request(413, field, f"larger than the {self.limits.max_upload_mb:g} MB limit",
+                              limit="serve.limits.max_upload_mb")
         if not data:
             raise bad_request(422, field, "empty file")
+        self._check_magic(data[:HEAD_BYTES], upload, field, types)
         return data
 
-    async def _save(self, upload: UploadFile | None, field: str, types: set[str], path: Path) -> str | None:
+    async def _save(self, upload: UploadFile | None, field: str, types: dict[str, set[str]],
+                    path: Path) -> str | None:
+        """An upload copied to ``path`` chunk by chunk: never whole in memory, cut off at the limit."""
         if upload is None:
             return None
-        path.write_bytes(await self._read(upload, field, types))
+        self._check_type(upload, field, types)
+        size, head = 0, b""
+        with open(path, "wb") as out:
+            while chunk := await upload.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > self.limits.upload_bytes:
+                    raise bad_request(413, field, f"larger than the {self.limits.max_upload_mb:g} MB limit",
+                                      limit="serve.limits.max_upload_mb")
+                head = head or chunk[:HEAD_BYTES]
+                out.write(chunk)
+        if size == 0:
+            raise bad_request(422, field, "empty file")
+        self._check_magic(head, upload, field, types)
         return str(path)
 
 
@@ -247,6 +349,11 @@ def build_app(cfg: ServeSection):
             "ray.serve was imported before RAY_SERVE_THROUGHPUT_OPTIMIZED was set: this app's handles "
             "use Serve's default (slower) transport; call deepfusion.ray_runtime.use_serve_environment() "
             "before importing ray.serve")
+    if cfg.auth is None and not is_loopback(cfg.http_host):
+        logging.getLogger(__name__).warning(
+            "SECURITY: the deepfusion app is served on %s without authentication: anyone who reaches "
+            "this port can use the models. Set serve.auth (a token file or environment variable), or "
+            "bind 127.0.0.1 behind an authenticating proxy.", cfg.http_host)
     video_card, audio_text_card = read_card(cfg.video_checkpoint), read_card(cfg.audio_text_checkpoint)
     fusion = FusionModel(cfg.fusion_checkpoint)
     check_servable(fusion, video_card, audio_text_card)
@@ -266,6 +373,7 @@ def build_app(cfg: ServeSection):
         backbone(cfg.audio_text, "multimodal_lstm", cfg.audio_text_checkpoint),
         Fusion.options(**_options(cfg.fusion, "fusion")).bind(str(cfg.fusion_checkpoint)),
         textile, video_card.data_info, image_size, cfg.limits.model_dump(),
+        None if cfg.auth is None else cfg.auth.model_dump(mode="json"),
     )
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from deepfusion.artifacts.inference import CheckpointModel
-from deepfusion.config import AudioConfig, ConfigError, TextConfig, VideoConfig
+from deepfusion.config import AudioConfig, ConfigError, MediaLimits, TextConfig, VideoConfig
+from deepfusion.media.limits import DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,9 @@ def parse_context(raw: str, max_chars: int) -> tuple[tuple[str, str], ...]:
 class EmotionDecoder:
     """Requests -> ``EMOTION_SCHEMA`` rows, exactly as ingestion decoded the training data."""
 
-    def __init__(self, data_info: dict):
+    def __init__(self, data_info: dict, limits: MediaLimits = DEFAULT_LIMITS):
         settings = data_info["preprocess_config"]
+        self.limits = limits
         self.video = VideoConfig(**settings["video"])
         self.audio = AudioConfig(**settings["audio"])
         self.text = TextConfig(**settings["text"])
@@ -88,7 +90,7 @@ class EmotionDecoder:
             "audio_path": request.audio_path or request.video_path,
             "source": request.video_path or request.audio_path or "<text>",
         }
-        return decode_emotion_record(record, input_ids, self.video, self.audio, self.speaker_ids)
+        return decode_emotion_record(record, input_ids, self.video, self.audio, self.speaker_ids, self.limits)
 
 
 class FusionModel:
@@ -100,7 +102,7 @@ class FusionModel:
         self.path = Path(checkpoint)
 
     def describe(self) -> dict:
-        return {"checkpoint": str(self.path), "sha256": self.sha256, "kind": self.card.kind,
+        return {"checkpoint": self.path.name, "sha256": self.sha256, "kind": self.card.kind,
                 "preset": None, "labels": self.card.label_names, "fusion_weights": self.card.fusion_weights}
 
     def explain(self, video_logits: np.ndarray, audio_text_logits: np.ndarray) -> list[dict]:
@@ -130,11 +132,11 @@ def check_servable(fusion: FusionModel, video_card, audio_text_card) -> None:
                           "one request cannot be decoded for both")
 
 
-def image_row(image: bytes, size: int) -> dict:
+def image_row(image: bytes, size: int, limits: MediaLimits = DEFAULT_LIMITS) -> dict:
     """An uploaded image -> an ``IMAGE_SCHEMA``-like row, resized as ingestion resized."""
     from deepfusion.media.image import load_image
 
-    pixels = load_image(image, size)
+    pixels = load_image(image, size, limits)
     return {"image": pixels.tobytes(), "height": size, "width": size}
 
 

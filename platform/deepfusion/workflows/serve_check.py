@@ -29,7 +29,8 @@ def deploy_and_ask(plan: PipelinePlan) -> dict:
 
     _, stage, cfg = plan.serve
     address = urlparse(stage.url)
-    serve.start(http_options={"host": address.hostname, "port": address.port or 80})
+    serve.start(http_options={"host": address.hostname, "port": address.port or 80,
+                              "request_timeout_s": cfg.request_timeout_s})
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
     _wait_healthy(stage.url, stage.ready_timeout_s)
     sample = test_utterance(plan)
@@ -37,7 +38,12 @@ def deploy_and_ask(plan: PipelinePlan) -> dict:
     if sample["video_path"]:
         video = Path(sample["video_path"])
         files["video"] = (video.name, video.read_bytes(), "video/mp4")
-    response = requests.post(f"{stage.url}/v1/emotion", files=files or None,
+    headers = {}
+    if cfg.auth is not None:
+        from deepfusion.serving.guard import read_token
+
+        headers["Authorization"] = f"Bearer {read_token(cfg.auth)}"
+    response = requests.post(f"{stage.url}/v1/emotion", files=files or None, headers=headers,
                              data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
     if response.status_code != 200:
         raise RuntimeError(f"the Serve app at {stage.url} answered {response.status_code}: {response.text[:500]}")
