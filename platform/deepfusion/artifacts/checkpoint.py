@@ -123,7 +123,12 @@ def read_card(folder: Path) -> CheckpointCard:
     missing = [name for name in HASHED_FILES if not (folder / name).is_file()]
     if missing:
         raise CheckpointNotFound(_not_a_checkpoint(folder, missing))
-    raw = json.loads((folder / CARD).read_text())
+    try:
+        raw = json.loads((folder / CARD).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{folder / CARD}: not a readable card (truncated or corrupt: {err})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{folder / CARD}: not a readable card (a JSON {type(raw).__name__}, not an object)")
     version = raw.pop("format", None)
     if version != FORMAT:
         raise CheckpointError(f"{folder / CARD}: card format {version!r}; this version of deepfusion reads {FORMAT}")
@@ -132,14 +137,46 @@ def read_card(folder: Path) -> CheckpointCard:
 
         from deepfusion.config.architectures import ModelConfig
 
-        raw["model_config"] = TypeAdapter(ModelConfig).validate_python(raw["model_config"])
-    return CheckpointCard(**raw, path=folder, content_hash=checkpoint_hash(folder))
+        try:
+            raw["model_config"] = TypeAdapter(ModelConfig).validate_python(raw["model_config"])
+        except ValueError as err:
+            raise CheckpointError(f"{folder / CARD}: its model_config is not valid ({err})") from None
+    try:
+        return CheckpointCard(**raw, path=folder, content_hash=checkpoint_hash(folder))
+    except TypeError as err:
+        raise CheckpointError(f"{folder / CARD}: not a readable card ({err})") from None
+
+
+def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's safetensors weights (``CheckpointError`` naming the file when corrupt)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(folder) / WEIGHTS
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: not readable safetensors (truncated or corrupt: {err})") from None
+
+
+def load_training_state(folder: Path, device: str | torch.device = "cpu") -> dict:
+    """The resumable state the training loop saved beside the weights (optimizer, scheduler,
+    history, metrics). Loaded with ``weights_only=True``: tensors and plain Python values
+    only, so a planted pickle that would run code is refused, naming the file."""
+    import pickle
+
+    path = Path(folder) / TRAINING_STATE
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointNotFound(f"{path}: missing; this checkpoint cannot be resumed or evaluated") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused or unreadable training state ({first[:300]})") from None
 
 
 def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointCard]:
     """The backbone of a checkpoint folder, in eval mode, and its card."""
-    from safetensors.torch import load_file
-
     from deepfusion.models import build_model
 
     card = read_card(folder)
@@ -147,8 +184,9 @@ def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.
         raise CheckpointError(f"{folder} holds a {card.kind} model, not a backbone")
     # Weights come from the checkpoint; skip any pretrained download while building.
     model = build_model(_without_pretrained_loading(card.model_config))
+    weights = load_weights(folder)
     try:
-        model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+        model.load_state_dict(weights)
     except RuntimeError as err:
         first = str(err).splitlines()[1:2]
         raise CheckpointError(
@@ -171,8 +209,6 @@ def _without_pretrained_loading(model_config):
 
 def load_fusion(folder: Path, device: str | torch.device = "cpu"):
     """The fusion model of a checkpoint folder, in eval mode, and its card."""
-    from safetensors.torch import load_file
-
     from deepfusion.models.fusion import build_fusion
 
     card = read_card(folder)
@@ -180,5 +216,9 @@ def load_fusion(folder: Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{folder} holds a {card.kind} backbone, not a fusion model")
     hp = card.hyperparameters
     model = build_fusion(card.kind, len(card.label_names), hp.get("video_weight", 0.5), hp.get("dropout", 0.0))
-    model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))
+    try:
+        model.load_state_dict(load_weights(folder))
+    except RuntimeError as err:
+        raise CheckpointError(f"{folder}: the weights do not fit the {card.kind} its {CARD} describes "
+                              f"({str(err).splitlines()[-1].strip()})") from None
     return model.to(device).eval(), card

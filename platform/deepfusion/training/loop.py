@@ -21,7 +21,7 @@ import torch.distributed as dist
 from pydantic import TypeAdapter
 from torch import nn
 
-from deepfusion.artifacts.checkpoint import TRAINING_STATE, WEIGHTS, save_checkpoint
+from deepfusion.artifacts.checkpoint import WEIGHTS, load_training_state, save_checkpoint
 from deepfusion.config.architectures import ModelConfig
 from deepfusion.config.train import TrainConfig
 from deepfusion.evaluation.metrics import classification_metrics, flat_metrics
@@ -84,7 +84,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
         with checkpoint.as_directory() as folder:
             model.load_state_dict(load_file(str(Path(folder) / WEIGHTS), device=str(device)))
-            state = torch.load(Path(folder) / TRAINING_STATE, map_location=device, weights_only=False)
+            state = load_training_state(Path(folder), device)
         optimizer.load_state_dict(state["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(state["scheduler"])

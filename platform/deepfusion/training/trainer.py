@@ -165,11 +165,9 @@ def _export(checkpoint: Path, target: Path) -> Path:
 
 
 def _training_state(checkpoint: Path) -> dict:
-    import torch
+    from deepfusion.artifacts.checkpoint import load_training_state
 
-    from deepfusion.artifacts.checkpoint import TRAINING_STATE
-
-    return torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)
+    return load_training_state(checkpoint)
 
 
 def _metrics_of(checkpoint: Path) -> dict:
