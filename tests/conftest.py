@@ -157,6 +157,47 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+@pytest.fixture(scope="session")
+def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
+    """Checkpoints for the Serve app (both backbones, a fusion model, the textile net), with a
+    ``ServeSection`` for them. Built once: tests/test_serving.py and tests/test_hostile_input.py
+    each deploy them under their own configuration."""
+    import torch
+
+    from deepfusion.artifacts.checkpoint import CheckpointCard, read_card, save_fusion
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
+    from deepfusion.config.serving import ServeSection
+    from deepfusion.models.fusion import EnhancedLateFusion
+    from deepfusion.preprocess.datasets import preprocess
+
+    root = tmp_path_factory.mktemp("serving")
+    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld"),
+                                 image_dataset(demo_corpus / "textile", name="textile")))
+    meld, textile = ShardDataset.open(root / "shards" / "meld"), ShardDataset.open(root / "shards" / "textile")
+    video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
+    audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
+    textile_ckpt = save_backbone(root / "textile", textile, TextileNetConfig(kind="textile", preset="cpu-small"), 2)
+    fusion = EnhancedLateFusion(7, video_weight=0.6)
+    with torch.no_grad():
+        fusion.bias.normal_(0, 0.1)
+    save_fusion(root / "fusion", fusion, CheckpointCard(
+        kind="enhanced_late_fusion", label_names=meld.label_names,
+        hyperparameters={"video_weight": 0.6, "dropout": 0.3},
+        backbones={"video_checkpoint": {"path": str(video), "sha256": read_card(video).content_hash},
+                   "audio_text_checkpoint": {"path": str(audio_text), "sha256": read_card(audio_text).content_hash}},
+        metrics={}, fusion_weights=[0.6, 0.4]))
+    return {"root": root, "meld": meld, "textile": textile, "demo": demo_corpus,
+            "cfg": validate_config(ServeSection, {
+                "video_checkpoint": str(video), "audio_text_checkpoint": str(audio_text),
+                "fusion_checkpoint": str(root / "fusion"), "textile_checkpoint": str(textile_ckpt),
+                "limits": {"max_upload_mb": 1, "max_text_chars": 200}})}
+
+
+def demo_clip(served) -> Path:
+    return sorted((served["demo"] / "meld" / "train").glob("*.mp4"))[0]
+
+
 @pytest.fixture
 def ray_head(tmp_path):
     """A separate ``ray start --head`` on its own ports; --block ties its life to this process."""

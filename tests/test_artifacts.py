@@ -105,3 +105,56 @@ def test_one_freshness_rule_for_run_folders(tmp_path):
     # A folder recorded before records carried their key still resumes.
     (run / RUN_CONFIG).write_text(json.dumps(config))
     assert claim_run_dir(run, config, what="run", fresh=False) is True
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_damaged_or_planted_checkpoint_files_are_refused_naming_the_file(tmp_path):
+    import shutil
+
+    from deepfusion.artifacts.checkpoint import TRAINING_STATE, WEIGHTS, load_training_state
+
+    cfg = TextileNetConfig(kind="textile", preset="cpu-small")
+    good = save_checkpoint(tmp_path / "good", build_model(cfg), model_config=cfg, label_names=list(TEXTILE_CLASSES),
+                           data_info={}, train_config={}, training_state={"epoch": 3, "history": [{"loss": 0.5}]})
+    assert load_training_state(good)["epoch"] == 3
+    fusion = save_fusion(tmp_path / "fusion", EnhancedLateFusion(7, 0.4), CheckpointCard(
+        kind="enhanced_late_fusion", label_names=list(EMOTIONS), hyperparameters={"video_weight": 0.4}))
+
+    def damaged(source, name: str, damage) -> object:
+        folder = tmp_path / f"{source.name}-{name}-{damage.__name__}"
+        shutil.copytree(source, folder)
+        damage(folder / name)
+        return folder
+
+    def truncate(path):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    def garble(path):
+        path.write_bytes(b"\x00garbage" * 64)
+
+    for damage in (truncate, garble):
+        for source, load in ((good, load_model), (fusion, load_fusion)):
+            for name in (WEIGHTS, CARD):
+                folder = damaged(source, name, damage)
+                with pytest.raises(CheckpointError) as err:
+                    load(folder)
+                assert str(folder / name) in str(err.value), (name, damage.__name__, str(err.value))
+        folder = damaged(good, TRAINING_STATE, damage)
+        with pytest.raises(CheckpointError, match=TRAINING_STATE):
+            load_training_state(folder)
+
+    # A training state that would run code when unpickled is refused, and runs nothing.
+    marker = tmp_path / "planted-code-ran"
+    torch.save({"epoch": 1, "optimizer": _RunsCode(marker)}, good / TRAINING_STATE)
+    with pytest.raises(CheckpointError, match=f"{TRAINING_STATE}: refused"):
+        load_training_state(good)
+    assert not marker.exists()

@@ -47,3 +47,73 @@ def test_a_command_that_yaml_reads_as_a_mapping_is_refused():
     assert isinstance(broken["worker_start_ray_commands"][0], dict)
     with pytest.raises(jsonschema.ValidationError, match="is not of type 'string'"):
         validate_config(broken)
+
+
+def test_the_token_reaches_each_node_by_file_mount_and_ray_refuses_clients_without_it(cluster, tmp_path):
+    """No shared placeholder secret: the operator's token file is mounted to Ray's default
+    token path, setup stops without it, and a head started as cluster.yaml starts it
+    (RAY_AUTH_MODE=token) refuses a client without the token and lets one with it in."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from conftest import free_ports
+
+    text = (REPO_ROOT / "cluster.yaml").read_text()
+    assert "replace-with" not in text and "> ~/.ray/auth_token" not in text  # no token is made up on a node
+    assert cluster["file_mounts"]["/home/ubuntu/.ray/auth_token"] == ".ray-auth-token"
+    assert ".ray-auth-token" in cluster["rsync_exclude"]
+    assert ".ray-auth-token" in (REPO_ROOT / ".gitignore").read_text().split()
+
+    # The token setup commands, run for real on a "node" (a HOME) without the token, then with it.
+    home = tmp_path / "node"
+    home.mkdir()
+    token_setup = [c for c in cluster["setup_commands"] if "auth_token" in c]
+    env = {**os.environ, "HOME": str(home)}
+    missing = subprocess.run(["bash", "-ec", "\n".join(token_setup)], env=env, capture_output=True, text=True)
+    assert missing.returncode != 0 and "no Ray auth token" in missing.stderr, missing.stderr
+    token = os.urandom(32).hex()
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text(token)  # as file_mounts copies it
+    present = subprocess.run(["bash", "-ec", "\n".join(token_setup)], env=env, capture_output=True, text=True)
+    assert present.returncode == 0, present.stderr
+    assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
+
+    # A head as head_start_ray_commands starts it, finding the token where the mount put it.
+    gcs, dashboard, agent, client = free_ports(4)
+    bin_dir = Path(sys.executable).parent
+    head = subprocess.Popen(
+        [str(bin_dir / "ray"), "start", "--head", "--block", f"--port={gcs}", f"--dashboard-port={dashboard}",
+         f"--dashboard-agent-listen-port={agent}", f"--ray-client-server-port={client}", "--num-cpus=1",
+         "--include-dashboard=true", "--disable-usage-stats"],
+        env={**env, "RAY_AUTH_MODE": "token"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{dashboard}/api/jobs/"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                anonymous = requests.get(url, timeout=5)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, "the head did not come up"
+                time.sleep(1)
+        wrong = requests.get(url, headers={"Authorization": "Bearer " + "0" * 64}, timeout=5)
+        right = requests.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert (anonymous.status_code, wrong.status_code, right.status_code) == (401, 403, 200)
+        # A driver holding the token (as a client with RAY_AUTH_TOKEN_PATH) joins and runs a task.
+        token_file = tmp_path / "client-token"
+        token_file.write_text(token)
+        driver = subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{gcs}', log_to_driver=False); "
+             "print('answer', ray.get(ray.remote(lambda: 6 * 7).remote()))"],
+            env={**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "HOME": str(tmp_path),
+                 "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)},
+            capture_output=True, text=True, timeout=120)
+        assert "answer 42" in driver.stdout, driver.stderr[-2000:]
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait(timeout=60)

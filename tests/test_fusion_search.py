@@ -188,6 +188,20 @@ def test_optuna_dashboard_serves_the_study(sweep):
         dashboard.wait(timeout=10)
 
 
+def run_in_own_session(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose timeout kills the driver with the Ray node it started and
+    still shows what it printed (a bare TimeoutExpired shows nothing)."""
+    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{command} still running after {timeout} s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
 def terminated_trials(experiment_dir: Path) -> dict[str, str]:
     """trial id -> its folder, for the trials the last experiment snapshot calls TERMINATED."""
     states = sorted(experiment_dir.glob("experiment_state-*.json"))
@@ -232,8 +246,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_
     assert len(finished) < 16, "killed mid-sweep"
     before = {t: (experiment_dir / d / "result.json").stat() for t, d in finished.items()}
 
-    resumed = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                             timeout=600)
+    resumed = run_in_own_session(command + ["--resume"], env=env, timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "resuming the search" in resumed.stderr
     assert "search: 16 trials (0 errored)" in resumed.stdout
@@ -253,3 +266,28 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_
     changed = subprocess.run(command + ["--set", "fusion.search.space.lr=[1e-4,1e-2]"], cwd=REPO_ROOT, env=env,
                              capture_output=True, text=True, timeout=300)
     assert changed.returncode == 2 and "different space" in changed.stderr, changed.stderr[-2000:]
+
+
+def test_a_logit_cache_build_killed_mid_way_is_never_read_and_the_rerun_completes(backbones, tmp_path):
+    """SIGKILL of the fusion driver while Ray Data writes the logit cache: the staging
+    folder has no card, so nothing reads it; the next build completes and removes it."""
+    cfg = fusion_config(backbones, tmp_path, num_samples=2, max_concurrent_trials=2)
+    config = tmp_path / "fusion.yaml"
+    config.write_text(yaml.safe_dump({"ray": {"num_cpus": 2}, "fusion": cfg.model_dump(mode="json")}))
+    command = [sys.executable, "-m", "jobs.tune_fusion", "--config", str(config)]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cache_dir = Path(cfg.cache_dir)
+    driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not list(cache_dir.glob("*.staging/split=*/*.parquet")):
+        assert driver.poll() is None, "the job ended before it was killed"
+        assert time.monotonic() < deadline, "no cache file written within 180 s"
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert not list(cache_dir.glob("*/cache.json")), "a half-written cache looks complete"
+
+    cache, built = open_or_build(cfg)  # the rerun's first step, on this session's Ray
+    assert built and cache.load("test").video.shape[1] == 7
+    assert [p.name for p in cache_dir.iterdir()] == [cache.folder.name], "the killed build's staging folder is gone"

@@ -118,3 +118,41 @@ def test_job_submission_api_runs_a_job_to_succeeded(ray_head, demo_corpus, tmp_p
     assert "Connecting to existing Ray cluster" in logs  # the job joined the head, not a new node
     assert "[tiny] written in" in logs
     assert (out / "tiny" / "manifest.json").is_file()
+
+
+def test_a_preprocessing_job_killed_mid_write_leaves_nothing_readable_and_the_rerun_cleans_up(demo_corpus, tmp_path):
+    """SIGKILL of the driver (and the Ray node it started) while it writes shards: no
+    dataset appears, the half-written staging folder is never read, and the next run
+    completes and removes it."""
+    import signal
+    import time
+
+    from conftest import meld_dataset, preprocess_config
+
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.config import ConfigError
+
+    out = tmp_path / "shards"
+    cfg = preprocess_config(out, meld_dataset(demo_corpus / "meld", name="meld"))
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({"ray": {"num_cpus": 2}, "preprocess": cfg.model_dump(mode="json")}))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    command = [sys.executable, "-m", "jobs.preprocess", "--config", str(config)]
+    driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while not list(out.glob(".meld.partial-*/split=*/*.parquet")):  # mid-write: some shards, no manifest
+        assert driver.poll() is None, "the job ended before it was killed"
+        assert time.monotonic() < deadline, "no shard written within 180 s"
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait(timeout=30)
+    assert list(out.glob(".meld.partial-*")) and not (out / "meld").exists()
+    with pytest.raises(ConfigError, match="meld"):
+        ShardDataset.open(out / "meld")
+
+    rerun = run_job("jobs.preprocess", "--config", str(config))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "[meld] written in" in rerun.stdout
+    assert ShardDataset.open(out / "meld").label_names
+    assert sorted(p.name for p in out.iterdir()) == ["meld"], "the killed run's staging folder is gone"

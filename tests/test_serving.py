@@ -16,54 +16,19 @@ import torch
 import yaml
 from conftest import (
     REPO_ROOT,
+    demo_clip,
     free_ports,
-    image_dataset,
-    meld_dataset,
-    preprocess_config,
     ray_actors,
     save_backbone,
 )
 
 from deepfusion.artifacts.batches import model_batch_inputs
-from deepfusion.artifacts.checkpoint import CheckpointCard, read_card, save_fusion
-from deepfusion.artifacts.dataset import ShardDataset
-from deepfusion.config import ConfigError, validate_config
-from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
-from deepfusion.config.serving import ServeSection
-from deepfusion.models.fusion import EnhancedLateFusion
-from deepfusion.preprocess.datasets import preprocess
+from deepfusion.artifacts.checkpoint import read_card
+from deepfusion.config import ConfigError
+from deepfusion.config.architectures import MimamoConfig
 from deepfusion.serving.predictors import EmotionDecoder, EmotionPipeline, EmotionRequest, TextileClassifier
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-
-
-@pytest.fixture(scope="module")
-def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
-    root = tmp_path_factory.mktemp("serving")
-    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld"),
-                                 image_dataset(demo_corpus / "textile", name="textile")))
-    meld, textile = ShardDataset.open(root / "shards" / "meld"), ShardDataset.open(root / "shards" / "textile")
-    video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
-    audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
-    textile_ckpt = save_backbone(root / "textile", textile, TextileNetConfig(kind="textile", preset="cpu-small"), 2)
-    fusion = EnhancedLateFusion(7, video_weight=0.6)
-    with torch.no_grad():
-        fusion.bias.normal_(0, 0.1)
-    save_fusion(root / "fusion", fusion, CheckpointCard(
-        kind="enhanced_late_fusion", label_names=meld.label_names,
-        hyperparameters={"video_weight": 0.6, "dropout": 0.3},
-        backbones={"video_checkpoint": {"path": str(video), "sha256": read_card(video).content_hash},
-                   "audio_text_checkpoint": {"path": str(audio_text), "sha256": read_card(audio_text).content_hash}},
-        metrics={}, fusion_weights=[0.6, 0.4]))
-    return {"root": root, "meld": meld, "textile": textile, "demo": demo_corpus,
-            "cfg": validate_config(ServeSection, {
-                "video_checkpoint": str(video), "audio_text_checkpoint": str(audio_text),
-                "fusion_checkpoint": str(root / "fusion"), "textile_checkpoint": str(textile_ckpt),
-                "limits": {"max_upload_mb": 1, "max_text_chars": 200}})}
-
-
-def demo_clip(served) -> Path:
-    return sorted((served["demo"] / "meld" / "train").glob("*.mp4"))[0]
 
 
 def test_a_file_reaches_the_model_as_the_same_tensors_served_or_ingested(served):
