@@ -41,6 +41,10 @@ class RequestLimits(StrictModel):
     # counted while it arrives (a chunked upload is cut off at the limit). None: room for
     # two uploads of max_upload_mb and 1 MB of form fields.
     max_request_mb: float | None = Field(None, gt=0)
+    # A POST without Content-Length (chunked transfer) is refused with 411 before any of it is
+    # read: Serve's HTTP server buffers such a body in the replica even after the app has
+    # stopped reading it at the limit. False: accept it, cut off at max_request_mb.
+    require_content_length: bool = True
     max_text_chars: int = Field(2000, ge=1)
     # Caps on decoding an upload (frames, seconds, pixels, formats, wall clock): the same
     # model ingestion uses, so a file refused here is the file ingestion would quarantine.

@@ -180,7 +180,8 @@ class Ingress:
         self.image_types = image_types(self.limits.media.image_formats)
         # Read here, where the replica runs: the token never travels in the deployment's config.
         token = read_token(AuthSection(**auth)) if auth else None
-        RequestGuard.configure(token=token, max_body_bytes=self.limits.request_bytes)
+        RequestGuard.configure(token=token, max_body_bytes=self.limits.request_bytes,
+                               require_length=self.limits.require_content_length)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

@@ -58,14 +58,16 @@ def is_loopback(host: str) -> bool:
 
 
 class RequestGuard:
-    """ASGI middleware: 401 without the configured bearer token, 413 past the body limit."""
+    """ASGI middleware: 401 without the configured bearer token, 413 past the body limit,
+    411 for a body without a length (unless ``require_content_length`` is off)."""
 
     token: str | None = None
     max_body_bytes: int | None = None
+    require_length: bool = False
 
     @classmethod
-    def configure(cls, *, token: str | None, max_body_bytes: int) -> None:
-        cls.token, cls.max_body_bytes = token, max_body_bytes
+    def configure(cls, *, token: str | None, max_body_bytes: int, require_length: bool = True) -> None:
+        cls.token, cls.max_body_bytes, cls.require_length = token, max_body_bytes, require_length
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -84,6 +86,11 @@ class RequestGuard:
         if declared is not None and declared > self.max_body_bytes:
             # Answered from the headers alone: none of the body is read.
             return await too_large(self.max_body_bytes)(scope, receive, send)
+        if declared is None and self.require_length and scope["method"] in ("POST", "PUT", "PATCH"):
+            response = JSONResponse({"detail": {"field": "body", "limit": "serve.limits.require_content_length",
+                                                "error": "send the body with a Content-Length header "
+                                                         "(chunked uploads are not accepted)"}}, status_code=411)
+            return await response(scope, receive, send)
         await RequestBodyLimitMiddleware(self.app, self.max_body_bytes)(scope, receive, send)
 
     def _authorized(self, scope: Scope) -> bool:
