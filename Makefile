@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/train_throughput.py
 	$(PY) bench/fusion_sweep.py
 	$(PY) bench/serve_latency.py
+	$(PY) bench/hostile_input.py
 
 clean-work:
 	rm -rf work
