@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from deepfusion.config import MediaLimits
 from deepfusion.media import MediaError, MediaLimitExceeded
+from deepfusion.media.formats import HEAD_BYTES, IMAGE_FORMATS, sniff, sniff_file
 from deepfusion.media.limits import DEFAULT_LIMITS, over_limit
 
 
@@ -43,8 +44,13 @@ def decode_image(source: str | os.PathLike | bytes, limits: MediaLimits = DEFAUL
         raise MediaLimitExceeded(f"{name}: image size is over the limit of {limits.max_image_pixels:,} pixels "
                                  f"(limits.max_image_pixels)", "max_image_pixels") from None
     except UnidentifiedImageError:
-        raise MediaError(f"{name}: not an image of an accepted format "
-                         f"({', '.join(limits.image_formats)}; limits.image_formats)") from None
+        kind = sniff(source[:HEAD_BYTES]) if isinstance(source, bytes) else sniff_file(source)
+        if kind not in IMAGE_FORMATS:
+            raise MediaError(f"{name}: not a recognised image format") from None
+        if IMAGE_FORMATS[kind] not in limits.image_formats:
+            raise MediaError(f"{name}: a {kind} image; accepted formats are {', '.join(limits.image_formats)} "
+                             f"(limits.image_formats)") from None
+        raise MediaError(f"{name}: corrupt {kind} image (its header cannot be read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:  # PIL reports truncation as OSError
         raise MediaError(f"{name}: corrupt or truncated image ({err})") from None
     array = np.asarray(rgb, dtype=np.uint8)
