@@ -24,21 +24,18 @@ import asyncio
 import logging
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exception_handlers import http_exception_handler
 from ray import serve
-from ray.exceptions import RayActorError, RayError
-from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config.serving import AuthSection, DeploymentSection, RequestLimits, ServeSection
-from deepfusion.media import DecodeTimeout, MediaError, MediaLimitExceeded
-from deepfusion.media.formats import HEAD_BYTES, IMAGE_FORMATS, sniff
+from deepfusion.media import DecodeTimeout, MediaError
+from deepfusion.serving.answers import bad_request, internal_error, media_failure, model_call
 from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
 from deepfusion.serving.predictors import (
     EmotionDecoder,
@@ -49,71 +46,17 @@ from deepfusion.serving.predictors import (
     image_row,
     parse_context,
 )
+from deepfusion.serving.uploads import AUDIO_TYPES, VIDEO_TYPES, image_types, read_upload, save_upload
 
 api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
               version="0.1.0")
 api.add_middleware(RequestGuard)
-log = logging.getLogger("ray.serve")
-
-# Declared content type -> the formats (by magic bytes, ``media.formats``) it may hold.
-VIDEO_TYPES = {"video/mp4": {"mp4"}}
-AUDIO_TYPES = dict.fromkeys(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"), {"wav"})
-CHUNK_BYTES = 1024 * 1024
-
-
-def image_types(formats: tuple[str, ...]) -> dict[str, set[str]]:
-    """The image content types for ``limits.media.image_formats`` (PIL's format names)."""
-    return {f"image/{kind}": {kind} for kind, name in IMAGE_FORMATS.items() if name in formats}
-
-
-def bad_request(status: int, field: str, message: str, **extra) -> HTTPException:
-    return HTTPException(status_code=status, detail={"field": field, "error": message, **extra})
-
-
-def media_failure(err: MediaError, field: str, folder: str | None = None) -> HTTPException:
-    """A decoder's refusal as an answer: 413 over a limit (naming it), 504 past the decoding
-    deadline, 422 for a file that is not what it claims to be."""
-    message = str(err).replace(folder + "/", "") if folder else str(err)
-    if isinstance(err, MediaLimitExceeded):
-        return bad_request(413, field, message, limit=f"serve.limits.media.{err.limit}")
-    if isinstance(err, DecodeTimeout):
-        return bad_request(504, field, message, limit="serve.limits.media.decode_timeout_s")
-    return bad_request(422, field, message)
-
-
-def internal_error(where: str, err: BaseException, request: Request) -> HTTPException:
-    """A failure of ours: logged with its traceback under a request id the client gets."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    log.error("request %s: %s failed", request_id, where, exc_info=err)
-    return HTTPException(status_code=500, detail={
-        "error": f"internal error in {where}; the server log has the details under this request id",
-        "request_id": request_id})
-
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException):
     if exc.status_code == 413 and exc.detail == "Content Too Large":  # Starlette's body limit, mid-body
         return too_large(RequestGuard.max_body_bytes)
     return await http_exception_handler(request, exc)
-
-
-async def model_call(deployment: str, response):
-    """Await a model deployment's answer. A replica that dies with the request in flight
-    (the controller starts a replacement), a full queue, or an error raised in the model
-    is a 503 the client may retry, never a 500 or a traceback."""
-    try:
-        return await response
-    except (RayActorError, BackPressureError, RayError) as err:
-        log.warning("a %s replica failed a request: %s", deployment, type(err).__name__)
-        if isinstance(err, RayActorError):
-            what = "the replica handling this request died; Serve is replacing it"
-        elif isinstance(err, BackPressureError):
-            what = "its queue is full"
-        else:
-            what = "it failed this request"
-        raise HTTPException(status_code=503, headers={"Retry-After": "1"}, detail={
-            "deployment": deployment, "retryable": True,
-            "error": f"the {deployment} deployment could not answer ({what}); retry"}) from None
 
 
 # Defined above the deployments: Serve pickles them when they are declared, with the
@@ -216,8 +159,8 @@ class Ingress:
             raise bad_request(422, "video", "nothing to recognise: send a video, an audio file or a text")
         # Removed on the way out, whatever happens (a refused upload, a failed decode).
         with tempfile.TemporaryDirectory(prefix="deepfusion_") as folder:
-            video_path = await self._save(video, "video", VIDEO_TYPES, Path(folder) / "video.mp4")
-            audio_path = await self._save(audio, "audio", AUDIO_TYPES, Path(folder) / "audio.wav")
+            video_path = await save_upload(video, "video", VIDEO_TYPES, Path(folder) / "video.mp4", self.limits)
+            audio_path = await save_upload(audio, "audio", AUDIO_TYPES, Path(folder) / "audio.wav", self.limits)
             emotion_request = EmotionRequest(video_path=video_path, audio_path=audio_path, text=text,
                                              speaker=speaker, gender=gender, age=age, context=turns)
             try:
@@ -242,7 +185,7 @@ class Ingress:
         if self.textile is None:
             raise bad_request(404, "image", "no textile classifier is deployed (serve.textile_checkpoint)")
         started = time.perf_counter()
-        data = await self._read(image, "image", self.image_types)
+        data = await read_upload(image, "image", self.image_types, self.limits)
         try:
             row = await self._decode(request, image_row, data, self.textile_image_size, self.limits.media)
         except MediaError as err:
@@ -278,51 +221,6 @@ class Ingress:
         started = time.perf_counter()
         logits = await model_call(deployment, handle.logits.remote(row))
         return logits, _ms(started, time.perf_counter())
-
-    @staticmethod
-    def _check_type(upload: UploadFile, field: str, types: dict[str, set[str]]) -> None:
-        if upload.content_type not in types:
-            raise bad_request(415, field, f"content type {upload.content_type!r}; expected one of {sorted(types)}")
-
-    @staticmethod
-    def _check_magic(head: bytes, upload: UploadFile, field: str, types: dict[str, set[str]]) -> None:
-        kind = sniff(head)
-        if kind not in types[upload.content_type]:
-            raise bad_request(415, field, f"declared {upload.content_type}, but the file's bytes are "
-                                          f"{kind or 'of no known format'}")
-
-    async def _read(self, upload: UploadFile, field: str, types: dict[str, set[str]]) -> bytes:
-        """A small upload (an image) as bytes: read once, at most the limit plus one byte."""
-        self._check_type(upload, field, types)
-        limit = self.limits.upload_bytes
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise bad_request(413, field, f"larger than the {self.limits.max_upload_mb:g} MB limit",
-                              limit="serve.limits.max_upload_mb")
-        if not data:
-            raise bad_request(422, field, "empty file")
-        self._check_magic(data[:HEAD_BYTES], upload, field, types)
-        return data
-
-    async def _save(self, upload: UploadFile | None, field: str, types: dict[str, set[str]],
-                    path: Path) -> str | None:
-        """An upload copied to ``path`` chunk by chunk: never whole in memory, cut off at the limit."""
-        if upload is None:
-            return None
-        self._check_type(upload, field, types)
-        size, head = 0, b""
-        with open(path, "wb") as out:
-            while chunk := await upload.read(CHUNK_BYTES):
-                size += len(chunk)
-                if size > self.limits.upload_bytes:
-                    raise bad_request(413, field, f"larger than the {self.limits.max_upload_mb:g} MB limit",
-                                      limit="serve.limits.max_upload_mb")
-                head = head or chunk[:HEAD_BYTES]
-                out.write(chunk)
-        if size == 0:
-            raise bad_request(422, field, "empty file")
-        self._check_magic(head, upload, field, types)
-        return str(path)
 
 
 def _options(section: DeploymentSection, name: str) -> dict:
