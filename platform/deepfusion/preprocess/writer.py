@@ -55,20 +55,17 @@ def staging_dir(out_dir: Path) -> Path:
     return staging
 
 
-def remove_leftovers(out_dir: Path) -> list[Path]:
+def remove_leftovers(out_dir: Path) -> None:
     """Delete ``.<name>.partial-<pid>`` and ``.<name>.old-<pid>`` folders of processes that
     are gone (a job killed mid-write); a live process's folder on this machine is left to it.
     Readers never look at these folders: a dataset is only ``out_dir`` with its manifest."""
     out_dir = Path(out_dir)
-    removed = []
     for kind in ("partial", "old"):
         for folder in out_dir.parent.glob(f".{out_dir.name}.{kind}-*"):
             pid = folder.name.rsplit("-", 1)[1]
             if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
                 continue
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-    return removed
 
 
 def _alive(pid: int) -> bool:

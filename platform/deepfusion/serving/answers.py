@@ -38,7 +38,6 @@ def internal_error(where: str, err: BaseException, request: Request) -> HTTPExce
         "request_id": request_id})
 
 
-
 async def model_call(deployment: str, response):
     """Await a model deployment's answer. A replica that dies with the request in flight
     (the controller starts a replacement), a full queue, or an error raised in the model

@@ -16,6 +16,7 @@ import logging
 import os
 from pathlib import Path
 
+from starlette.datastructures import Headers
 from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -75,44 +76,32 @@ class RequestGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if self.token is not None and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
-            response = JSONResponse({"detail": {"field": "authorization",
-                                                "error": "missing or wrong bearer token"}},
-                                    status_code=401, headers={"WWW-Authenticate": "Bearer"})
-            return await response(scope, receive, send)
+        headers = Headers(scope=scope)
+        if self.token is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+            return await refusal(401, "authorization", "missing or wrong bearer token",
+                                 headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
         if self.max_body_bytes is None:
             return await self.app(scope, receive, send)
-        declared = _content_length(scope)
-        if declared is not None and declared > self.max_body_bytes:
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             # Answered from the headers alone: none of the body is read.
             return await too_large(self.max_body_bytes)(scope, receive, send)
         if declared is None and self.require_length and scope["method"] in ("POST", "PUT", "PATCH"):
-            response = JSONResponse({"detail": {"field": "body", "limit": "serve.limits.require_content_length",
-                                                "error": "send the body with a Content-Length header "
-                                                         "(chunked uploads are not accepted)"}}, status_code=411)
-            return await response(scope, receive, send)
+            return await refusal(411, "body", "send the body with a Content-Length header (chunked uploads "
+                                 "are not accepted)", limit="serve.limits.require_content_length")(scope, receive, send)
         await RequestBodyLimitMiddleware(self.app, self.max_body_bytes)(scope, receive, send)
 
-    def _authorized(self, scope: Scope) -> bool:
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                scheme, _, credential = value.decode("latin-1").partition(" ")
-                return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(),
-                                                                          self.token.encode())
-        return False
+    def _authorized(self, headers: Headers) -> bool:
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self.token.encode())
+
+
+def refusal(status: int, field: str, error: str, headers: dict | None = None, **extra) -> JSONResponse:
+    """The app's error body (``{"detail": {"field", "error", ...}}``) for an answer given
+    before FastAPI sees the request."""
+    return JSONResponse({"detail": {"field": field, "error": error, **extra}}, status_code=status, headers=headers)
 
 
 def too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"detail": {"field": "body", "limit": "serve.limits.max_request_mb",
-                                    "error": f"the request body is over the limit of {limit:,} bytes"}},
-                        status_code=413)
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    return refusal(413, "body", f"the request body is over the limit of {limit:,} bytes",
+                   limit="serve.limits.max_request_mb")
