@@ -5,7 +5,7 @@
 Deploys the application of ``configs/serve.yaml`` on a local Ray, then POSTs demo MELD
 utterances (mp4 + transcript + speaker) to ``/v1/emotion``: p50/p95/p99 latency and
 throughput per concurrency, and the per-stage breakdown the responses report beside the
-methodology's budget. The same utterances first go through ``EmotionPipeline`` in this
+methodology's budget. The same utterances first go through ``EmotionRecognizer`` in this
 process (decode -> MIMAMO -> LSTM -> fusion, no Ray, no HTTP), so the Serve overhead is
 measured in the same run. Ray starts in Serve's throughput-optimized mode, as every node
 deepfusion starts (``deepfusion.ray_runtime.SERVE_ENVIRONMENT``). The last line is one JSON object.
@@ -92,16 +92,17 @@ def main() -> int:
         sys.exit(f"no mp4 utterances under {args.meld}; run `make demo` first")
 
     # The baseline first, on a quiet machine: no Ray yet, nothing shutting down.
-    from deepfusion.serving.predictors import EmotionPipeline, EmotionRequest
+    from deepfusion.inference.emotion import EmotionRecognizer
 
-    pipeline = EmotionPipeline(cfg.video_checkpoint, cfg.audio_text_checkpoint, cfg.fusion_checkpoint)
-    requests_ = [EmotionRequest(video_path=str(s["video"]), text=s["text"], speaker=s["speaker"]) for s in samples]
+    pipeline = EmotionRecognizer(video_checkpoint=cfg.video_checkpoint, audio_text_checkpoint=cfg.audio_text_checkpoint,
+                                 fusion_checkpoint=cfg.fusion_checkpoint)
+    requests_ = [{"video": str(s["video"]), "text": s["text"], "speaker": s["speaker"]} for s in samples]
     for request in requests_[:8]:
-        pipeline.predict(request)
+        pipeline.predict(**request)
     inprocess = []
     for i in range(args.requests):
         started = time.perf_counter()
-        pipeline.predict(requests_[i % len(requests_)])
+        pipeline.predict(**requests_[i % len(requests_)])
         inprocess.append(1000 * (time.perf_counter() - started))
     in_p50 = float(np.percentile(inprocess, 50))
     print(f"in-process pipeline: p50 {in_p50:.1f} ms (same utterances, one process, sequential)", flush=True)

@@ -175,8 +175,8 @@ def test_dialogue_context_is_the_previous_turns_and_serving_builds_the_same_ids(
     """text.context_turns: 2 puts "speaker: text" of the two previous utterances (most
     recent first) in the second segment; the csv's row order does not matter; a request
     that sends the same dialogue so far gets the very same token ids."""
+    from deepfusion.inference.emotion import EmotionDecoder, EmotionRequest
     from deepfusion.media.text import load_tokenizer
-    from deepfusion.serving.predictors import EmotionDecoder, EmotionRequest
 
     root = tmp_path / "meld"
     shutil.copytree(demo_corpus / "meld", root)

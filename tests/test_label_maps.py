@@ -77,8 +77,8 @@ def test_the_logit_cache_refuses_a_backbone_with_another_class_order(meld, tmp_p
 
 def test_serving_refuses_a_fusion_model_with_another_class_order(meld):
     from deepfusion.artifacts.checkpoint import CheckpointCard, read_card, save_fusion
+    from deepfusion.inference.emotion import FusionModel, check_servable
     from deepfusion.models.fusion import EnhancedLateFusion
-    from deepfusion.serving.predictors import FusionModel, check_servable
 
     video, audio_text = read_card(meld["video"]), read_card(meld["audio_text"])
     folder = meld["root"] / "fusion_swapped"

@@ -5,6 +5,7 @@ dialogue context a model trained with ``text.context_turns`` reads."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,29 @@ def tokenize(name: str, texts: list[str], max_length: int, contexts: list[str] |
     # go first, and an utterance keeps its words unless it alone fills the budget.
     tokenizer.enable_truncation(max_length, strategy="longest_first")
     return [np.asarray(e.ids, dtype=np.int32) for e in tokenizer.encode_batch(list(zip(texts, contexts)))]
+
+
+MAX_CONTEXT_TURNS = 50
+
+
+def parse_context(raw: str, max_chars: int) -> tuple[tuple[str, str], ...]:
+    """A dialogue context as JSON: a list of ``{"speaker": ..., "text": ...}``, oldest
+    first (the HTTP ``context`` field and a manifest's ``context`` column). Raises
+    ``ValueError`` saying what is wrong."""
+    if not raw.strip():
+        return ()
+    try:
+        turns = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON ({err.msg} at character {err.pos})") from None
+    if not isinstance(turns, list) or len(turns) > MAX_CONTEXT_TURNS:
+        raise ValueError(f"expected a JSON list of at most {MAX_CONTEXT_TURNS} turns")
+    parsed = []
+    for i, turn in enumerate(turns):
+        if not (isinstance(turn, dict) and isinstance(turn.get("text"), str)
+                and isinstance(turn.get("speaker", ""), str)):
+            raise ValueError(f"turn {i}: expected {{\"speaker\": str, \"text\": str}}, got {turn!r:.80}")
+        if len(turn["text"]) > max_chars:
+            raise ValueError(f"turn {i}: {len(turn['text'])} characters; the limit is {max_chars}")
+        parsed.append((turn.get("speaker", ""), turn["text"]))
+    return tuple(parsed)

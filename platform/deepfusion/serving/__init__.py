@@ -1,4 +1,4 @@
-"""Serving: the plain predictors (``predictors``) and the Ray Serve application (``app``).
+"""Serving: the Ray Serve application (``app``) over ``deepfusion.inference``.
 
 Importing this package changes nothing. Serve's throughput-optimized mode must be in the
 environment before ``ray.serve`` is imported (Serve reads it at import, and the handles

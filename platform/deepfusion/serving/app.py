@@ -32,24 +32,25 @@ from fastapi.exception_handlers import http_exception_handler
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deepfusion import __version__
 from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config.serving import AuthSection, DeploymentSection, RequestLimits, ServeSection
-from deepfusion.media import DecodeTimeout, MediaError
-from deepfusion.serving.answers import bad_request, internal_error, media_failure, model_call
-from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
-from deepfusion.serving.predictors import (
+from deepfusion.inference.emotion import (
     EmotionDecoder,
     EmotionRequest,
     FusionModel,
-    TextileClassifier,
     check_servable,
-    image_row,
-    parse_context,
+    modalities,
 )
+from deepfusion.inference.textile import TextileClassifier, image_row
+from deepfusion.media import DecodeTimeout, MediaError
+from deepfusion.media.text import parse_context
+from deepfusion.serving.answers import bad_request, internal_error, media_failure, model_call
+from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
 from deepfusion.serving.uploads import AUDIO_TYPES, VIDEO_TYPES, image_types, read_upload, save_upload
 
 api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
-              version="0.1.0")
+              version=__version__)
 api.add_middleware(RequestGuard)
 
 @api.exception_handler(StarletteHTTPException)
@@ -174,7 +175,7 @@ class Ingress:
         result = await model_call("fusion", self.fusion.explain.remote(video_logits, audio_text_logits))
         done = time.perf_counter()
         return result | {
-            "modalities": {"video": row["has_video"], "audio": row["has_audio"], "text": row["has_text"]},
+            "modalities": modalities(row),
             "latency_ms": {"preprocess": _ms(started, decoded), "video": video_ms, "audio_text": audio_text_ms,
                            "fusion": _ms(fused, done), "total": _ms(started, done)},
         }
@@ -280,7 +281,10 @@ def app_builder(args: dict):
     """The entry point named in ``serve/config.yaml`` (``serve run`` / ``serve deploy``).
 
     ``args.config``: the experiment YAML whose ``serve`` section names the checkpoints and
-    deployment sizes; ``args.set``: overrides, as ``--set`` takes them.
+    deployment sizes; ``args.set``: overrides, as ``--set`` takes them; ``args.workdir``:
+    the folder ``config`` and the paths in it are relative to (default: the folder Serve
+    builds the app in, which under ``serve deploy`` is not the caller's: ``deepfusion
+    serve --write-serve-config`` writes a file with both absolute).
     """
     from deepfusion.config import load_config
     from deepfusion.ray_runtime import use_serve_environment
@@ -289,4 +293,5 @@ def app_builder(args: dict):
     config = args.get("config", "configs/serve.yaml")
     overrides = args.get("set", [])
     overrides = [overrides] if isinstance(overrides, str) else list(overrides)
-    return build_app(load_config(config, overrides).require("serve", config))
+    workdir = args.get("workdir")
+    return build_app(load_config(config, overrides, base=Path(workdir) if workdir else None).require("serve", config))
