@@ -84,6 +84,56 @@ def speaker_disjoint_split(
     return _assign_speakers(_clips_per_speaker(speaker_of, group_of), targets, seed)
 
 
+def stratified_split(labels: list[str], ratios: SplitRatios, seed: int) -> list[str]:
+    """A split per item, drawn per label: each label's items are shuffled (seeded) and cut
+    at its own val and test counts (half up), so every split has each label's share."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
+    split_of = [""] * len(labels)
+    for label in sorted(by_label):
+        items = by_label[label]
+        random.Random(f"{seed}/{label}").shuffle(items)
+        val = math.floor(len(items) * ratios.val + 0.5)
+        test = math.floor(len(items) * ratios.test + 0.5)
+        for k, i in enumerate(items):
+            split_of[i] = "val" if k < val else "test" if k < val + test else "train"
+    return split_of
+
+
+def stratified_speaker_split(speaker_of: list[str], label_of: list[str], ratios: SplitRatios,
+                             seed: int) -> dict[str, str]:
+    """Whole speakers to splits (no speaker in two), keeping each label's share per split
+    as near the ratios as speakers allow: speakers, largest first (ties in seeded order),
+    go to the split whose per-label shortfall they fill best, else the one furthest
+    below its share. Returns ``{speaker: split}``."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for speaker, label in zip(speaker_of, label_of):
+        counts[speaker][label] += 1
+    label_totals: dict[str, int] = defaultdict(int)
+    for label in label_of:
+        label_totals[label] += 1
+    share = {"train": ratios.train, "val": ratios.val, "test": ratios.test}
+    filled = {s: defaultdict(int) for s in SPLITS}
+    speakers = sorted(counts)
+    random.Random(f"{seed}/speakers").shuffle(speakers)
+    speakers.sort(key=lambda s: -sum(counts[s].values()))  # stable: the shuffle breaks ties
+    assignment: dict[str, str] = {}
+
+    def gain(speaker: str, split: str) -> tuple[float, float, bool]:
+        fills = sum(min(n, max(0.0, share[split] * label_totals[label] - filled[split][label]))
+                    for label, n in counts[speaker].items())
+        room = share[split] * len(label_of) - sum(filled[split].values())
+        return fills, room, split == "train"
+
+    for speaker in speakers:
+        split = max(SPLITS, key=lambda s: gain(speaker, s))  # noqa: B023 - used at once, in this iteration
+        assignment[speaker] = split
+        for label, n in counts[speaker].items():
+            filled[split][label] += n
+    return assignment
+
+
 def speaker_fold_split(
     speaker_of: list[str], group_of: list[str], folds: SpeakerFolds, ratios: SplitRatios, seed: int
 ) -> dict[str, str]:

@@ -24,11 +24,13 @@ from deepfusion.config.experiment import ExperimentConfig
 from deepfusion.config.fusion import FusionConfig, FusionTraining, SearchSection, SearchSpace
 from deepfusion.config.loading import apply_override, load_config, validate_config
 from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
+from deepfusion.config.predict import ModelActors, PredictSection
 from deepfusion.config.preprocess import (
     AudioConfig,
     AugmentConfig,
     DatasetConfig,
     ImageFolderDataset,
+    ManifestDataset,
     MediaLimits,
     MeldDataset,
     PreprocessConfig,
@@ -43,8 +45,8 @@ from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, Tra
 __all__ = [
     "AudioConfig", "AudioEncoderConfig", "AugmentConfig", "ConfigError", "DataResources", "DatasetConfig",
     "DemoDataConfig", "ExperimentConfig", "FusionConfig", "FusionTraining", "ImageBackboneConfig",
-    "ImageFolderDataset", "MediaLimits", "MeldDataset", "MimamoConfig", "ModelConfig", "MultimodalLSTMConfig",
-    "OptimConfig",
+    "ImageFolderDataset", "ManifestDataset", "MediaLimits", "MeldDataset", "MimamoConfig", "ModelActors",
+    "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PredictSection",
     "PipelineConfig", "PreprocessConfig", "RayConfig", "RunSection", "ScalingSection", "SearchSection",
     "SearchSpace", "ServeStage", "SpeakerEncoderConfig", "SpeechDataset", "StageFile", "SplitRatios",
     "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig", "TrainConfig", "VideoConfig",

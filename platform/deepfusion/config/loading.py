@@ -74,24 +74,30 @@ def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid configuration"]
     for e in err.errors():
         # Drop the discriminator tag pydantic inserts into union locations.
-        loc = ".".join(str(p) for p in e["loc"] if p not in ("image_folder", "meld", "speech"))
+        loc = ".".join(str(p) for p in e["loc"] if p not in ("image_folder", "meld", "speech", "manifest"))
         value = e.get("input")
         shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
         lines.append(f"  {loc or '<root>'}: {e['msg']}{shown}")
     return "\n".join(lines)
 
 
-def validate_config(model: type[ModelT], data: Any, source: str = "<config>") -> ModelT:
+def validate_config(model: type[ModelT], data: Any, source: str = "<config>", base: Path | None = None) -> ModelT:
+    """``base``: the folder relative paths resolve in (default: the current one)."""
     try:
-        return model.model_validate(_expand_env(data))
+        return model.model_validate(_expand_env(data), context={"base": base})
     except ValidationError as err:
         raise ConfigError(_format_errors(source, err)) from None
 
 
 def load_config(
-    path: str | os.PathLike, overrides: list[str] = (), model: type[ModelT] = ExperimentConfig
+    path: str | os.PathLike, overrides: list[str] = (), model: type[ModelT] = ExperimentConfig,
+    base: Path | None = None,
 ) -> ModelT:
+    """``base``: the folder the config's relative paths (and a relative ``path``) resolve
+    in; default: the current one."""
     path = Path(path)
+    if base is not None and not path.is_absolute():
+        path = Path(base) / path
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -102,4 +108,4 @@ def load_config(
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     for assignment in overrides:
         apply_override(data, assignment)
-    return validate_config(model, data, source=str(path))
+    return validate_config(model, data, source=str(path), base=base)

@@ -170,8 +170,36 @@ class SpeechDataset(StrictModel):
         return self
 
 
+class ManifestDataset(StrictModel):
+    """Any corpus, described by one table (``.csv``, ``.jsonl`` or ``.parquet``): a row per
+    sample with ``sample_id`` and any of ``video``, ``audio``, ``text``; optional
+    ``speaker``, ``gender``, ``age``, ``context`` (or ``dialogue_id`` + ``turn``), ``label``
+    and ``split``. Media paths are relative to the table's folder. See datasets/manifest.md."""
+
+    kind: Literal["manifest"]
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    manifest: WorkPath
+    # dataset label -> task emotion; a label missing here is quarantined, never guessed.
+    label_map: dict[str, str] = {emotion: emotion for emotion in EMOTIONS}
+    # Used when the table has no ``split`` column: drawn per label (stratified) and, when
+    # every row names its speaker, by whole speakers (no voice in two splits), seeded.
+    split: SplitRatios = SplitRatios()
+    seed: int = 0
+    video: VideoConfig = VideoConfig()
+    audio: AudioConfig = AudioConfig()
+    text: TextConfig = TextConfig()
+    limits: MediaLimits = MediaLimits()
+
+    @model_validator(mode="after")
+    def _targets_are_emotions(self) -> ManifestDataset:
+        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
+        if bad:
+            raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
+        return self
+
+
 DatasetConfig = Annotated[
-    ImageFolderDataset | MeldDataset | SpeechDataset, Field(discriminator="kind")
+    ImageFolderDataset | MeldDataset | SpeechDataset | ManifestDataset, Field(discriminator="kind")
 ]
 
 

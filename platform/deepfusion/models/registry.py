@@ -37,9 +37,10 @@ MODELS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
     ModelSpec("textile", TextileNetConfig, "deepfusion.models.textile:TextilePollutionNet", "textile",
               ("image_folder",), lambda cfg: {"image": True}),
     ModelSpec("mimamo", MimamoConfig, "deepfusion.models.mimamo:MimamoNet", "emotion",
-              ("meld",), lambda cfg: {"text": cfg.use_text, "video": True, "audio": False}),
+              ("meld", "manifest"), lambda cfg: {"text": cfg.use_text, "video": True, "audio": False}),
     ModelSpec("multimodal_lstm", MultimodalLSTMConfig, "deepfusion.models.multimodal_lstm:MultimodalLSTM", "emotion",
-              ("meld", "speech"), lambda cfg: {"text": cfg.use_text, "video": False, "audio": cfg.use_audio}),
+              ("meld", "speech", "manifest"),
+              lambda cfg: {"text": cfg.use_text, "video": False, "audio": cfg.use_audio}),
 )}
 
 # The fusion heads over the two emotion backbones' logits (``models.fusion``).

@@ -8,11 +8,12 @@ from pathlib import Path
 import ray.data
 
 from deepfusion.artifacts.shards import EMOTION_SCHEMA
-from deepfusion.config import DataResources, MeldDataset, SpeechDataset, VideoConfig
+from deepfusion.config import DataResources, ManifestDataset, MeldDataset, SpeechDataset, VideoConfig
 from deepfusion.labels import EMOTIONS, LabelMap
 from deepfusion.preprocess.emotion_rows import EmotionRowDecoder
 from deepfusion.preprocess.quarantine import collect, remote_quarantine_log
 from deepfusion.preprocess.writer import write_shards
+from deepfusion.sources.manifest import scan_manifest
 from deepfusion.sources.meld import scan_meld
 from deepfusion.sources.speech import scan_speech
 
@@ -27,12 +28,16 @@ def speaker_vocabulary(records: list[dict]) -> dict[str, int]:
     return {speaker: i + 1 for i, speaker in enumerate(ordered)}
 
 
-def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, staging: Path,
+def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, data: DataResources, staging: Path,
                          speakers: dict[str, int] | None = None):
     """``speakers``: a trained model's speaker ids (evaluating it on new data); by default
     the vocabulary of this dataset's train split."""
+    layout = {}
     if isinstance(cfg, MeldDataset):
         records, quarantined = scan_meld(cfg)
+        video = cfg.video
+    elif isinstance(cfg, ManifestDataset):
+        records, quarantined, layout = scan_manifest(cfg)
         video = cfg.video
     else:
         records, quarantined = scan_speech(cfg)
@@ -55,5 +60,6 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset, data: DataResources, 
         "video": {"num_frames": video.num_frames, "frame_size": video.frame_size},
         "audio": cfg.audio.model_dump(),
         "text": cfg.text.model_dump(),
+        **layout,
     }
     return counts, shards, quarantined + collect(quarantine_log), extra

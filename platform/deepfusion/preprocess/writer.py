@@ -27,8 +27,9 @@ from deepfusion.splits import SPLITS
 
 
 def dataset_freshness(dataset_config) -> dict | None:
-    """The freshness record of a dataset's shards; None when its source is not a folder."""
-    root = Path(dataset_config.root)
+    """The freshness record of a dataset's shards; None when its source is not a folder.
+    A manifest's source is the folder of its table (the media beside and below it)."""
+    root = Path(dataset_config.root) if hasattr(dataset_config, "root") else Path(dataset_config.manifest).parent
     if not root.is_dir():
         return None
     return freshness_record({"schema_version": SCHEMA_VERSION, "dataset": dataset_config.model_dump(mode="json")},
