@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/fusion_sweep.py
 	$(PY) bench/serve_latency.py
 	$(PY) bench/hostile_input.py
+	$(PY) bench/batch_predict.py
 
 clean-work:
 	rm -rf work

@@ -1,14 +1,16 @@
-"""Evaluate a trained emotion model on a MELD-layout csv it has never seen.
+"""Evaluate a trained model on labeled data it has never seen.
 
-    python -m jobs.evaluate --checkpoint work/runs/meld_text_lstm/best --data ../shared/data/meld/dev_sent_emo.csv
-        [--media DIR] [--out DIR] [--config configs/x.yaml]
+    deepfusion evaluate --checkpoint work/runs/meld_text_lstm/best --data ../shared/data/meld/dev_sent_emo.csv
+    deepfusion evaluate --checkpoint work/fusion/best --data my_corpus/manifest.csv
+    deepfusion evaluate --checkpoint work/runs/textile/best --data photos/     # <class>/*.jpg
 
-The csv is decoded exactly as the model's training data was (settings and speaker ids
-from the checkpoint) into Parquet shards under ``--out``; rows that fail MELD's checks
-are quarantined and counted. Prints accuracy, weighted F1 and per-class F1 and writes
-``<csv stem>_metrics.json`` and ``<csv stem>_confusion.png`` to ``--out`` (default:
-``evaluation/<csv stem>`` beside the checkpoint). ``--media``: the folder of the csv's
-``dia{D}_utt{U}.mp4`` files; without it the rows are text-only.
+--data: a manifest with a label column (datasets/manifest.md), a MELD csv (--media: the
+folder of its dia{D}_utt{U}.mp4; without it the rows are text-only), a speech MANIFEST.csv
+(or its folder), or an image folder with one sub-folder per class. The samples are
+decoded exactly as the model's training data was (settings and speaker ids from the
+checkpoint); bad ones are quarantined and counted. Prints accuracy, weighted and macro
+F1 and per-class F1 and writes <data>_metrics.json, <data>_confusion.png and the
+predictions to --out (default: evaluation/<data> beside the checkpoint).
 """
 
 from __future__ import annotations
@@ -16,43 +18,40 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepfusion.config import RayConfig, load_config
-from deepfusion.config.resources import DataResources
+from deepfusion.config import PredictSection, RayConfig, load_config
 from deepfusion.ray_runtime import connect
 from jobs._cli import run_job
+from jobs.predict import summary_line
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint folder (jobs.train's best/)")
-    parser.add_argument("--data", required=True, type=Path, help="a MELD-layout csv (Utterance, Speaker, Emotion, ...)")
-    parser.add_argument("--media", type=Path, help="folder with the csv's dia{D}_utt{U}.mp4 (+ .wav)")
-    parser.add_argument("--out", type=Path, help="output folder (default: evaluation/<csv stem> beside the checkpoint)")
-    parser.add_argument("--config", help="an experiment YAML whose ray: and preprocess.data: sections to use")
+    parser.add_argument("--data", required=True, type=Path, help="labeled data: manifest, MELD csv, speech, images")
+    parser.add_argument("--media", type=Path, help="a MELD csv's folder of dia{D}_utt{U}.mp4 (+ .wav)")
+    parser.add_argument("--out", type=Path, help="output folder (default: evaluation/<data> beside the checkpoint)")
+    parser.add_argument("--config", help="an experiment YAML whose ray: and predict: sections to use")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of --config")
     args = parser.parse_args()
-    ray_cfg, resources = RayConfig(), DataResources()
+    ray_cfg, cfg = RayConfig(), PredictSection()
     if args.config:
-        experiment = load_config(args.config)
-        ray_cfg = experiment.ray
-        resources = experiment.preprocess.data if experiment.preprocess else resources
+        experiment = load_config(args.config, args.overrides)
+        ray_cfg, cfg = experiment.ray, experiment.predict or PredictSection()
     from deepfusion.artifacts.checkpoint import read_card
 
     read_card(args.checkpoint)  # not a checkpoint: say so before starting Ray
     out = args.out or args.checkpoint.resolve().parent / "evaluation" / args.data.stem
     connect(ray_cfg)
+    from deepfusion.evaluation.report import metrics_lines
     from deepfusion.workflows.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, args.data, out, media_dir=args.media, resources=resources)
+    result = evaluate(args.checkpoint, args.data, out, media_dir=args.media, cfg=cfg)
     m = result.evaluation.metrics
-    print(f"{args.checkpoint} on {args.data} (n={m['num_samples']}; {result.media}; "
-          f"{result.quarantined} quarantined{f', see {result.quarantine_path}' if result.quarantine_path else ''})")
+    print(summary_line(args.checkpoint, args.data, result) + f"; labeled n={m['num_samples']}")
     if result.unavailable:
-        print(f"  note: no row has {' or '.join(result.unavailable)}; the model saw only its other inputs")
-    print(f"  accuracy     {m['accuracy']:.4f}")
-    print(f"  weighted F1  {m['weighted_f1']:.4f}")
-    print(f"  macro F1     {m['macro_f1']:.4f}")
-    print("  per-class F1 " + "  ".join(f"{name} {v['f1']:.3f} (n={v['support']})"
-                                        for name, v in m["per_class"].items()))
+        print(f"  note: no sample has {' or '.join(result.unavailable)}; the model saw only its other inputs")
+    print("\n".join(metrics_lines(m)))
     print(f"  metrics: {result.metrics_path}")
     print(f"  confusion matrix: {result.confusion_path}")
     return 0

@@ -1,4 +1,5 @@
-"""jobs.evaluate: a trained model on a MELD-layout csv it has never seen."""
+"""jobs.evaluate: a trained model on labeled data it has never seen (a MELD csv here;
+tests/test_predict.py has the other layouts)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
 
 from deepfusion.config import ConfigError
@@ -39,12 +41,13 @@ def test_a_csv_evaluates_exactly_as_the_same_rows_preprocessed_for_training(trai
     meld = demo_corpus / "meld"
     result = evaluate(trained["lstm"], meld / "test_sent_emo.csv", tmp_path / "out", media_dir=meld / "test")
     reference = evaluate_split(trained["lstm"], trained["data"], "test", DataResources())
-    assert result.quarantined == 0 and "video+audio" in result.media
+    assert result.quarantined == [] and "video+audio" in result.media and result.layout == "meld"
     assert result.evaluation.metrics == reference.metrics
     np.testing.assert_array_equal(result.evaluation.confusion, reference.confusion)
-    # same utterances in the same order, same logits
+    # same utterances in the same order, same probabilities
     assert [s.split("/")[-1] for s in result.evaluation.sample_ids] == [s.split("/")[-1] for s in reference.sample_ids]
-    np.testing.assert_allclose(result.evaluation.logits, reference.logits, rtol=0, atol=1e-5)
+    expected = torch.softmax(torch.as_tensor(reference.logits), dim=-1).numpy()
+    np.testing.assert_allclose(np.exp(result.evaluation.logits), expected, rtol=0, atol=1e-5)
     saved = json.loads(result.metrics_path.read_text())
     assert saved["weighted_f1"] == reference.metrics["weighted_f1"] and saved["split"] == "test_sent_emo"
     assert result.confusion_path.stat().st_size > 1000
@@ -65,10 +68,12 @@ def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, 
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     rows = len(lines) - 1
-    assert f"(n={rows}; text-only: {rows}; 1 quarantined, see " in done.stdout, done.stdout
+    assert (f"(meld; n={rows}; text-only: {rows}): {rows} predicted, 0 already done, 1 quarantined, see "
+            in done.stdout), done.stdout
+    assert f"labeled n={rows}" in done.stdout
     assert "weighted F1" in done.stdout and "per-class F1 anger" in done.stdout
-    assert "note: no row has audio; the model saw only its other inputs" in done.stdout  # text-only csv
-    quarantine = (tmp_path / "out" / "shards" / "quarantine.jsonl").read_text()
+    assert "note: no sample has audio; the model saw only its other inputs" in done.stdout  # text-only csv
+    quarantine = (tmp_path / "out" / "quarantine.jsonl").read_text()
     assert "reannotated.csv" in quarantine and "unknown label Emotion='bored'" in quarantine
     assert (tmp_path / "out" / "reannotated_confusion.png").is_file()
     metrics = json.loads((tmp_path / "out" / "reannotated_metrics.json").read_text())

@@ -6,6 +6,7 @@ from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.pipeline import PipelineConfig
+from deepfusion.config.predict import PredictSection
 from deepfusion.config.preprocess import PreprocessConfig
 from deepfusion.config.resources import RayConfig
 from deepfusion.config.serving import ServeSection
@@ -22,6 +23,7 @@ class ExperimentConfig(StrictModel):
     fusion: FusionConfig | None = None
     serve: ServeSection | None = None
     pipeline: PipelineConfig | None = None
+    predict: PredictSection | None = None  # jobs.predict / jobs.evaluate; None: the defaults
 
     def require(self, section: str, source: str = "<config>"):
         value = getattr(self, section)

@@ -31,6 +31,15 @@ def write_evaluation(evaluation, out_dir: Path, *, checkpoint: Path, checkpoint_
     return metrics_path, figure_path
 
 
+def metrics_lines(metrics: dict) -> list[str]:
+    """The metrics as the jobs print them: accuracy, weighted and macro F1, per-class F1."""
+    return [f"  accuracy     {metrics['accuracy']:.4f}",
+            f"  weighted F1  {metrics['weighted_f1']:.4f}",
+            f"  macro F1     {metrics['macro_f1']:.4f}",
+            "  per-class F1 " + "  ".join(f"{name} {v['f1']:.3f} (n={v['support']})"
+                                          for name, v in metrics["per_class"].items())]
+
+
 def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, *, title: str) -> Path:
     """The confusion matrix (rows: true class) as a PNG at ``path``."""
     import matplotlib

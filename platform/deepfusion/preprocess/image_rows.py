@@ -76,3 +76,26 @@ class ImageRowRenderer:
             image = augment_image(image, self.transform, copy_seed(self.seed, record["relpath"], copy_index))
         row["image"] = image.tobytes()
         return row
+
+
+class ImageDecoder:
+    """Images to predict on (``sample_id``, ``path``, ``true_class``) -> resized rows, as
+    ingestion resized the training set; a file that cannot be used is reported to
+    ``quarantine`` with the reason."""
+
+    def __init__(self, image_size: int, quarantine, limits: MediaLimits = DEFAULT_LIMITS):
+        self.size, self.quarantine, self.limits = image_size, quarantine, limits
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        rows, rejected = [], []
+        for record in batch.to_dict("records"):
+            try:
+                image = load_image(record["path"], self.size, self.limits)
+            except Exception as err:  # noqa: BLE001 - any decoder failure is this sample's, not the job's
+                rejected.append(Quarantined(record["path"], decode_failure(err), stage="decode"))
+                continue
+            rows.append({"sample_id": record["sample_id"], "true_class": record["true_class"],
+                         "source": record["path"], "image": image.tobytes(), "height": self.size,
+                         "width": self.size})
+        report(self.quarantine, rejected)
+        return pd.DataFrame(rows, columns=["sample_id", "true_class", "source", "image", "height", "width"])

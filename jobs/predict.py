@@ -1,0 +1,72 @@
+"""Predict with a trained model over new data, with Ray Data; results to Parquet (and CSV).
+
+    deepfusion predict --checkpoint work/fusion/best --data clips/ --out work/predictions/clips
+    deepfusion predict --checkpoint work/runs/meld_text_lstm/best --data ../shared/data/meld/dev_sent_emo.csv --out DIR
+    deepfusion predict --checkpoint work/runs/textile/best --data photos/ --out DIR --csv
+
+--checkpoint: a fusion checkpoint (jobs.tune_fusion's export, with the backbones its card
+names), a MIMAMO Net or Multimodal LSTM checkpoint, or a textile classifier.
+--data: a manifest (.csv with sample_id, .jsonl, .parquet; datasets/manifest.md), a MELD
+csv (--media: its clips), a speech MANIFEST.csv, a folder of clips paired by stem
+(x.mp4, x.wav, x.txt), or, for textile, a folder of images. Writes --out/predictions/
+(Parquet: sample_id, prediction, confidence, prob_<class>, each backbone's prediction,
+fusion weights, modalities, true label, source), quarantine.jsonl, and with labels
+<data>_metrics.json and <data>_confusion.png. A rerun predicts only what is not done yet.
+Worker sizes: the --config file's predict section (decode workers, model actors).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deepfusion.config import PredictSection, RayConfig, load_config
+from deepfusion.ray_runtime import connect
+from jobs._cli import run_job
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a fusion, backbone or textile checkpoint")
+    parser.add_argument("--data", required=True, type=Path, help="a manifest, MELD csv, speech manifest or folder")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (a rerun resumes it)")
+    parser.add_argument("--media", type=Path, help="a MELD csv's folder of dia{D}_utt{U}.mp4 (+ .wav)")
+    parser.add_argument("--csv", action="store_true", help="also write --out/predictions.csv")
+    parser.add_argument("--overwrite", action="store_true", help="discard the predictions already in --out")
+    parser.add_argument("--config", help="an experiment YAML whose ray: and predict: sections to use")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a value of --config, e.g. predict.model.num_gpus=0.5")
+    args = parser.parse_args()
+    ray_cfg, cfg = RayConfig(), PredictSection()
+    if args.config:
+        experiment = load_config(args.config, args.overrides)
+        ray_cfg, cfg = experiment.ray, experiment.predict or PredictSection()
+    from deepfusion.artifacts.checkpoint import read_card
+
+    read_card(args.checkpoint)  # not a checkpoint: say so before starting Ray
+    connect(ray_cfg)
+    from deepfusion.evaluation.report import metrics_lines
+    from deepfusion.workflows.predict import predict
+
+    result = predict(args.checkpoint, args.data, args.out, media_dir=args.media, cfg=cfg, write_csv=args.csv,
+                     overwrite=args.overwrite)
+    print(summary_line(args.checkpoint, args.data, result))
+    if result.unavailable:
+        print(f"  note: no sample has {' or '.join(result.unavailable)}; the model saw only its other inputs")
+    if result.evaluation is not None:
+        print(f"  labeled: {result.evaluation.metrics['num_samples']}")
+        print("\n".join(metrics_lines(result.evaluation.metrics)))
+        print(f"  metrics: {result.metrics_path}\n  confusion matrix: {result.confusion_path}")
+    print(f"  predictions: {result.predictions_dir}" + (f" and {result.csv_path}" if result.csv_path else ""))
+    return 0
+
+
+def summary_line(checkpoint: Path, data: Path, result) -> str:
+    quarantine = f", see {result.quarantine_path}" if result.quarantine_path else ""
+    media = f"; {result.media}" if result.media else ""
+    return (f"{checkpoint} on {data} ({result.layout}; n={result.total}{media}): {result.predicted} predicted, "
+            f"{result.already_done} already done, {len(result.quarantined)} quarantined{quarantine}")
+
+
+if __name__ == "__main__":
+    run_job(main)
