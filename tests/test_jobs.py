@@ -107,7 +107,8 @@ def test_job_submission_api_runs_a_job_to_succeeded(ray_head, demo_corpus, tmp_p
     out = tmp_path / "shards"
     client = JobSubmissionClient(ray_head)
     job_id = client.submit_job(
-        entrypoint=(f"python -m jobs.preprocess --config configs/demo.yaml "
+        # the `deepfusion` console script, as users submit it (= python -m jobs.preprocess)
+        entrypoint=(f"deepfusion preprocess --config configs/demo.yaml "
                     f"--set preprocess.output_dir={out} "
                     f"--set 'preprocess.datasets=[{{kind: image_folder, name: tiny, root: {root}, "
                     f"target_per_class: 10, image_size: 32}}]'"),

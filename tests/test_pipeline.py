@@ -97,7 +97,8 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}"]
     client = JobSubmissionClient(ray_head)
     job_id = client.submit_job(
-        entrypoint="python -m jobs.pipeline --config configs/demo.yaml --workdir " + str(work) + " "
+        # the `deepfusion` console script (= python -m jobs.pipeline): preprocess, train, tune, serve
+        entrypoint="deepfusion pipeline --config configs/demo.yaml --workdir " + str(work) + " "
                    + " ".join(f"--set '{o}'" for o in overrides),
         runtime_env={"working_dir": str(REPO_ROOT), "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
     )

@@ -26,7 +26,8 @@ from deepfusion.artifacts.batches import model_batch_inputs
 from deepfusion.artifacts.checkpoint import read_card
 from deepfusion.config import ConfigError
 from deepfusion.config.architectures import MimamoConfig
-from deepfusion.serving.predictors import EmotionDecoder, EmotionPipeline, EmotionRequest, TextileClassifier
+from deepfusion.inference.emotion import EmotionDecoder, EmotionRecognizer, EmotionRequest
+from deepfusion.inference.textile import TextileClassifier
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -84,9 +85,10 @@ def test_emotion_over_http_equals_the_in_process_pipeline(served, http):
     assert response.status_code == 200, response.text
     body = response.json()
     cfg = served["cfg"]
-    expected = EmotionPipeline(cfg.video_checkpoint, cfg.audio_text_checkpoint, cfg.fusion_checkpoint).predict(
-        EmotionRequest(video_path=str(clip), text="I can't believe you did that!", speaker="Devon",
-                       gender="female", age=31.0))
+    expected = EmotionRecognizer.from_checkpoint(cfg.fusion_checkpoint).predict(
+        video=clip, text="I can't believe you did that!", speaker="Devon", gender="female", age=31.0)
+    assert set(body) == set(expected)  # the Python API answers with the HTTP API's fields
+    assert set(body["latency_ms"]) == set(expected["latency_ms"]) and body["modalities"] == expected["modalities"]
     assert body["emotion"] == expected["emotion"]
     assert body["individual_predictions"] == expected["individual_predictions"]
     assert body["fusion_weights"] == pytest.approx(expected["fusion_weights"])
@@ -94,6 +96,80 @@ def test_emotion_over_http_equals_the_in_process_pipeline(served, http):
     assert set(body["probabilities"]) == set(served["meld"].label_names)
     assert set(body["latency_ms"]) == {"preprocess", "video", "audio_text", "fusion", "total"}
     assert body["modalities"]["video"] and body["modalities"]["text"]
+
+
+def test_batch_prediction_gives_what_the_served_app_answers_over_http(served, http, tmp_path):
+    """`deepfusion predict` (its own Ray, Ray Data decoders and model actors) on demo clips
+    with transcripts and speakers, and the same clips POSTed to /v1/emotion: the same
+    predictions, probabilities to 1e-5, per-model predictions and fusion weights."""
+    import pandas as pd
+
+    clips = sorted((served["demo"] / "meld" / "test").glob("*.mp4"))[:5]
+    rows = [{"sample_id": clip.stem, "video": str(clip), "text": f"Is this clip {i} happy?", "speaker": "Devon"}
+            for i, clip in enumerate(clips)]
+    pd.DataFrame(rows).to_csv(tmp_path / "clips.csv", index=False)
+    config = tmp_path / "predict.yaml"
+    config.write_text("ray: {num_cpus: 1}\npredict:\n  decode: {num_cpus: 0.25, concurrency: 1}\n"
+                      "  model: {num_cpus: 0.25, batch_size: 4}\n")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([str(Path(sys.executable).parent / "deepfusion"), "predict", "--config", str(config),
+                           "--checkpoint", str(served["cfg"].fusion_checkpoint), "--data", str(tmp_path / "clips.csv"),
+                           "--out", str(tmp_path / "out"), "--csv"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "(manifest; n=5; video+audio: 5): 5 predicted, 0 already done, 0 quarantined" in done.stdout, done.stdout
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv").set_index("sample_id")
+    for row in rows:
+        with open(row["video"], "rb") as video:
+            response = post_emotion(http, files={"video": ("clip.mp4", video, "video/mp4")}, text=row["text"],
+                                    speaker=row["speaker"])
+        assert response.status_code == 200, response.text
+        body, predicted = response.json(), table.loc[row["sample_id"]]
+        assert predicted["emotion"] == body["emotion"]
+        assert predicted["confidence"] == pytest.approx(body["confidence"], abs=1e-5)
+        for name, p in body["probabilities"].items():
+            assert predicted[f"prob_{name}"] == pytest.approx(p, abs=1e-5), name
+        assert [predicted["video_emotion"], predicted["audio_text_emotion"]] == [
+            body["individual_predictions"]["video"], body["individual_predictions"]["audio_text"]]
+        assert [predicted["fusion_weight_video"], predicted["fusion_weight_audio_text"]] == pytest.approx(
+            body["fusion_weights"], abs=1e-6)
+
+
+def test_a_serve_config_written_by_the_command_builds_the_app_from_any_folder(served, tmp_path, monkeypatch):
+    """`deepfusion serve --write-serve-config` writes a Serve config file whose app args are
+    absolute: the app builds from another working folder (as `serve deploy` builds it),
+    with the experiment config's relative checkpoint paths resolved in its project."""
+    from ray.serve import Application
+
+    from deepfusion.serving.app import app_builder
+
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    cfg = served["cfg"]
+    for name, checkpoint in (("mimamo", cfg.video_checkpoint), ("lstm", cfg.audio_text_checkpoint),
+                             ("fusion", cfg.fusion_checkpoint)):
+        (project / "work").mkdir(exist_ok=True)
+        (project / "work" / name).symlink_to(checkpoint)
+    (project / "configs" / "serve.yaml").write_text(yaml.safe_dump({"serve": {
+        "video_checkpoint": "work/mimamo", "audio_text_checkpoint": "work/lstm", "fusion_checkpoint": "work/fusion",
+        "http_port": 8123}}))
+    done = subprocess.run([str(Path(sys.executable).parent / "deepfusion"), "serve", "--config", "configs/serve.yaml",
+                           "--set", "serve.limits.max_text_chars=500", "--write-serve-config", "deploy.yaml"],
+                          cwd=project, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = yaml.safe_load((project / "deploy.yaml").read_text())
+    assert written["http_options"]["port"] == 8123
+    [application] = written["applications"]
+    assert application["import_path"] == "deepfusion.serving.app:app_builder"
+    assert application["args"] == {"config": str(project / "configs" / "serve.yaml"),
+                                   "set": ["serve.limits.max_text_chars=500"], "workdir": str(project)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert isinstance(app_builder(application["args"]), Application)
+    # the repository's own file names a config relative to where `serve run` is started
+    with pytest.raises(ConfigError, match="config file not found: configs/serve.yaml"):
+        app_builder(yaml.safe_load((REPO_ROOT / "serve" / "config.yaml").read_text())["applications"][0]["args"])
 
 
 def test_any_modality_may_be_absent(served, http):
@@ -307,7 +383,7 @@ def test_serve_environment_is_set_explicitly_and_puts_serve_in_throughput_optimi
     ray.serve is imported (what connect, app_builder and the pipeline call) turns Serve's
     throughput mode on, a driver's handles keep it, and RAY_SERVE_THROUGHPUT_OPTIMIZED=0
     keeps it off. ``make serve`` takes the same variables from ``serve-env``."""
-    probe = ("import os, deepfusion.serving, deepfusion.serving.predictors, deepfusion.ray_runtime as rt\n"
+    probe = ("import os, deepfusion.serving, deepfusion.inference.emotion, deepfusion.ray_runtime as rt\n"
              "print(os.environ.get('RAY_SERVE_THROUGHPUT_OPTIMIZED', 'unset'))\n"
              "rt.use_serve_environment()\n"
              "from ray.serve._private import constants, handle_options\n"

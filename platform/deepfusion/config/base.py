@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 
 class ConfigError(ValueError):
@@ -18,11 +18,13 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _absolute(path: Path) -> Path:
-    return path if path.is_absolute() else Path.cwd() / path
+def _absolute(path: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base") or Path.cwd()
+    return path if path.is_absolute() else Path(base) / path
 
 
-# A file or folder named in a config: relative to the folder the job runs in, and made
-# absolute when the config is loaded. Ray's workers are other processes, maybe on other
+# A file or folder named in a config: relative to the folder the job runs in (or the
+# ``base`` a loader passes, e.g. the Serve config's ``workdir``), and made absolute when
+# the config is loaded. Ray's workers are other processes, maybe on other
 # nodes or in a job's working_dir, and do not share the driver's working folder.
 WorkPath = Annotated[Path, AfterValidator(_absolute)]
