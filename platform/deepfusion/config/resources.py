@@ -25,4 +25,3 @@ class DataResources(StrictModel):
     batch_size: int = Field(8, ge=1)
     # Parquet files hold at least this many rows (the last one of a split may hold fewer).
     rows_per_shard: int = Field(256, ge=1)
-
