@@ -25,18 +25,21 @@ from deepfusion.ray_runtime import connect
 from jobs._cli import run_job
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def prediction_parser(description: str, data_help: str, out_help: str, out_required: bool) -> argparse.ArgumentParser:
+    """The options jobs.predict and jobs.evaluate share."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="a fusion, backbone or textile checkpoint")
-    parser.add_argument("--data", required=True, type=Path, help="a manifest, MELD csv, speech manifest or folder")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (a rerun resumes it)")
+    parser.add_argument("--data", required=True, type=Path, help=data_help)
+    parser.add_argument("--out", required=out_required, type=Path, help=out_help)
     parser.add_argument("--media", type=Path, help="a MELD csv's folder of dia{D}_utt{U}.mp4 (+ .wav)")
-    parser.add_argument("--csv", action="store_true", help="also write --out/predictions.csv")
-    parser.add_argument("--overwrite", action="store_true", help="discard the predictions already in --out")
     parser.add_argument("--config", help="an experiment YAML whose ray: and predict: sections to use")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of --config, e.g. predict.model.num_gpus=0.5")
-    args = parser.parse_args()
+    return parser
+
+
+def prediction_setup(args: argparse.Namespace) -> PredictSection:
+    """The predict section of --config (or the defaults); checks --checkpoint, then joins Ray."""
     ray_cfg, cfg = RayConfig(), PredictSection()
     if args.config:
         experiment = load_config(args.config, args.overrides)
@@ -45,27 +48,39 @@ def main() -> int:
 
     read_card(args.checkpoint)  # not a checkpoint: say so before starting Ray
     connect(ray_cfg)
+    return cfg
+
+
+def report_lines(checkpoint: Path, data: Path, result) -> list[str]:
+    """What both jobs print: counts, a missing modality, and with labels the metrics."""
     from deepfusion.evaluation.report import metrics_lines
+
+    quarantine = f", see {result.quarantine_path}" if result.quarantine_path else ""
+    media = f"; {result.media}" if result.media else ""
+    lines = [f"{checkpoint} on {data} ({result.layout}; n={result.total}{media}): {result.predicted} predicted, "
+             f"{result.already_done} already done, {len(result.quarantined)} quarantined{quarantine}"]
+    if result.unavailable:
+        lines.append(f"  note: no sample has {' or '.join(result.unavailable)}; the model saw only its other inputs")
+    if result.evaluation is not None:
+        lines += [f"  labeled n={result.evaluation.metrics['num_samples']}", *metrics_lines(result.evaluation.metrics),
+                  f"  metrics: {result.metrics_path}", f"  confusion matrix: {result.confusion_path}"]
+    return lines
+
+
+def main() -> int:
+    parser = prediction_parser(__doc__, "a manifest, MELD csv, speech manifest or folder",
+                               "output folder (a rerun resumes it)", out_required=True)
+    parser.add_argument("--csv", action="store_true", help="also write --out/predictions.csv")
+    parser.add_argument("--overwrite", action="store_true", help="discard the predictions already in --out")
+    args = parser.parse_args()
+    cfg = prediction_setup(args)
     from deepfusion.workflows.predict import predict
 
     result = predict(args.checkpoint, args.data, args.out, media_dir=args.media, cfg=cfg, write_csv=args.csv,
                      overwrite=args.overwrite)
-    print(summary_line(args.checkpoint, args.data, result))
-    if result.unavailable:
-        print(f"  note: no sample has {' or '.join(result.unavailable)}; the model saw only its other inputs")
-    if result.evaluation is not None:
-        print(f"  labeled: {result.evaluation.metrics['num_samples']}")
-        print("\n".join(metrics_lines(result.evaluation.metrics)))
-        print(f"  metrics: {result.metrics_path}\n  confusion matrix: {result.confusion_path}")
+    print("\n".join(report_lines(args.checkpoint, args.data, result)))
     print(f"  predictions: {result.predictions_dir}" + (f" and {result.csv_path}" if result.csv_path else ""))
     return 0
-
-
-def summary_line(checkpoint: Path, data: Path, result) -> str:
-    quarantine = f", see {result.quarantine_path}" if result.quarantine_path else ""
-    media = f"; {result.media}" if result.media else ""
-    return (f"{checkpoint} on {data} ({result.layout}; n={result.total}{media}): {result.predicted} predicted, "
-            f"{result.already_done} already done, {len(result.quarantined)} quarantined{quarantine}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ class MediaLimits(StrictModel):
     decode_timeout_s: float = Field(30.0, gt=0)
 
 
+class MapsLabelsToEmotions(StrictModel):
+    """A dataset whose own labels reach the task's emotions through its ``label_map``."""
+
+    @model_validator(mode="after")
+    def _targets_are_emotions(self):
+        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
+        if bad:
+            raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
+        return self
+
+
 class ImageFolderDataset(StrictModel):
     """``root/<class>/*.{jpg,png}`` -> balanced, stratified, resized image shards."""
 
@@ -144,7 +155,7 @@ class SpeakerFolds(StrictModel):
         return self
 
 
-class SpeechDataset(StrictModel):
+class SpeechDataset(MapsLabelsToEmotions):
     """A ``MANIFEST.csv`` (path,label,speaker,...) of speech clips, split by speaker."""
 
     kind: Literal["speech"]
@@ -162,15 +173,8 @@ class SpeechDataset(StrictModel):
     text: TextConfig = TextConfig()
     limits: MediaLimits = MediaLimits()
 
-    @model_validator(mode="after")
-    def _targets_are_emotions(self) -> SpeechDataset:
-        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
-        if bad:
-            raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
-        return self
 
-
-class ManifestDataset(StrictModel):
+class ManifestDataset(MapsLabelsToEmotions):
     """Any corpus, described by one table (``.csv``, ``.jsonl`` or ``.parquet``): a row per
     sample with ``sample_id`` and any of ``video``, ``audio``, ``text``; optional
     ``speaker``, ``gender``, ``age``, ``context`` (or ``dialogue_id`` + ``turn``), ``label``
@@ -189,13 +193,6 @@ class ManifestDataset(StrictModel):
     audio: AudioConfig = AudioConfig()
     text: TextConfig = TextConfig()
     limits: MediaLimits = MediaLimits()
-
-    @model_validator(mode="after")
-    def _targets_are_emotions(self) -> ManifestDataset:
-        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
-        if bad:
-            raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
-        return self
 
 
 DatasetConfig = Annotated[
