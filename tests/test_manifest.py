@@ -181,3 +181,25 @@ def test_shared_meld_and_speech_converted_to_manifests_give_the_same_shards(shar
                 for column in compared:
                     assert np.array_equal(np.asarray(x[column]), np.asarray(y[column])), (dedicated, column,
                                                                                           x["sample_id"])
+
+    # jobs.evaluate reads the speech layout too: an LSTM of these shards on the speech
+    # folder gives, for each test clip, what batch evaluation of the test split gives
+    from conftest import save_backbone
+
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.config import DataResources
+    from deepfusion.config.architectures import MultimodalLSTMConfig
+    from deepfusion.evaluation.predict import evaluate_split
+    from deepfusion.workflows.evaluate import evaluate
+
+    data = ShardDataset.open(out / "speech")
+    lstm = save_backbone(tmp_path / "lstm", data, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 0)
+    result = evaluate(lstm, tmp_path / "speech", tmp_path / "eval")
+    assert result.layout == "speech" and result.evaluation.metrics["num_samples"] == len(table)
+    reference = evaluate_split(lstm, data, "test", DataResources())
+    predicted = result.table().set_index("sample_id")
+    names = data.label_names
+    for sample_id, logits in zip(reference.sample_ids, reference.logits):
+        expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(predicted.loc[sample_id, [f"prob_{n}" for n in names]].to_numpy(dtype=float),
+                                   expected, atol=1e-5)
