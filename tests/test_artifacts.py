@@ -38,7 +38,7 @@ def test_the_registry_builds_every_kind_with_its_declared_class_inputs_and_prese
         assert model_inputs(cfg) == spec.inputs(cfg)
     textile = TextileNetConfig(kind="textile", preset="cpu-small")
     assert model_columns(textile) == list(IMAGE_COLUMNS)
-    assert model_spec("multimodal_lstm").datasets == ("meld", "speech")
+    assert model_spec("multimodal_lstm").datasets == ("meld", "speech", "manifest")
     with pytest.raises(ValueError, match=r"unknown model kind 'gpt'; expected one of \['mimamo', "):
         model_spec("gpt")
     for kind in FUSION_MODELS:
