@@ -135,43 +135,6 @@ def test_batch_prediction_gives_what_the_served_app_answers_over_http(served, ht
             body["fusion_weights"], abs=1e-6)
 
 
-def test_a_serve_config_written_by_the_command_builds_the_app_from_any_folder(served, tmp_path, monkeypatch):
-    """`deepfusion serve --write-serve-config` writes a Serve config file whose app args are
-    absolute: the app builds from another working folder (as `serve deploy` builds it),
-    with the experiment config's relative checkpoint paths resolved in its project."""
-    from ray.serve import Application
-
-    from deepfusion.serving.app import app_builder
-
-    project = tmp_path / "project"
-    (project / "configs").mkdir(parents=True)
-    cfg = served["cfg"]
-    for name, checkpoint in (("mimamo", cfg.video_checkpoint), ("lstm", cfg.audio_text_checkpoint),
-                             ("fusion", cfg.fusion_checkpoint)):
-        (project / "work").mkdir(exist_ok=True)
-        (project / "work" / name).symlink_to(checkpoint)
-    (project / "configs" / "serve.yaml").write_text(yaml.safe_dump({"serve": {
-        "video_checkpoint": "work/mimamo", "audio_text_checkpoint": "work/lstm", "fusion_checkpoint": "work/fusion",
-        "http_port": 8123}}))
-    done = subprocess.run([str(Path(sys.executable).parent / "deepfusion"), "serve", "--config", "configs/serve.yaml",
-                           "--set", "serve.limits.max_text_chars=500", "--write-serve-config", "deploy.yaml"],
-                          cwd=project, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    written = yaml.safe_load((project / "deploy.yaml").read_text())
-    assert written["http_options"]["port"] == 8123
-    [application] = written["applications"]
-    assert application["import_path"] == "deepfusion.serving.app:app_builder"
-    assert application["args"] == {"config": str(project / "configs" / "serve.yaml"),
-                                   "set": ["serve.limits.max_text_chars=500"], "workdir": str(project)}
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    monkeypatch.chdir(elsewhere)
-    assert isinstance(app_builder(application["args"]), Application)
-    # the repository's own file names a config relative to where `serve run` is started
-    with pytest.raises(ConfigError, match="config file not found: configs/serve.yaml"):
-        app_builder(yaml.safe_load((REPO_ROOT / "serve" / "config.yaml").read_text())["applications"][0]["args"])
-
-
 def test_any_modality_may_be_absent(served, http):
     text_only = post_emotion(http, text="Oh my God, that is amazing!")
     assert text_only.status_code == 200, text_only.text
@@ -258,20 +221,39 @@ def test_a_fusion_model_of_other_backbones_is_refused(served, tmp_path):
         build_app(served["cfg"].model_copy(update={"video_checkpoint": other}))
 
 
-def test_serve_deploy_of_the_config_file_comes_up_healthy(served, ray_head, tmp_path):
-    """`serve deploy serve/config.yaml` onto a `ray start --head`, then `serve status`."""
+def test_serve_deploy_of_a_written_config_file_from_another_folder_comes_up_healthy(served, ray_head, tmp_path):
+    """A project whose experiment config names its checkpoints relatively: `deepfusion serve
+    --write-serve-config` writes a Serve config file with absolute paths; `serve deploy` of
+    it from another folder onto a `ray start --head` comes up (then `serve status`)."""
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "work").mkdir()
     cfg = served["cfg"]
-    experiment = tmp_path / "serve.yaml"
-    experiment.write_text(yaml.safe_dump({"serve": cfg.model_dump(mode="json")}))
+    links = {"video_checkpoint": cfg.video_checkpoint, "audio_text_checkpoint": cfg.audio_text_checkpoint,
+             "fusion_checkpoint": cfg.fusion_checkpoint, "textile_checkpoint": cfg.textile_checkpoint}
+    for field, checkpoint in links.items():
+        (project / "work" / field).symlink_to(checkpoint)
     [port] = free_ports(1)
-    config = yaml.safe_load((REPO_ROOT / "serve" / "config.yaml").read_text())
-    config["http_options"]["port"] = port
-    config["applications"][0]["args"]["config"] = str(experiment)
-    config_file = tmp_path / "serve_config.yaml"
-    config_file.write_text(yaml.safe_dump(config))
+    (project / "configs" / "serve.yaml").write_text(yaml.safe_dump({"serve": {
+        **{field: f"work/{field}" for field in links}, "http_port": port}}))
+    command = str(Path(sys.executable).parent / "deepfusion")
+    written = subprocess.run([command, "serve", "--config", "configs/serve.yaml", "--set",
+                              "serve.limits.max_text_chars=500", "--write-serve-config", "deploy.yaml"],
+                             cwd=project, capture_output=True, text=True, timeout=120)
+    assert written.returncode == 0, written.stderr[-2000:]
+    config_file = project / "deploy.yaml"
+    config = yaml.safe_load(config_file.read_text())
+    assert config["http_options"]["port"] == port
+    [application] = config["applications"]
+    repository_default = yaml.safe_load((REPO_ROOT / "serve" / "config.yaml").read_text())["applications"][0]
+    assert application["import_path"] == repository_default["import_path"] == "deepfusion.serving.app:app_builder"
+    assert application["args"] == {"config": str(project / "configs" / "serve.yaml"),
+                                   "set": ["serve.limits.max_text_chars=500"], "workdir": str(project)}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     cli = str(Path(sys.executable).parent / "serve")
     env = {**os.environ, "RAY_AUTH_MODE": "token"}  # the CLI sends the local token only then
-    deployed = subprocess.run([cli, "deploy", str(config_file), "--address", ray_head], env=env,
+    deployed = subprocess.run([cli, "deploy", str(config_file), "--address", ray_head], env=env, cwd=elsewhere,
                               capture_output=True, text=True, timeout=120)
     assert deployed.returncode == 0, deployed.stderr[-2000:]
     deadline, status = time.monotonic() + 240, ""
