@@ -1,7 +1,7 @@
 """Batch prediction throughput: ``jobs.predict`` (Ray Data) beside a one-clip-at-a-time loop.
 
     python bench/batch_predict.py [--config configs/predict.yaml] [--checkpoint work/fusion/best]
-                                  [--meld work/demo/data/meld] [--repeat 3] [--set KEY=VALUE ...]
+                                  [--meld work/demo/data/meld] [--repeat 5] [--set KEY=VALUE ...]
 
 The clips are the demo MELD corpus' utterances that have an mp4 (all splits), written as
 a manifest (video, transcript, speaker), each listed ``--repeat`` times under its own
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/predict.yaml")
     parser.add_argument("--checkpoint", default="work/fusion/best", type=Path)
     parser.add_argument("--meld", default="work/demo/data/meld")
-    parser.add_argument("--repeat", default=3, type=int)
+    parser.add_argument("--repeat", default=5, type=int)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     experiment = load_config(args.config, args.overrides)
