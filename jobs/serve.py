@@ -67,16 +67,20 @@ def main() -> int:
 
     serve.start(http_options={"host": cfg.http_host, "port": cfg.http_port,
                               "request_timeout_s": cfg.request_timeout_s})
-    serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
-    print(f"deepfusion is served at http://{cfg.http_host}:{cfg.http_port} "
-          f"(POST /v1/emotion, POST /v1/textile, GET /v1/models, /docs)", flush=True)
-    if args.detach:
-        return 0
     try:
+        serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
+        print(f"deepfusion is served at http://{cfg.http_host}:{cfg.http_port} "
+              f"(POST /v1/emotion, POST /v1/textile, GET /v1/models, /docs); Ctrl-C stops it", flush=True)
+        if args.detach:
+            return 0
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        serve.shutdown()
+        if args.detach:
+            raise
+        print("stopping the deepfusion app", flush=True)
+        # This app only (other apps of a cluster stay); not waiting for its replicas' drain.
+        serve.delete(APP_NAME, _blocking=False)
     return 0
 
 

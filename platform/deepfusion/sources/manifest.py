@@ -155,11 +155,12 @@ def _record(row: dict, root: Path, cfg: ManifestDataset, labels: LabelMap, seen:
     raw_split = row.get("split", "").lower()
     if raw_split and raw_split not in SPLIT_NAMES:
         raise ValueError(f"unknown split {row['split']!r}; expected one of {sorted(SPLIT_NAMES)}")
+    if "split" in row and not raw_split and require_labels:
+        raise ValueError("empty split (the table has a split column)")
     age = row.get("age", "")
     try:
         age_value = float(age) if age else None
-        dialogue_id = int(row["dialogue_id"]) if row.get("dialogue_id", "") else None
-        turn = int(row["turn"]) if row.get("turn", "") else None
+        dialogue_id, turn = _integer(row.get("dialogue_id", "")), _integer(row.get("turn", ""))
     except ValueError:
         raise ValueError(f"age={age!r}, dialogue_id={row.get('dialogue_id')!r}, turn={row.get('turn')!r}: "
                          f"expected numbers") from None
@@ -178,3 +179,13 @@ def _record(row: dict, root: Path, cfg: ManifestDataset, labels: LabelMap, seen:
         # as in MELD's layout: without its own audio file, a video's sound track
         "audio_path": media["audio"] or media["video"],
     }
+
+
+def _integer(value: str) -> int | None:
+    """"7", or "7.0" (a JSONL or Parquet column with gaps reads as floats) -> 7; "" -> None."""
+    if not value:
+        return None
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)

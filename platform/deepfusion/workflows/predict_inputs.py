@@ -40,8 +40,11 @@ def layout_of(data: Path) -> str:
     if suffix != ".csv":
         raise ConfigError(f"--data: {data} is a {suffix or 'suffix-less'} file; expected a folder, a .csv, "
                           f".jsonl or .parquet manifest, a MELD csv or a speech MANIFEST.csv")
-    with open(data, encoding="utf-8", newline="") as handle:
-        header = [h.strip() for h in next(csv.reader(handle), [])]
+    try:
+        with open(data, encoding="utf-8", newline="") as handle:
+            header = [h.strip() for h in next(csv.reader(handle), [])]
+    except UnicodeDecodeError:
+        raise ConfigError(f"--data: {data} is not a UTF-8 csv") from None
     if "sample_id" in header:
         return "manifest"
     if all(c in header for c in MELD_COLUMNS):
