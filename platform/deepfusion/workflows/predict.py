@@ -57,6 +57,7 @@ class Prediction:
     # wall clock of this run: to its first prediction file (start-up: actors, models) and in all
     first_file_s: float | None = None
     wall_s: float = 0.0
+    sample_ids: list[str] = field(default_factory=list)  # the input's samples, in its order
 
     @property
     def predictions_dir(self) -> Path:
@@ -67,8 +68,10 @@ class Prediction:
         return self.out_dir / QUARANTINE if self.quarantined else None
 
     def table(self) -> pd.DataFrame:
-        """Every prediction in ``out_dir``, by sample id."""
-        return read_predictions(self.out_dir)
+        """The predictions of this input's samples (``out_dir`` may hold others from earlier
+        inputs), by sample id."""
+        table = read_predictions(self.out_dir)
+        return table[table["sample_id"].isin(set(self.sample_ids))].reset_index(drop=True)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -162,8 +165,8 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     _write_quarantine(out_dir, quarantined)
     result = Prediction(out_dir, layout, len(records), predicted, len(records) - len(todo), quarantined,
                         media=extra.get("media", ""), unavailable=extra.get("unavailable", []),
-                        first_file_s=first_file_s)
-    table = read_predictions(out_dir)
+                        first_file_s=first_file_s, sample_ids=[r["sample_id"] for r in records])
+    table = result.table()
     if write_csv:
         result.csv_path = out_dir / "predictions.csv"
         table.to_csv(result.csv_path, index=False)
