@@ -169,15 +169,12 @@ class EmotionRecognizer:
         return cls(**{f"{backbone_role(card.model_config)}_checkpoint": Path(checkpoint)}, limits=limits,
                    device=device)
 
-    @property
-    def checkpoints(self) -> dict[str, str]:
-        """Each model's content hash: what a batch prediction records it was made with."""
-        hashes = {role: model.card.content_hash for role, model in self.backbones.items()}
-        return hashes | ({"fusion": self.fusion.sha256} if self.fusion is not None else {})
-
     def predict_batch(self, batch: dict) -> list[dict]:
         """Decoded rows (column -> values, as Ray Data's numpy batches) -> one answer each."""
-        logits = {role: model.logits(batch) for role, model in self.backbones.items()}
+        return self._answers({role: model.logits(batch) for role, model in self.backbones.items()})
+
+    def _answers(self, logits: dict[str, np.ndarray]) -> list[dict]:
+        """Each backbone's logits -> the fusion's answers (or the one backbone's own)."""
         if self.fusion is not None:
             return self.fusion.explain(logits["video"], logits["audio_text"])
         [(role, values)] = logits.items()
@@ -201,11 +198,7 @@ class EmotionRecognizer:
             logits[role] = model.logits(batch)
             latency[role] = _ms(step, time.perf_counter())
         step = time.perf_counter()
-        if self.fusion is not None:
-            [answer] = self.fusion.explain(logits["video"], logits["audio_text"])
-        else:
-            [(role, values)] = logits.items()
-            [answer] = backbone_answers(values, self.label_names, role)
+        [answer] = self._answers(logits)
         done = time.perf_counter()
         return answer | {"modalities": modalities(row),
                          "latency_ms": latency | {"fusion": _ms(step, done), "total": _ms(started, done)}}

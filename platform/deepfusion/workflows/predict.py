@@ -54,9 +54,8 @@ class Prediction:
     metrics_path: Path | None = None
     confusion_path: Path | None = None
     csv_path: Path | None = None
-    # wall clock of this run: to its first prediction file (start-up: actors, models) and in all
+    # wall clock of this run to its first prediction file (start-up: actors, models)
     first_file_s: float | None = None
-    wall_s: float = 0.0
     sample_ids: list[str] = field(default_factory=list)  # the input's samples, in its order
 
     @property
@@ -177,7 +176,6 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
         result.metrics_path, result.confusion_path = write_evaluation(
             result.evaluation, out_dir, checkpoint=checkpoint, checkpoint_hash=card.content_hash,
             title=f"{card.kind} ({Path(checkpoint).name}) on {data.name}")
-    result.wall_s = time.perf_counter() - started
     return result
 
 
