@@ -82,6 +82,9 @@ def test_resume_continues_epochs_and_optimizer_state(shards, tmp_path):
     longer = cfg.model_copy(update={"epochs": 2})
     second = train(longer)
     assert second.epochs_completed == 2
+    # best/ shares its files with the epoch checkpoint it came from: no second copy on disk
+    source = second.best_checkpoint.parent / f"checkpoint_epoch_{second.best_metrics['epoch']:04d}"
+    assert (second.best_checkpoint / "model.safetensors").samefile(source / "model.safetensors")
     state = torch.load(second.run_dir / "checkpoint_epoch_0002" / TRAINING_STATE, weights_only=False)
     assert state["epoch"] == 2 and state["metrics"]["epoch"] == 2
     # Adam's step count carried over: two epochs of steps, not one (the batch of 16 is global)

@@ -3,13 +3,15 @@ export and the test-set evaluation.
 
 Run directory (``<run.storage_path>/<run.name>``): Ray Train's own results and
 ``checkpoint_epoch_*`` folders, plus ``run_config.json`` (what may not change on resume),
-``best/`` (a copy of the best checkpoint, the stable path later stages use) and
+``best/`` (the best checkpoint, the stable path later stages use: its files are hard links
+to the epoch checkpoint's where the file system allows, so it costs no second copy) and
 ``evaluation/`` (test metrics JSON and confusion-matrix PNG).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,13 +157,25 @@ def _ordered_ingest():
 
 
 def _export(checkpoint: Path, target: Path) -> Path:
-    """Copy the best checkpoint to a stable path (Ray may delete the original later)."""
+    """Give the best checkpoint a stable path (Ray may delete the original later).
+
+    Checkpoint files are written once and never changed, so a hard link is as good as a
+    copy: deleting the epoch folder leaves ``best/`` whole. Falls back to copying where
+    links are not possible (another file system, or one without hard links).
+    """
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging)
+    shutil.copytree(checkpoint, staging, copy_function=_link_or_copy)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
 
 
 def _training_state(checkpoint: Path) -> dict:
