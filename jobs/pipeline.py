@@ -49,10 +49,10 @@ def main() -> int:
     for path in artifacts.get("plots", []):
         print(f"plot:            {path}")
     for backbone in summary["backbones"]:
-        print(f"checkpoint:      {backbone['checkpoint']}  (confusion matrix: {backbone['confusion_png']})")
-    if "tune_results" in artifacts:
-        print(f"browse:          tensorboard --logdir {artifacts['tune_results']}  |  "
-              f"optuna-dashboard {artifacts['optuna_study']}")
+        print(f"checkpoint:      {backbone['checkpoint']}  (confusion matrix: {backbone['confusion_png']}, "
+              f"curves: {backbone['curves_png']})")
+    for what, command in summary["watch"].items():
+        print(f"browse:          {command}    # {what}")
     if run.serve_response is not None:
         answer = run.serve_response["response"]
         print(f"serve:           {run.serve_response['request']['sample']} -> {answer['emotion']} "

@@ -26,7 +26,7 @@ def main() -> int:
     connect(experiment.ray)
     from deepfusion.training.trainer import train
 
-    outcome = train(cfg, fresh=args.fresh, data_resources=data_resources)
+    outcome = train(cfg, fresh=args.fresh, data_resources=data_resources, tracking=experiment.tracking)
     best = outcome.best_metrics
     print(f"[{cfg.run.name}] {outcome.epochs_completed} epochs, {outcome.num_workers} workers x "
           f"{outcome.worker_resources}; best epoch {best['epoch']}: val accuracy "
@@ -39,6 +39,12 @@ def main() -> int:
         print(f"  per-class F1: {json.dumps({k: round(v['f1'], 3) for k, v in test['per_class'].items()})}")
         print(f"  metrics: {outcome.test_metrics_path}")
         print(f"  confusion matrix: {outcome.test_confusion_path}")
+    print(f"  training curves: {outcome.curves_path}")
+    if outcome.tensorboard_dir is not None:
+        print(f"  TensorBoard: tensorboard --logdir {outcome.tensorboard_dir}")
+    if outcome.mlflow_run_id is not None:
+        print(f"  MLflow run {outcome.mlflow_run_id} in experiment {experiment.tracking.experiment!r}: "
+              f"mlflow ui --backend-store-uri {experiment.tracking.tracking_uri}")
     print(f"  Ray Train results: {outcome.run_dir}")
     return 0
 

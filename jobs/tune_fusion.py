@@ -35,7 +35,7 @@ def main() -> int:
     connect(experiment.ray)
     from deepfusion.fusion.tune import tune_fusion
 
-    outcome = tune_fusion(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache)
+    outcome = tune_fusion(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache, tracking=experiment.tracking)
     cache = outcome.cache
     print(f"logit cache {cache.folder}: {'built' if outcome.cache_built else 'reused'}, rows {cache.card['rows']}")
     search = outcome.search
@@ -50,6 +50,9 @@ def main() -> int:
     print(f"exported for serving: {outcome.export_dir}")
     print(f"report: {outcome.report}")
     print(f"optuna-dashboard {search.optuna_storage}  |  tensorboard --logdir {search.experiment_dir}")
+    if experiment.tracking.tracking_uri:
+        print(f"MLflow: every trial in experiment {experiment.tracking.experiment!r}; "
+              f"mlflow ui --backend-store-uri {experiment.tracking.tracking_uri}")
     return 0
 
 

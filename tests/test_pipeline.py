@@ -94,7 +94,9 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
 
     work = tmp_path / "work_root"
     (port,) = free_ports(1)
-    overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}"]
+    # MLflow on for the whole pipeline: one experiment, its local SQLite store under work/
+    overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}", "tracking.mlflow=true",
+                         "tracking.experiment=demo-pipeline"]
     client = JobSubmissionClient(ray_head)
     job_id = client.submit_job(
         # the `deepfusion` console script (= python -m jobs.pipeline): preprocess, train, tune, serve
@@ -127,6 +129,7 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     answer = summary["serve_response"]["response"]
     assert answer["emotion"] in answer["probabilities"] and len(answer["fusion_weights"]) == 2
     assert set(answer["individual_predictions"]) == {"video", "audio_text"}
+    _check_tracking(work, summary, logs)
 
     textile_before = _stage_record(work, "train__textile")
     lstm_before = _stage_record(work, "train__multimodal_lstm")
@@ -148,6 +151,40 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     fusion_after = _stage_record(work, "fusion")
     assert fusion_after["inputs"]["audio_text_checkpoint"] != fusion_before["inputs"]["audio_text_checkpoint"]
     assert fusion_after["inputs"]["video_checkpoint"] == fusion_before["inputs"]["video_checkpoint"]
+
+
+def _check_tracking(work: Path, summary: dict, logs: str) -> None:
+    """Where the pipeline's runs can be watched: each backbone's curves (PNG and TensorBoard
+    events), and one MLflow experiment with every backbone run and every fusion trial."""
+    from mlflow.tracking import MlflowClient
+
+    for backbone in summary["backbones"]:
+        assert (work / backbone["curves_png"]).stat().st_size > 10_000, backbone
+        assert list((work / backbone["tensorboard"] / "val").glob("events.out.tfevents.*")), backbone
+    assert "tensorboard --logdir work" in logs and "mlflow ui --backend-store-uri sqlite:///" in logs
+    store = f"sqlite:///{work / 'work' / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("demo-pipeline")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    pipeline_file = str(DEMO.resolve())
+    assert all(run.data.tags["deepfusion.pipeline"] == pipeline_file for run in runs)
+    backbones = {run.info.run_name: run for run in runs if run.data.tags["deepfusion.stage"] == "train"}
+    assert set(backbones) == {"textile", "mimamo", "multimodal_lstm"}
+    for name, run in backbones.items():
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["checkpoint_path"] == str((work / "work" / "runs" / name / "best").resolve())
+        assert run.data.params["model.kind"] == name
+        history = client.get_metric_history(run.info.run_id, "val_weighted_f1")
+        assert [m.step for m in history] == [1]  # the one epoch each trained
+        assert "test_weighted_f1" in run.data.metrics
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"training_curves.png", "test_confusion.png", "test_metrics.json"} <= artifacts
+    trials = [run for run in runs if run.data.tags["deepfusion.stage"] == "fusion"]
+    assert len(trials) == 4  # fusion.search.num_samples
+    for trial in trials:
+        assert {"lr", "batch_size", "video_weight", "focal_alpha", "focal_gamma"} <= set(trial.data.params)
+        assert "best_val_weighted_f1" in trial.data.metrics
+        assert Path(trial.data.tags["checkpoint_path"]).is_dir()
 
 
 def _stage_record(work: Path, name: str) -> dict:

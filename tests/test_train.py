@@ -23,8 +23,9 @@ from deepfusion.artifacts.checkpoint import (
     load_model,
     read_card,
 )
-from deepfusion.config import ConfigError, TrainConfig, validate_config
+from deepfusion.config import ConfigError, TrackingConfig, TrainConfig, validate_config
 from deepfusion.preprocess.datasets import preprocess
+from deepfusion.tracking.tensorboard import CURVES, read_curves
 from deepfusion.training.trainer import train
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -77,11 +78,30 @@ def test_textile_two_workers_beat_chance_and_write_test_report(shards, tmp_path)
 def test_resume_continues_epochs_and_optimizer_state(shards, tmp_path):
     cfg = train_config(tmp_path, shards / "textile", {"kind": "textile", "preset": "cpu-small"},
                        epochs=1, evaluate_test=False)
-    first = train(cfg)
+    from mlflow.tracking import MlflowClient
+
+    tracking = TrackingConfig(mlflow=True, local_store=tmp_path / "mlflow", experiment="resume-test")
+    first = train(cfg, tracking=tracking)
     assert first.epochs_completed == 1
     longer = cfg.model_copy(update={"epochs": 2})
-    second = train(longer)
+    second = train(longer, tracking=tracking)
     assert second.epochs_completed == 2
+    # TensorBoard shows each epoch once, as the run reported it, over both invocations
+    curves = read_curves(second.run_dir)
+    for split in ("train", "val"):
+        for tag in CURVES:
+            assert curves[split][tag] == [(m["epoch"], pytest.approx(m[f"{split}_{tag}"], rel=1e-6))
+                                          for m in second.history], (split, tag)
+    assert [step for step, _ in curves["train"]["lr"]] == [1, 2]
+    assert second.curves_path.stat().st_size > 10_000
+    # ... and MLflow one run: the resumed invocation continued the first one's record
+    client = MlflowClient(tracking.tracking_uri)
+    assert second.mlflow_run_id == first.mlflow_run_id
+    run = client.get_run(second.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["checkpoint_path"] == str(second.best_checkpoint)
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_loss")] == [
+        (m["epoch"], pytest.approx(m["val_loss"], rel=1e-6)) for m in second.history]
+    assert run.data.params["run.name"] == cfg.run.name and run.data.params["epochs"] == "1"  # the first call's
     # best/ shares its files with the epoch checkpoint it came from: no second copy on disk
     source = second.best_checkpoint.parent / f"checkpoint_epoch_{second.best_metrics['epoch']:04d}"
     assert (second.best_checkpoint / "model.safetensors").samefile(source / "model.safetensors")
@@ -94,8 +114,10 @@ def test_resume_continues_epochs_and_optimizer_state(shards, tmp_path):
     # what defines the run may not change under the same name
     with pytest.raises(ConfigError, match="different batch_size"):
         train(longer.model_copy(update={"batch_size": 8}))
-    restarted = train(longer.model_copy(update={"batch_size": 8}), fresh=True)
+    restarted = train(longer.model_copy(update={"batch_size": 8}), fresh=True, tracking=tracking)
     assert restarted.epochs_completed == 2
+    assert restarted.mlflow_run_id != first.mlflow_run_id  # a fresh run is a new record
+    assert [r.info.status for r in client.search_runs([run.info.experiment_id])] == ["FINISHED", "FINISHED"]
 
 
 def test_same_seed_repeats_every_epoch_and_a_resumed_run_repeats_the_uninterrupted_one(shards, tmp_path):

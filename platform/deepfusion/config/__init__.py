@@ -40,6 +40,7 @@ from deepfusion.config.preprocess import (
     VideoConfig,
 )
 from deepfusion.config.resources import DataResources, RayConfig
+from deepfusion.config.tracking import TrackingConfig
 from deepfusion.config.train import OptimConfig, RunSection, ScalingSection, TrainConfig
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "ModelConfig", "MultimodalLSTMConfig", "OptimConfig", "PredictSection",
     "PipelineConfig", "PreprocessConfig", "RayConfig", "RunSection", "ScalingSection", "SearchSection",
     "SearchSpace", "ServeStage", "SpeakerEncoderConfig", "SpeechDataset", "StageFile", "SplitRatios",
-    "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig", "TrainConfig", "VideoConfig",
+    "StrictModel", "TextConfig", "TextEncoderConfig", "TextileNetConfig", "TrackingConfig", "TrainConfig",
+    "VideoConfig",
     "apply_override", "load_config", "validate_config",
 ]

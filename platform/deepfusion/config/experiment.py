@@ -10,6 +10,7 @@ from deepfusion.config.predict import PredictSection
 from deepfusion.config.preprocess import PreprocessConfig
 from deepfusion.config.resources import RayConfig
 from deepfusion.config.serving import ServeSection
+from deepfusion.config.tracking import TrackingConfig
 from deepfusion.config.train import TrainConfig
 
 
@@ -17,6 +18,8 @@ class ExperimentConfig(StrictModel):
     """One experiment file: each job reads its own section; all share ``ray``."""
 
     ray: RayConfig = RayConfig()
+    # TensorBoard curves (on) and MLflow (opt-in) for train, tune_fusion and the pipeline
+    tracking: TrackingConfig = TrackingConfig()
     demo_data: DemoDataConfig | None = None
     preprocess: PreprocessConfig | None = None
     train: TrainConfig | None = None

@@ -57,3 +57,30 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, *,
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return Path(path)
+
+
+def plot_training_curves(history: list[dict], path: Path, *, title: str, best_epoch: int | None = None) -> Path:
+    """Loss and weighted F1 per epoch, train against val, as a PNG at ``path`` (the best
+    epoch marked): the picture beside the confusion matrix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [m["epoch"] for m in history]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "weighted_f1", "weighted F1")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            ax.plot(epochs, [m[f"{split}_{metric}"] for m in history], style, markersize=3, label=split)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle=":", label=f"best epoch {best_epoch}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)

@@ -23,6 +23,7 @@ from pathlib import Path
 from ray.tune.search.optuna import OptunaSearch
 
 from deepfusion.config.fusion import FusionConfig, FusionTraining
+from deepfusion.config.tracking import TrackingConfig
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,10 @@ def optuna_storage_url(cfg: FusionConfig) -> str:
     return f"sqlite:///{search_dir(cfg) / OPTUNA_DB}"
 
 
-def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> SearchOutcome:
-    """Run (or resume) the sweep; Ray must be up."""
+def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False,
+               tracking: TrackingConfig | None = None, tags: dict | None = None) -> SearchOutcome:
+    """Run (or resume) the sweep; Ray must be up. With MLflow on (``tracking``), every trial
+    is an MLflow run (Ray's ``MLflowLoggerCallback``) tagged with ``tags``."""
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -176,6 +179,12 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
     # the experiment state after every finished trial, so a killed driver loses none. That
     # is intended here; Tune would warn about it on every trial.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    callbacks = None
+    if tracking is not None and tracking.tracking_uri is not None:
+        from deepfusion.tracking.mlflow_runs import tune_callback
+
+        callbacks = [tune_callback(tracking, {"deepfusion.stage": "fusion", "deepfusion.search": str(experiment_dir),
+                                              **(tags or {})})]
     if resuming and tune.Tuner.can_restore(str(experiment_dir)):
         log.info("resuming the search in %s", experiment_dir)
         tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable,
@@ -195,7 +204,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False) -> 
             ),
             run_config=tune.RunConfig(
                 name=search.name, storage_path=str(experiment_dir.parent), verbose=search.verbose,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks,
             ),
         )
     grid = tuner.fit()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from deepfusion.artifacts.checkpoint import load_fusion, save_fusion
 from deepfusion.config.fusion import FusionConfig
+from deepfusion.config.tracking import TrackingConfig
 from deepfusion.fusion.comparison import ModelRow, write_report
 from deepfusion.fusion.fit import evaluate, evaluate_logits, fit_fusion
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits, open_or_build
@@ -36,8 +37,10 @@ class FusionOutcome:
     report: Path
 
 
-def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = False) -> FusionOutcome:
-    """Ray must be up. ``fresh`` restarts the search; ``rebuild_cache`` recomputes logits."""
+def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = False,
+                tracking: TrackingConfig | None = None, tags: dict | None = None) -> FusionOutcome:
+    """Ray must be up. ``fresh`` restarts the search; ``rebuild_cache`` recomputes logits;
+    ``tracking`` with MLflow on records every trial, tagged with ``tags``."""
     cache, built = open_or_build(cfg, force=rebuild_cache)
     logits = cache.load_all()
     names = cache.label_names
@@ -52,7 +55,7 @@ def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool =
     late = fit_fusion("late_fusion", logits["train"], logits["val"], cfg.late_fusion, names, seed=cfg.search.seed)
     rows.append(_fusion_row("Late Fusion", late.model, logits, names))
 
-    outcome = run_search(cfg, cache, fresh=fresh)
+    outcome = run_search(cfg, cache, fresh=fresh, tracking=tracking, tags=tags)
     best_model, card = load_fusion(outcome.best_checkpoint)
     enhanced = _fusion_row("Enhanced Late Fusion", best_model, logits, names)
     rows.append(enhanced)

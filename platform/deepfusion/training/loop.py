@@ -2,7 +2,8 @@
 
 Each epoch trains on the worker's part of the train split (DDP keeps replicas equal),
 evaluates the whole validation split, sums confusion matrices over workers, reports
-metrics, and saves a checkpoint from rank 0. A restarted run (same run name, or a
+metrics, and saves a checkpoint from rank 0; rank 0 also writes the epoch's TensorBoard
+curves and, when tracked, its MLflow metrics. A restarted run (same run name, or a
 worker failure under ``FailureConfig``) resumes from the latest checkpoint.
 """
 
@@ -28,6 +29,8 @@ from deepfusion.evaluation.metrics import classification_metrics, flat_metrics
 from deepfusion.models import build_model
 from deepfusion.models.losses import build_loss
 from deepfusion.ray_runtime import quiet_ray_train_reports
+from deepfusion.tracking.mlflow_runs import log_epoch
+from deepfusion.tracking.tensorboard import EpochCurves
 from deepfusion.training.epoch import run_epoch
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
 
@@ -102,59 +105,78 @@ def train_loop_per_worker(loop_config: dict) -> None:
                       num_classes=len(label_names), batch_size=batch_size, group_by_length=cfg.group_by_length)
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        started = time.perf_counter()
-        # Each epoch seeds its own streams (shuffle, batch order, dropout, augmentation), so a
-        # rerun, or a run resumed from a checkpoint, repeats the epochs of an uninterrupted one.
-        rng = np.random.default_rng([cfg.seed, epoch, rank])
-        torch.manual_seed(int(rng.integers(2**62)))
-        train_confusion, train_loss, train_rows = run_epoch(
-            trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
-            scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
-            rng=rng, **epoch_args)
-        train_s = time.perf_counter() - started
-        train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
-        # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
-        # broadcast so that scheduler and early-stopping decisions agree to the last bit.
-        val_confusion, val_loss, val_rows = _from_rank_zero(*run_epoch(model, val_shard, **epoch_args))
-        train = classification_metrics(train_confusion, label_names)
-        val = classification_metrics(val_confusion, label_names)
-        metrics = {
-            "epoch": epoch,
-            **flat_metrics("train", train, train_loss / max(train_rows, 1)),
-            **flat_metrics("val", val, val_loss / max(val_rows, 1)),
-            "lr": optimizer.param_groups[0]["lr"],
-            **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups[1:]},
-            "train_samples": train_rows,
-            "train_samples_per_s": round(train_rows / train_s, 2),  # all workers, training pass only
-            "epoch_s": round(time.perf_counter() - started, 2),
-        }
-        if scheduler is not None and not step_each_batch:
-            scheduler.step(metrics["val_loss"])
-        improved = stopper.update(metrics[cfg.monitor], epoch)
-        metrics.update(is_best=improved, best_epoch=stopper.best_epoch, **{f"best_{cfg.monitor}": stopper.best})
-        history.append(metrics)
-        if rank == 0:
-            log.info(_epoch_line(metrics, cfg.epochs))
-        with tempfile.TemporaryDirectory() as folder:
-            saved = None
+    tracking = loop_config.get("tracking") or {}
+    curves = EpochCurves(Path(tracking["run_dir"]), start_epoch) if rank == 0 and tracking.get("tensorboard") else None
+    mlflow_run = (tracking.get("mlflow_uri"), tracking.get("mlflow_run_id")) if rank == 0 else (None, None)
+    try:
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            started = time.perf_counter()
+            # Each epoch seeds its own streams (shuffle, batch order, dropout, augmentation), so a
+            # rerun, or a run resumed from a checkpoint, repeats the epochs of an uninterrupted one.
+            rng = np.random.default_rng([cfg.seed, epoch, rank])
+            torch.manual_seed(int(rng.integers(2**62)))
+            train_confusion, train_loss, train_rows = run_epoch(
+                trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
+                scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
+                rng=rng, **epoch_args)
+            train_s = time.perf_counter() - started
+            train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
+            # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
+            # broadcast so that scheduler and early-stopping decisions agree to the last bit.
+            val_confusion, val_loss, val_rows = _from_rank_zero(*run_epoch(model, val_shard, **epoch_args))
+            train = classification_metrics(train_confusion, label_names)
+            val = classification_metrics(val_confusion, label_names)
+            metrics = {
+                "epoch": epoch,
+                **flat_metrics("train", train, train_loss / max(train_rows, 1)),
+                **flat_metrics("val", val, val_loss / max(val_rows, 1)),
+                "lr": optimizer.param_groups[0]["lr"],
+                **{f"lr_{g['name']}": g["lr"] for g in optimizer.param_groups[1:]},
+                "train_samples": train_rows,
+                "train_samples_per_s": round(train_rows / train_s, 2),  # all workers, training pass only
+                "epoch_s": round(time.perf_counter() - started, 2),
+            }
+            if scheduler is not None and not step_each_batch:
+                scheduler.step(metrics["val_loss"])
+            improved = stopper.update(metrics[cfg.monitor], epoch)
+            metrics.update(is_best=improved, best_epoch=stopper.best_epoch, **{f"best_{cfg.monitor}": stopper.best})
+            history.append(metrics)
             if rank == 0:
-                save_checkpoint(
-                    Path(folder), model, model_config=model_cfg, label_names=label_names,
-                    data_info=loop_config["data_info"], train_config=loop_config["train"],
-                    training_state={
-                        "epoch": epoch, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
-                        "metrics": metrics, "history": history, "resumed_from": resumed_from,
-                    })
-                saved = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
-        if stopper.should_stop:
-            if rank == 0:
-                log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)",
-                         cfg.monitor, stopper.patience, stopper.best, stopper.best_epoch)
-            break
+                log.info(_epoch_line(metrics, cfg.epochs))
+                _track(metrics, curves, *mlflow_run)
+            with tempfile.TemporaryDirectory() as folder:
+                saved = None
+                if rank == 0:
+                    save_checkpoint(
+                        Path(folder), model, model_config=model_cfg, label_names=label_names,
+                        data_info=loop_config["data_info"], train_config=loop_config["train"],
+                        training_state={
+                            "epoch": epoch, "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                            "scaler": scaler.state_dict(), "early_stopping": stopper.state_dict(),
+                            "metrics": metrics, "history": history, "resumed_from": resumed_from,
+                        })
+                    saved = ray.train.Checkpoint.from_directory(folder)
+                ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+            if stopper.should_stop:
+                if rank == 0:
+                    log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)",
+                             cfg.monitor, stopper.patience, stopper.best, stopper.best_epoch)
+                break
+    finally:
+        if curves is not None:
+            curves.close()
+
+
+def _track(metrics: dict, curves: EpochCurves | None, mlflow_uri: str | None, mlflow_run_id: str | None) -> None:
+    """Rank 0: the epoch's curves to TensorBoard and, when tracked, to the run's MLflow record."""
+    if curves is not None:
+        curves.epoch(metrics)
+    if mlflow_run_id is not None:
+        try:
+            log_epoch(mlflow_uri, mlflow_run_id, metrics)
+        except Exception as err:  # noqa: BLE001 - a tracking server's hiccup must not stop training
+            log.warning("MLflow: epoch %d not logged: %s", metrics["epoch"], err)
 
 
 def _sum_over_workers(confusion: torch.Tensor, loss_sum: float, rows: int):

@@ -3,9 +3,11 @@ export and the test-set evaluation.
 
 Run directory (``<run.storage_path>/<run.name>``): Ray Train's own results and
 ``checkpoint_epoch_*`` folders, plus ``run_config.json`` (what may not change on resume),
-``best/`` (the best checkpoint, the stable path later stages use: its files are hard links
-to the epoch checkpoint's where the file system allows, so it costs no second copy) and
-``evaluation/`` (test metrics JSON and confusion-matrix PNG).
+``tensorboard/`` (per-epoch curves), ``best/`` (the best checkpoint, the stable path later
+stages use: its files are hard links to the epoch checkpoint's where the file system
+allows, so it costs no second copy), ``evaluation/`` (the training-curve PNG, the test
+metrics JSON and the confusion-matrix PNG) and, with MLflow on, ``mlflow_run.json`` (the
+run's MLflow record, reopened on resume).
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ from deepfusion.artifacts.checkpoint import checkpoint_hash
 from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.artifacts.freshness import claim_run_dir
 from deepfusion.config.resources import DataResources
+from deepfusion.config.tracking import TrackingConfig
 from deepfusion.config.train import ScalingSection, TrainConfig
+from deepfusion.evaluation.report import plot_training_curves
+from deepfusion.tracking.mlflow_runs import close_backbone_run, open_backbone_run
+from deepfusion.tracking.tensorboard import events_dir
 from deepfusion.training.loop import train_loop_per_worker
 from deepfusion.training.optimization import monitor_mode
 
 log = logging.getLogger("deepfusion.train")
 BEST = "best"
+CURVES_PNG = "training_curves.png"
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,9 @@ class TrainOutcome:
     test_metrics_path: Path | None = None
     test_confusion_path: Path | None = None
     test_metrics: dict | None = None
+    curves_path: Path | None = None  # <run_dir>/evaluation/training_curves.png
+    tensorboard_dir: Path | None = None  # <run_dir>/tensorboard
+    mlflow_run_id: str | None = None
 
 
 def scaling_config(cfg: ScalingSection) -> tuple[ray.train.ScalingConfig, TorchConfig]:
@@ -68,8 +78,14 @@ def _resume_key(cfg: TrainConfig) -> dict:
     return cfg.model_dump(mode="json", include={"model", "data", "batch_size", "monitor", "optim", "seed"})
 
 
-def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResources = DataResources()) -> TrainOutcome:
-    """Train ``cfg.model`` on ``cfg.data`` with Ray Train (Ray must be up)."""
+def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResources = DataResources(),
+          tracking: TrackingConfig | None = None, tags: dict | None = None) -> TrainOutcome:
+    """Train ``cfg.model`` on ``cfg.data`` with Ray Train (Ray must be up).
+
+    ``tracking``: TensorBoard curves (default) and the MLflow record; ``tags``: added to the
+    MLflow run.
+    """
+    tracking = tracking or TrackingConfig()
     data = ShardDataset.open(cfg.data)
     model_cfg = data.resolve_model_config(cfg.model)
     storage = Path(cfg.run.storage_path).resolve()
@@ -80,6 +96,10 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     scaling, torch_config = scaling_config(cfg.scaling)
     columns = data.columns(model_cfg)
     mode = monitor_mode(cfg.monitor)
+    mlflow_run_id = open_backbone_run(
+        tracking, run_dir, run_name=cfg.run.name, params=cfg.model_dump(mode="json"),
+        tags={"deepfusion.stage": "train", "deepfusion.model": cfg.model.kind, "deepfusion.run_dir": str(run_dir),
+              "deepfusion.data": str(cfg.data), **(tags or {})})
 
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -90,6 +110,8 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
             "class_weights": data.class_weights(),
             "train_rows": data.total("train"),
             "data_info": data.checkpoint_info(),
+            "tracking": {"run_dir": str(run_dir), "tensorboard": tracking.tensorboard,
+                         "mlflow_uri": tracking.tracking_uri, "mlflow_run_id": mlflow_run_id},
         },
         scaling_config=scaling,
         torch_config=torch_config,
@@ -103,19 +125,34 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
         datasets=_datasets(data, columns, cfg),
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=_ordered_ingest()),
     )
-    result = trainer.fit()
-    best = result.get_best_checkpoint(cfg.monitor, mode)
-    if best is None:
-        raise RuntimeError(f"run {run_dir} produced no checkpoint")
-    best_dir = _export(Path(best.path), run_dir / BEST)
-    best_metrics = _metrics_of(best_dir)
-    latest = _training_state(Path(result.checkpoint.path))
-    outcome = TrainOutcome(run_dir, best_dir, best_metrics, latest["epoch"], latest["history"],
-                           scaling.num_workers, dict(scaling.resources_per_worker),
-                           resumed_from=latest.get("resumed_from", []))
-    if not cfg.evaluate_test or data.total("test") == 0:
-        return outcome
-    return _evaluate_test(outcome, data, data_resources, cfg)
+    try:
+        result = trainer.fit()
+        best = result.get_best_checkpoint(cfg.monitor, mode)
+        if best is None:
+            raise RuntimeError(f"run {run_dir} produced no checkpoint")
+        best_dir = _export(Path(best.path), run_dir / BEST)
+        best_metrics = _metrics_of(best_dir)
+        latest = _training_state(Path(result.checkpoint.path))
+        title = f"{cfg.run.name} ({cfg.model.kind}, {cfg.model.preset}) on {data.manifest['dataset']}"
+        curves = plot_training_curves(latest["history"], run_dir / "evaluation" / CURVES_PNG, title=title,
+                                      best_epoch=best_metrics["epoch"])
+        outcome = TrainOutcome(run_dir, best_dir, best_metrics, latest["epoch"], latest["history"],
+                               scaling.num_workers, dict(scaling.resources_per_worker),
+                               resumed_from=latest.get("resumed_from", []), curves_path=curves,
+                               tensorboard_dir=events_dir(run_dir) if tracking.tensorboard else None,
+                               mlflow_run_id=mlflow_run_id)
+        if cfg.evaluate_test and data.total("test") > 0:
+            outcome = _evaluate_test(outcome, data, data_resources, cfg, title)
+    except BaseException:
+        if mlflow_run_id is not None:
+            close_backbone_run(tracking.tracking_uri, mlflow_run_id, best_checkpoint=run_dir / BEST, best_metrics={},
+                               test_metrics=None, artifacts=[], failed=True)
+        raise
+    if mlflow_run_id is not None:
+        close_backbone_run(tracking.tracking_uri, mlflow_run_id, best_checkpoint=outcome.best_checkpoint,
+                           best_metrics=outcome.best_metrics, test_metrics=outcome.test_metrics,
+                           artifacts=[outcome.curves_path, outcome.test_confusion_path, outcome.test_metrics_path])
+    return outcome
 
 
 def _datasets(data: ShardDataset, columns: list[str], cfg: TrainConfig) -> dict:
@@ -189,7 +226,7 @@ def _metrics_of(checkpoint: Path) -> dict:
 
 
 def _evaluate_test(outcome: TrainOutcome, data: ShardDataset, resources: DataResources,
-                   cfg: TrainConfig) -> TrainOutcome:
+                   cfg: TrainConfig, title: str) -> TrainOutcome:
     from dataclasses import replace
 
     from deepfusion.evaluation.predict import evaluate_split
@@ -199,7 +236,7 @@ def _evaluate_test(outcome: TrainOutcome, data: ShardDataset, resources: DataRes
     metrics_path, figure_path = write_evaluation(
         evaluation, outcome.run_dir / "evaluation", checkpoint=outcome.best_checkpoint,
         checkpoint_hash=checkpoint_hash(outcome.best_checkpoint),
-        title=f"{cfg.run.name} ({cfg.model.kind}, {cfg.model.preset}) on {data.manifest['dataset']}",
+        title=title,
     )
     return replace(outcome, test_metrics_path=metrics_path, test_confusion_path=figure_path,
                    test_metrics=evaluation.metrics)

@@ -65,7 +65,8 @@ def crossval(experiment: ExperimentConfig, *, fresh: bool = False, source: str =
         fold_cfg = train_cfg.model_copy(update={
             "data": prepared.out_dir, "evaluate_test": True,
             "run": train_cfg.run.model_copy(update={"name": f"{train_cfg.run.name}_fold{k}"})})
-        outcome = train(fold_cfg, fresh=fresh, data_resources=preprocess_cfg.data)
+        outcome = train(fold_cfg, fresh=fresh, data_resources=preprocess_cfg.data, tracking=experiment.tracking,
+                        tags={"deepfusion.crossval": train_cfg.run.name, "deepfusion.fold": str(k)})
         test = json.loads(Path(outcome.test_metrics_path).read_text())
         label_names = label_names or test["label_names"]
         if test["label_names"] != label_names:  # one preprocessing config: cannot differ, but never pool scrambled

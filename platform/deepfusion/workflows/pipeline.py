@@ -9,6 +9,10 @@ manifest); training and fusion by a ``StageLedger``, whose inputs are the resolv
 config and the hashes of the artifacts they read,
 so retraining MIMAMO Net redoes the fusion but not the LSTM, and editing only the
 fusion file redoes only the fusion. Ray must be up.
+
+The pipeline file's ``tracking`` section applies to every stage it runs (the stage
+files' own are for their jobs run alone): one MLflow experiment holds the pipeline's
+backbone runs and fusion trials, each tagged ``deepfusion.pipeline``.
 """
 
 from __future__ import annotations
@@ -90,6 +94,11 @@ def pipeline(plan: PipelinePlan, *, redo: frozenset[str] = frozenset()) -> Pipel
     return run
 
 
+def _pipeline_tags(plan: PipelinePlan) -> dict:
+    """MLflow tags of every run the pipeline starts (all in its file's ``tracking.experiment``)."""
+    return {"deepfusion.pipeline": str(Path(plan.source).resolve())}
+
+
 def _stage_count(plan: PipelinePlan) -> int:
     p = plan.pipeline
     return (int(p.make_demo_data) + int(p.preprocess) + len(plan.train) + int(plan.fusion is not None) + 1
@@ -147,7 +156,8 @@ def _train(plan: PipelinePlan, cfg, ledger: StageLedger, resources: DataResource
         return StageResult(stage, "skipped", 0.0, str(best))
     started = time.perf_counter()
     ledger.started(stage, inputs)
-    outcome = train(cfg, fresh=decision == "fresh", data_resources=resources)
+    outcome = train(cfg, fresh=decision == "fresh", data_resources=resources, tracking=plan.experiment.tracking,
+                    tags=_pipeline_tags(plan))
     wall_s = time.perf_counter() - started
     ledger.finished(stage, inputs, outputs(), wall_s)
     detail = f"{outcome.epochs_completed} epochs, best {cfg.monitor} {outcome.best_metrics[cfg.monitor]:.4f}"
@@ -172,7 +182,7 @@ def _fusion(plan: PipelinePlan, ledger: StageLedger, *, force: bool) -> StageRes
         return StageResult("fusion", "skipped", 0.0, str(cfg.export_dir))
     started = time.perf_counter()
     ledger.started("fusion", inputs)
-    outcome = tune_fusion(cfg, fresh=decision == "fresh")
+    outcome = tune_fusion(cfg, fresh=decision == "fresh", tracking=plan.experiment.tracking, tags=_pipeline_tags(plan))
     wall_s = time.perf_counter() - started
     ledger.finished("fusion", inputs, outputs(), wall_s)
     search = outcome.search

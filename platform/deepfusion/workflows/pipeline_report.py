@@ -8,6 +8,7 @@ skipped. Writes ``<state_dir>/report.md`` and ``summary.json``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from deepfusion.workflows.pipeline_plan import PipelinePlan
@@ -26,6 +27,8 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
             "run": cfg.run.name, "model": cfg.model.kind, "preset": cfg.model.preset,
             "checkpoint": shown(run_dir / "best"),
             "confusion_png": shown(run_dir / "evaluation" / "test_confusion.png"),
+            "curves_png": shown(run_dir / "evaluation" / "training_curves.png"),
+            "tensorboard": shown(run_dir / "tensorboard"),
             "test_accuracy": None if metrics is None else metrics["accuracy"],
             "test_weighted_f1": None if metrics is None else metrics["weighted_f1"],
         })
@@ -45,6 +48,8 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
             "logit_cache": shown(cfg.cache_dir),
         }
     summary["artifacts"]["backbone_checkpoints"] = [b["checkpoint"] for b in summary["backbones"]]
+    summary["artifacts"]["training_curves"] = [b["curves_png"] for b in summary["backbones"]]
+    summary["watch"] = _watch_commands(plan, summary)
     summary["stages"] = [{"stage": s.stage, "status": s.status, "wall_s": round(s.wall_s, 1), "detail": s.detail}
                          for s in stages]
 
@@ -81,11 +86,35 @@ def _markdown(summary: dict) -> str:
     if summary["serve_response"] is not None:
         lines += ["", "## The Serve app's answer to one test utterance", "", "```json",
                   json.dumps(summary["serve_response"], indent=2), "```"]
+    lines += ["", "## Watching and browsing the runs", ""]
+    lines += [f"- {what}: `{command}`" for what, command in summary["watch"].items()]
     lines += ["", "## Artifacts", ""]
     for key, value in summary["artifacts"].items():
         values = value if isinstance(value, list) else [value]
         lines += [f"- {key}: " + ", ".join(f"`{v}`" for v in values)]
     return "\n".join(lines) + "\n"
+
+
+def _watch_commands(plan: PipelinePlan, summary: dict) -> dict:
+    """The one-line commands that open this pipeline's curves, sweep and records."""
+    logdirs = [Path(cfg.run.storage_path) / cfg.run.name / "tensorboard" for _, cfg in plan.train]
+    if plan.fusion is not None:
+        from deepfusion.fusion.search import search_dir
+
+        logdirs.append(search_dir(plan.fusion[1]))
+    watch = {}
+    if logdirs:
+        # TensorBoard finds event files in every folder under its logdir: their common parent.
+        common = Path(os.path.commonpath([str(p.resolve()) for p in logdirs]))
+        watch["TensorBoard (backbone curves and fusion trials)"] = f"tensorboard --logdir {shown(common)}"
+    if "optuna_study" in summary["artifacts"]:
+        watch["optuna-dashboard (the fusion study)"] = f"optuna-dashboard {summary['artifacts']['optuna_study']}"
+    tracking = plan.experiment.tracking
+    if tracking.tracking_uri is not None:
+        watch[f"MLflow (experiment {tracking.experiment!r})"] = (
+            f"mlflow ui --backend-store-uri {tracking.tracking_uri}" if tracking.mlflow_uri is None
+            else f"open {tracking.mlflow_uri}")
+    return watch
 
 
 def shown(path) -> str:
