@@ -190,7 +190,7 @@ def assert_still_answers(guarded) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_credentials_are_required_except_for_the_health_check(guarded):
+def test_credentials_are_required_except_for_the_health_check_and_the_pages(guarded):
     url = guarded["url"]
     assert requests.get(f"{url}/healthz", timeout=10).json() == {"status": "ok"}
     for headers in ({}, {"Authorization": "Bearer wrong-token-of-some-length"}, {"Authorization": "Basic abc"}):
@@ -199,6 +199,10 @@ def test_credentials_are_required_except_for_the_health_check(guarded):
         assert response.headers["WWW-Authenticate"] == "Bearer"
         assert response.json()["detail"]["field"] == "authorization"
     assert requests.get(f"{url}/v1/models", timeout=10).status_code == 401
+    # what a browser loads by navigation is open (it cannot send a bearer token); the
+    # demo page then sends the token it is given with its API calls
+    for path in ("/", "/ui/app.js", "/docs", "/redoc", "/openapi.json", "/static-offline-docs/swagger-ui.css"):
+        assert requests.get(f"{url}{path}", timeout=10).status_code == 200, path
     models = requests.get(f"{url}/v1/models", headers=guarded["headers"], timeout=30)
     assert models.status_code == 200
     # the listing names checkpoints, not where this machine keeps them
@@ -301,11 +305,20 @@ def test_failed_decodes_leave_no_temporary_files(guarded, tmp_path):
 FUZZ_EXAMPLES = 25  # per operation; about 30 s for the four operations here
 
 
-def test_requests_generated_from_the_openapi_schema_never_get_a_5xx(guarded):
+def test_requests_generated_from_the_openapi_schema_never_get_a_5xx_and_get_what_it_documents(guarded):
     """Property-based: schemathesis generates requests (valid and invalid) for every
-    operation of the app's own OpenAPI schema; none may get a 5xx or kill a replica."""
+    operation of the app's own OpenAPI schema; none may get a 5xx or kill a replica, and
+    every answer is what the schema documents, as a client generated from it would expect:
+    a documented status code, a body valid against that status's schema, the declared
+    content type and the documented headers."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_headers_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     raw = requests.get(f"{guarded['url']}/openapi.json", headers=guarded["headers"], timeout=30).json()
     schema = schemathesis.openapi.from_dict(raw)
@@ -322,6 +335,8 @@ def test_requests_generated_from_the_openapi_schema_never_get_a_5xx(guarded):
                                      timeout=60)
                 answered.append(response.status_code)
                 assert response.status_code < 500, (case.method, case.path, response.status_code, response.text[:500])
+                case.validate_response(response, checks=[status_code_conformance, content_type_conformance,
+                                                         response_headers_conformance, response_schema_conformance])
 
             no_server_error()
     print(json.dumps({"fuzzed_requests": len(answered), "statuses": sorted(set(answered))}))

@@ -5,17 +5,19 @@ fusion and the textile classifier, composed with ``DeploymentHandle``s.
     POST /v1/textile   multipart: image
     GET  /v1/models    every served model's checkpoint, hash, preset and labels
     GET  /healthz
+    GET  /             the demo page (``serving/ui``): upload a clip or an image, see the answer
+    GET  /docs, /redoc the API's documentation, its assets served by the app (no CDN)
 
 For one emotion request the ingress decodes the media (the ingestion code path), sends
 the row to MIMAMO Net and the Multimodal LSTM at once, and passes both logits to the
 fusion. Model deployments batch concurrent requests with ``@serve.batch``.
 
-Every answer is JSON. Bad input is a 4xx naming the field (and the limit, for a 413); it
-never reaches a model. A declared content type must match the file's bytes. Uploads are
-streamed to a temporary folder in chunks (removed whatever happens) and decoded within
-``serve.limits.media``. A failing model deployment is a retryable 503; a bug of ours a 500
-with a request id, never a traceback. ``serving.guard`` checks the bearer token and the
-body size before a route reads anything.
+Every answer is JSON and documented (``serving.schemas``). Bad input is a 4xx naming the
+field (and the limit, for a 413); it never reaches a model. A declared content type must
+match the file's bytes. Uploads are streamed to a temporary folder in chunks (removed
+whatever happens) and decoded within ``serve.limits.media``. A failing model deployment
+is a retryable 503; a bug of ours a 500 with a request id, never a traceback.
+``serving.guard`` checks the bearer token and the body size before a route reads anything.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures'
@@ -27,8 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,17 +52,45 @@ from deepfusion.media import DecodeTimeout, MediaError
 from deepfusion.media.text import parse_context
 from deepfusion.serving.answers import bad_request, internal_error, media_failure, model_call
 from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
+from deepfusion.serving.schemas import (
+    EMOTION_RESPONSES,
+    MODELS_RESPONSES,
+    TEXTILE_RESPONSES,
+    EmotionAnswer,
+    Health,
+    ServedModels,
+    TextileAnswer,
+)
 from deepfusion.serving.uploads import AUDIO_TYPES, VIDEO_TYPES, image_types, read_upload, save_upload
 
-api = FastAPI(title="deepfusion", description="Multimodal emotion recognition and textile classification",
-              version=__version__)
+UI = Path(__file__).parent / "ui"
+
+# FastAPIOffline: FastAPI with /docs and /redoc served from the package's own copies of
+# Swagger UI and ReDoc (under /static-offline-docs) instead of a CDN.
+api = FastAPIOffline(title="deepfusion", description="Multimodal emotion recognition and textile classification. "
+                     "Try it on the demo page at `/`.", version=__version__)
 api.add_middleware(RequestGuard)
+api.mount("/ui", StaticFiles(directory=UI), name="ui")
+
 
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException):
+    """Every error body has the documented shape ``{"detail": {...}}``, also FastAPI's and
+    Starlette's own (an unparsable body, an unknown path, a wrong method)."""
     if exc.status_code == 413 and exc.detail == "Content Too Large":  # Starlette's body limit, mid-body
         return too_large(RequestGuard.max_body_bytes)
-    return await http_exception_handler(request, exc)
+    detail = exc.detail if isinstance(exc.detail, dict) else {"field": "request", "error": str(exc.detail)}
+    return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError):
+    """FastAPI's validation errors in the app's one error shape, the first one named."""
+    errors = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": e.get("type")}
+              for e in exc.errors()]
+    first = errors[0] if errors else {"loc": ["body"], "msg": "invalid request"}
+    field = first["loc"][-1] if first["loc"] else "body"
+    return JSONResponse({"detail": {"field": field, "error": first["msg"], "errors": errors}}, status_code=422)
 
 
 # Defined above the deployments: Serve pickles them when they are declared, with the
@@ -127,19 +160,23 @@ class Ingress:
         RequestGuard.configure(token=token, max_body_bytes=self.limits.request_bytes,
                                require_length=self.limits.require_content_length)
 
-    @api.get("/healthz")
+    @api.get("/", include_in_schema=False)
+    async def demo_page(self):
+        return FileResponse(UI / "index.html", media_type="text/html")
+
+    @api.get("/healthz", response_model=Health)
     async def healthz(self) -> dict:
         return {"status": "ok"}
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", response_model=ServedModels, responses=MODELS_RESPONSES)
     async def models(self) -> dict:
         handles = {"video": self.video, "audio_text": self.audio_text, "fusion": self.fusion}
         if self.textile is not None:
             handles["textile"] = self.textile
-        described = await asyncio.gather(*(h.describe.remote() for h in handles.values()))
+        described = await asyncio.gather(*(model_call(name, h.describe.remote()) for name, h in handles.items()))
         return dict(zip(handles, described))
 
-    @api.post("/v1/emotion")
+    @api.post("/v1/emotion", response_model=EmotionAnswer, responses=EMOTION_RESPONSES)
     async def emotion(self, request: Request,
                       video: UploadFile | None = File(None, description="the utterance's mp4"),
                       audio: UploadFile | None = File(None, description="a wav; else the mp4's own audio"),
@@ -180,7 +217,7 @@ class Ingress:
                            "fusion": _ms(fused, done), "total": _ms(started, done)},
         }
 
-    @api.post("/v1/textile")
+    @api.post("/v1/textile", response_model=TextileAnswer, responses=TEXTILE_RESPONSES)
     async def textile(self, request: Request,
                       image: UploadFile = File(..., description="a photo (jpeg, png or webp)")) -> dict:
         if self.textile is None:

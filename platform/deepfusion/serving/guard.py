@@ -25,8 +25,12 @@ from deepfusion.config.serving import AuthSection
 
 log = logging.getLogger("ray.serve")
 
-# Load balancers probe this without credentials; it reveals nothing.
-OPEN_PATHS = frozenset({"/healthz"})
+# Open without credentials: the health probe, and the pages a browser loads by navigation
+# (which cannot carry a bearer token): the demo page and the API docs, their assets and
+# the schema. None of them reveals a model or answers with one; the demo page asks for
+# the token and sends it with its API calls.
+OPEN_PATHS = frozenset({"/healthz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+OPEN_PREFIXES = ("/ui/", "/static-offline-docs/")
 
 
 class TokenUnavailable(RuntimeError):
@@ -58,6 +62,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 class RequestGuard:
     """ASGI middleware: 401 without the configured bearer token, 413 past the body limit,
     411 for a body without a length (unless ``require_content_length`` is off)."""
@@ -77,7 +85,7 @@ class RequestGuard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = Headers(scope=scope)
-        if self.token is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+        if self.token is not None and not is_open(scope["path"]) and not self._authorized(headers):
             return await refusal(401, "authorization", "missing or wrong bearer token",
                                  headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
         if self.max_body_bytes is None:

@@ -1,0 +1,132 @@
+"""What the HTTP API answers, field by field: the response models of every route and the
+error bodies of every status it sends. FastAPI turns them into the OpenAPI schema that
+``/docs`` and ``/redoc`` show, so the documentation is the code's own contract (the test
+suite checks live answers against it)."""
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EmotionLatency(BaseModel):
+    preprocess: float = Field(description="decoding the uploads (ms)")
+    video: float = Field(description="MIMAMO Net, queueing included (ms)")
+    audio_text: float = Field(description="the Multimodal LSTM, queueing included (ms)")
+    fusion: float = Field(description="the fusion model (ms)")
+    total: float = Field(description="the whole request inside the app (ms)")
+
+
+class Modalities(BaseModel):
+    video: bool = Field(description="frames were decoded from an uploaded video")
+    audio: bool = Field(description="audio came with the request (a wav, or the video's own track)")
+    text: bool = Field(description="a non-empty transcript was sent")
+
+
+class IndividualPredictions(BaseModel):
+    video: str = Field(description="MIMAMO Net's emotion on its own")
+    audio_text: str = Field(description="the Multimodal LSTM's emotion on its own")
+
+
+class EmotionAnswer(BaseModel):
+    emotion: str = Field(description="the fused prediction", examples=["joy"])
+    confidence: float = Field(ge=0, le=1, description="the fused probability of that emotion")
+    probabilities: dict[str, float] = Field(description="every emotion's fused probability (they sum to 1)")
+    individual_predictions: IndividualPredictions
+    fusion_weights: list[float] = Field(min_length=2, max_length=2,
+                                        description="[w1 video, w2 audio-text]: the fusion's learned weights")
+    modalities: Modalities
+    latency_ms: EmotionLatency
+
+
+class TextileLatency(BaseModel):
+    preprocess: float = Field(description="decoding the image (ms)")
+    model: float = Field(description="the classifier, queueing included (ms)")
+    total: float
+
+
+class TextileAnswer(BaseModel):
+    # "class" is a Python keyword: the field is named class_ and sent as "class".
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+    class_: str = Field(alias="class", description="the predicted class", examples=["clothes_dump"])
+    confidence: float = Field(ge=0, le=1)
+    probabilities: dict[str, float]
+    latency_ms: TextileLatency
+
+
+class ModelCard(BaseModel):
+    checkpoint: str = Field(description="the checkpoint folder's name (never this machine's path)")
+    sha256: str = Field(description="the checkpoint's content hash")
+    kind: str
+    preset: str | None
+    labels: list[str] = Field(description="the classes, in the model's output order")
+    fusion_weights: list[float] | None = Field(None, description="fusion models: [w1 video, w2 audio-text]")
+    image_size: int | None = Field(None, description="the textile classifier: the side images are resized to")
+
+
+class ServedModels(BaseModel):
+    video: ModelCard
+    audio_text: ModelCard
+    fusion: ModelCard
+    textile: ModelCard | None = None
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+class ErrorDetail(BaseModel):
+    field: str = Field(description="the form field, header or part of the request at fault", examples=["video"])
+    error: str = Field(description="what is wrong, for a person to read")
+    limit: str | None = Field(None, description="for 413 and 504: the setting that sets the limit",
+                              examples=["serve.limits.max_upload_mb"])
+    errors: list[dict] | None = Field(None, description="422 from request validation: every problem found")
+
+
+class ErrorBody(BaseModel):
+    detail: ErrorDetail
+
+
+class RetryDetail(BaseModel):
+    deployment: str = Field(description="the model deployment that could not answer", examples=["mimamo"])
+    retryable: bool
+    error: str
+
+
+class RetryBody(BaseModel):
+    detail: RetryDetail
+
+
+class InternalErrorDetail(BaseModel):
+    error: str
+    request_id: str = Field(description="the server log has the traceback under this id")
+
+
+class InternalErrorBody(BaseModel):
+    detail: InternalErrorDetail
+
+
+def _error(description: str, model=ErrorBody, **extra) -> dict:
+    return {"model": model, "description": description, **extra}
+
+
+# Every status a route may answer with, and the body it really sends.
+COMMON = {
+    400: _error("the request could not be parsed (e.g. a malformed multipart body)"),
+    401: _error("serve.auth is set and the bearer token is missing or wrong",
+                headers={"WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}}),
+    422: _error("a field is missing, malformed or over a limit (the field is named)"),
+    500: _error("a failure of ours; the body carries the request id to report", InternalErrorBody),
+}
+UPLOADS = {
+    **COMMON,
+    411: _error("serve.limits.require_content_length: send the body with a Content-Length"),
+    413: _error("the body or a file is over a limit (named in `limit`)"),
+    415: _error("a file's content type is not accepted, or its bytes are not what it declares"),
+    503: _error("a model deployment could not answer (restarting, or its queue is full): retry", RetryBody,
+                headers={"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}),
+}
+EMOTION_RESPONSES = {**UPLOADS, 504: _error("decoding took longer than serve.limits.media.decode_timeout_s")}
+TEXTILE_RESPONSES = {**UPLOADS, 404: _error("no textile classifier is deployed (serve.textile_checkpoint)"),
+                     504: EMOTION_RESPONSES[504]}
+MODELS_RESPONSES = {401: COMMON[401], 500: COMMON[500],
+                    503: UPLOADS[503]}
