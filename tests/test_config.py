@@ -165,3 +165,16 @@ def test_serve_config_serves_what_the_shipped_jobs_export():
                                                                       fusion.audio_text_checkpoint)
     assert serve.fusion_checkpoint == fusion.export_dir
     assert trained[serve.textile_checkpoint] == "textile"
+
+
+def test_tracking_is_tensorboard_by_default_and_mlflow_on_request(tmp_path):
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    plain = load_config(demo, base=tmp_path).tracking
+    assert plain.tensorboard and plain.tracking_uri is None  # MLflow is opt-in
+    local = load_config(demo, ["tracking.mlflow=true"], base=tmp_path).tracking
+    assert local.tracking_uri == f"sqlite:///{tmp_path / 'work' / 'mlflow' / 'mlflow.db'}"
+    assert local.artifact_location == (tmp_path / "work" / "mlflow" / "artifacts").as_uri()
+    server = load_config(demo, ["tracking.mlflow_uri=http://mlflow:5000"], base=tmp_path).tracking
+    assert server.mlflow and server.tracking_uri == "http://mlflow:5000" and server.artifact_location is None
+    with pytest.raises(ConfigError, match="tracking.experiment"):
+        load_config(demo, ["tracking.experiment="], base=tmp_path)

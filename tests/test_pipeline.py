@@ -95,8 +95,9 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     work = tmp_path / "work_root"
     (port,) = free_ports(1)
     # MLflow on for the whole pipeline: one experiment, its local SQLite store under work/
-    overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}", "tracking.mlflow=true",
-                         "tracking.experiment=demo-pipeline"]
+    # (the Serve app stays up for the dashboard check; the head goes with the fixture)
+    overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}", "pipeline.serve.keep_running=true",
+                         "tracking.mlflow=true", "tracking.experiment=demo-pipeline"]
     client = JobSubmissionClient(ray_head)
     job_id = client.submit_job(
         # the `deepfusion` console script (= python -m jobs.pipeline): preprocess, train, tune, serve
@@ -130,6 +131,7 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     assert answer["emotion"] in answer["probabilities"] and len(answer["fusion_weights"]) == 2
     assert set(answer["individual_predictions"]) == {"video", "audio_text"}
     _check_tracking(work, summary, logs)
+    _check_dashboard(ray_head, job_id)
 
     textile_before = _stage_record(work, "train__textile")
     lstm_before = _stage_record(work, "train__multimodal_lstm")
@@ -166,8 +168,9 @@ def _check_tracking(work: Path, summary: dict, logs: str) -> None:
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("demo-pipeline")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
-    pipeline_file = str(DEMO.resolve())
-    assert all(run.data.tags["deepfusion.pipeline"] == pipeline_file for run in runs)
+    # one pipeline file for all (the job's copy of configs/demo.yaml in its working_dir)
+    [pipeline_file] = {run.data.tags["deepfusion.pipeline"] for run in runs}
+    assert pipeline_file.endswith("configs/demo.yaml")
     backbones = {run.info.run_name: run for run in runs if run.data.tags["deepfusion.stage"] == "train"}
     assert set(backbones) == {"textile", "mimamo", "multimodal_lstm"}
     for name, run in backbones.items():
@@ -185,6 +188,31 @@ def _check_tracking(work: Path, summary: dict, logs: str) -> None:
         assert {"lr", "batch_size", "video_weight", "focal_alpha", "focal_gamma"} <= set(trial.data.params)
         assert "best_val_weighted_f1" in trial.data.metrics
         assert Path(trial.data.tags["checkpoint_path"]).is_dir()
+
+
+def _check_dashboard(address: str, job_id: str) -> None:
+    """The Ray dashboard of a head started as README's "Watching a run" says (`ray start
+    --head`, its own ports here): the page loads; its API wants Ray's token, which `ray
+    get-auth-token` prints, and then shows the job, the node and the Serve app."""
+    import requests
+
+    page = requests.get(f"{address}/", timeout=30)
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    assert requests.get(f"{address}/api/jobs/", timeout=30).status_code == 401  # token auth is on
+    token = subprocess.run([str(Path(sys.executable).parent / "ray"), "get-auth-token"], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    jobs = requests.get(f"{address}/api/jobs/", headers=headers, timeout=30).json()
+    [job] = [j for j in jobs if j["submission_id"] == job_id]
+    assert job["status"] == "SUCCEEDED" and job["entrypoint"].startswith("deepfusion pipeline")
+    nodes = requests.get(f"{address}/nodes?view=summary", headers=headers, timeout=30).json()
+    assert nodes["result"] is True and len(nodes["data"]["summary"]) == 1
+    serve_apps = requests.get(f"{address}/api/serve/applications/", headers=headers, timeout=30).json()
+    assert serve_apps["applications"]["deepfusion"]["status"] == "RUNNING"
+    assert {"ingress", "mimamo", "multimodal_lstm", "fusion"} <= set(
+        serve_apps["applications"]["deepfusion"]["deployments"])
+    # Serve's REST API (what `serve shutdown` calls) frees the head's CPUs for the re-run below
+    assert requests.delete(f"{address}/api/serve/applications/", headers=headers, timeout=120).status_code == 200
 
 
 def _stage_record(work: Path, name: str) -> dict:

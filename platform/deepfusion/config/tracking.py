@@ -31,9 +31,7 @@ class TrackingConfig(StrictModel):
     @classmethod
     def _uri_turns_mlflow_on(cls, data):
         if isinstance(data, dict) and data.get("mlflow_uri") is not None:
-            if data.get("mlflow") is False:
-                raise ValueError("mlflow: false with a mlflow_uri: drop one of them")
-            data = {**data, "mlflow": True}
+            data = {**data, "mlflow": True}  # a named tracking server wins over a file's `mlflow: false`
         return data
 
     @property
