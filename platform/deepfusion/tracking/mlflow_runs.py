@@ -102,21 +102,29 @@ def log_epoch(tracking_uri: str, run_id: str, metrics: dict) -> None:
 
 
 def close_backbone_run(tracking_uri: str, run_id: str, *, best_checkpoint: Path, best_metrics: dict,
-                       test_metrics: dict | None, artifacts: list[Path | None], failed: bool = False) -> None:
+                       test_metrics: dict | None, artifacts: list[Path | None]) -> None:
+    """A finished run: its best and test metrics, the best checkpoint's path, the plots."""
     from mlflow.entities import Metric, RunTag
 
     mlflow = client(tracking_uri)
-    if not failed:
-        summary = {f"best_{k}": v for k, v in best_metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if test_metrics is not None:
-            summary |= {f"test_{k}": test_metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
-        mlflow.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in summary.items()],
-                         tags=[RunTag("checkpoint_path", str(best_checkpoint))])
-        for path in artifacts:
-            if path is not None and Path(path).is_file():
-                mlflow.log_artifact(run_id, str(path))
-    mlflow.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+    summary = {f"best_{k}": v for k, v in best_metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if test_metrics is not None:
+        summary |= {f"test_{k}": test_metrics[k] for k in ("accuracy", "weighted_f1", "macro_f1")}
+    mlflow.log_batch(run_id, metrics=[Metric(k, float(v), 0, 0) for k, v in summary.items()],
+                     tags=[RunTag("checkpoint_path", str(best_checkpoint))])
+    for path in artifacts:
+        if path is not None and Path(path).is_file():
+            mlflow.log_artifact(run_id, str(path))
+    mlflow.set_terminated(run_id, status="FINISHED")
+
+
+def fail_run(tracking_uri: str, run_id: str) -> None:
+    """A run that raised: FAILED in MLflow (a resume reopens it). Never masks the error."""
+    try:
+        client(tracking_uri).set_terminated(run_id, status="FAILED")
+    except Exception as err:  # noqa: BLE001 - the training error is the one to report
+        log.warning("MLflow: run %s not marked failed: %s", run_id, err)
 
 
 def tune_callback(cfg: TrackingConfig, tags: dict):

@@ -30,7 +30,7 @@ from deepfusion.config.resources import DataResources
 from deepfusion.config.tracking import TrackingConfig
 from deepfusion.config.train import ScalingSection, TrainConfig
 from deepfusion.evaluation.report import plot_training_curves
-from deepfusion.tracking.mlflow_runs import close_backbone_run, open_backbone_run
+from deepfusion.tracking.mlflow_runs import close_backbone_run, fail_run, open_backbone_run
 from deepfusion.tracking.tensorboard import events_dir
 from deepfusion.training.loop import train_loop_per_worker
 from deepfusion.training.optimization import monitor_mode
@@ -145,8 +145,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
             outcome = _evaluate_test(outcome, data, data_resources, cfg, title)
     except BaseException:
         if mlflow_run_id is not None:
-            close_backbone_run(tracking.tracking_uri, mlflow_run_id, best_checkpoint=run_dir / BEST, best_metrics={},
-                               test_metrics=None, artifacts=[], failed=True)
+            fail_run(tracking.tracking_uri, mlflow_run_id)
         raise
     if mlflow_run_id is not None:
         close_backbone_run(tracking.tracking_uri, mlflow_run_id, best_checkpoint=outcome.best_checkpoint,
