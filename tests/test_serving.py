@@ -205,6 +205,98 @@ def test_api_docs_work_offline_and_document_every_answer_field_by_field(http):
     assert "HTTPValidationError" not in schemas  # FastAPI's list form is never sent
 
 
+# -- the demo page, in a real headless browser (before the tests below replace the app) -----------
+
+@pytest.fixture(scope="module")
+def page(http):
+    """Debian's Chromium driven by Playwright (Playwright's own browser downloads are not used)."""
+    import shutil
+
+    executable = os.environ.get("DEEPFUSION_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no Chromium on this machine: `apt-get install chromium` (what .ci/run does) or set "
+                    "DEEPFUSION_CHROMIUM to a Chrome/Chromium executable to run the demo page's browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.set_default_timeout(60_000)
+        yield tab
+        browser.close()
+
+
+def open_demo_page(page, http):
+    page.goto(f"{http}/")
+    page.wait_for_function("!document.getElementById('models').textContent.startsWith('Loading')")
+    listing = page.inner_text("#models")
+    assert listing.startswith("Serving"), listing  # else the page shows why /v1/models failed
+
+
+def test_the_demo_page_shows_what_the_api_answers_for_an_uploaded_clip(served, http, page, tmp_path):
+    clip = demo_clip(served)
+    utterance = "You got the job? That's amazing!"
+    open_demo_page(page, http)
+    assert "mimamo" in page.inner_text("#models") and "textile" in page.inner_text("#models")
+    page.set_input_files("#video", str(clip))
+    page.fill("#text", utterance)
+    page.fill("#speaker", "Devon")
+    page.click("#emotion-submit")
+    page.wait_for_selector("#emotion-result", state="visible")
+    with open(clip, "rb") as video:
+        api = post_emotion(http, files={"video": (clip.name, video, "video/mp4")}, text=utterance,
+                           speaker="Devon").json()
+    assert page.inner_text("#result-emotion") == api["emotion"]
+    assert page.inner_text("#result-confidence") == f"{100 * api['confidence']:.1f} %"
+    for emotion, probability in api["probabilities"].items():  # a bar and its value per class
+        assert page.inner_text(f"#result-bars .value[data-label='{emotion}']") == f"{100 * probability:.1f} %"
+        width = page.eval_on_selector(f"#result-bars .bar[data-label='{emotion}'] > div", "e => e.style.width")
+        assert width.endswith("%") and float(width[:-1]) == pytest.approx(100 * probability, abs=0.051), width
+    for role in ("video", "audio_text"):
+        assert page.inner_text(f"#individual-{role}") == api["individual_predictions"][role]
+    assert [page.inner_text("#weight-video"), page.inner_text("#weight-audio_text")] == [
+        f"{w:.3f}" for w in api["fusion_weights"]]
+    assert page.inner_text("#result-modalities") == "video, audio, text"
+    latency = page.inner_text("#result-latency")
+    assert all(stage in latency for stage in ("preprocess", "video", "audio_text", "fusion", "total"))
+    assert page.is_hidden("#emotion-error")
+    shot = tmp_path / "demo_page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+
+
+def test_the_demo_page_shows_api_errors_as_readable_messages(served, http, page, tmp_path):
+    open_demo_page(page, http)
+    fake = tmp_path / "holiday.mp4"  # a photo under a video's name: the browser declares video/mp4
+    fake.write_bytes(next((served["demo"] / "textile").rglob("*.jpg")).read_bytes())
+    page.set_input_files("#video", str(fake))
+    page.click("#emotion-submit")
+    page.wait_for_selector("#emotion-error", state="visible")
+    message = page.inner_text("#emotion-error")
+    assert message.startswith("Unsupported file in \u201cvideo\u201d") and "bytes are jpeg" in message, message
+    assert page.is_hidden("#emotion-result")
+    page.set_input_files("#video", [])
+    page.fill("#text", "x" * 201)  # over serve.limits.max_text_chars (200 here)
+    page.click("#emotion-submit")
+    page.wait_for_function("document.getElementById('emotion-error').textContent.includes('text')")
+    message = page.inner_text("#emotion-error")
+    assert message.startswith("Please check \u201ctext\u201d") and "limit is 200" in message, message
+
+
+def test_the_demo_page_classifies_an_uploaded_image_as_the_api_does(served, http, page):
+    image = sorted((served["demo"] / "textile").rglob("*.jpg"))[0]
+    open_demo_page(page, http)
+    page.set_input_files("#image", str(image))
+    page.click("#textile-submit")
+    page.wait_for_selector("#textile-result", state="visible")
+    with open(image, "rb") as handle:
+        api = requests.post(f"{http}/v1/textile", files={"image": (image.name, handle, "image/jpeg")},
+                            timeout=60).json()
+    assert page.inner_text("#textile-class") == api["class"]
+    assert page.inner_text("#textile-confidence") == f"{100 * api['confidence']:.1f} %"
+
+
 @pytest.mark.parametrize("case", ["corrupt_mp4", "wrong_type", "too_large", "long_text", "nothing", "bad_age",
                                   "not_multipart", "corrupt_image", "bad_context"])
 def test_bad_input_gets_a_4xx_json_error_and_the_app_stays_up(served, http, case, tmp_path):
@@ -419,93 +511,3 @@ def test_serve_environment_is_set_explicitly_and_puts_serve_in_throughput_optimi
                           check=True).stdout.split() == ["RAY_SERVE_THROUGHPUT_OPTIMIZED=1"]
     assert subprocess.run(serve_env, env={**env, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"}, capture_output=True,
                           text=True, timeout=60, check=True).stdout.split() == ["RAY_SERVE_THROUGHPUT_OPTIMIZED=0"]
-
-
-# -- the demo page, in a real headless browser ------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def page(http):
-    """Debian's Chromium driven by Playwright (Playwright's own browser downloads are not used)."""
-    import shutil
-
-    executable = os.environ.get("DEEPFUSION_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("no Chromium on this machine: `apt-get install chromium` (what .ci/run does) or set "
-                    "DEEPFUSION_CHROMIUM to a Chrome/Chromium executable to run the demo page's browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True,
-                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.set_default_timeout(60_000)
-        yield tab
-        browser.close()
-
-
-def open_demo_page(page, http):
-    page.goto(f"{http}/")
-    page.wait_for_function("document.getElementById('models').textContent.startsWith('Serving')")
-
-
-def test_the_demo_page_shows_what_the_api_answers_for_an_uploaded_clip(served, http, page, tmp_path):
-    clip = demo_clip(served)
-    utterance = "You got the job? That's amazing!"
-    open_demo_page(page, http)
-    assert "mimamo" in page.inner_text("#models") and "textile" in page.inner_text("#models")
-    page.set_input_files("#video", str(clip))
-    page.fill("#text", utterance)
-    page.fill("#speaker", "Devon")
-    page.click("#emotion-submit")
-    page.wait_for_selector("#emotion-result", state="visible")
-    with open(clip, "rb") as video:
-        api = post_emotion(http, files={"video": (clip.name, video, "video/mp4")}, text=utterance,
-                           speaker="Devon").json()
-    assert page.inner_text("#result-emotion") == api["emotion"]
-    assert page.inner_text("#result-confidence") == f"{100 * api['confidence']:.1f} %"
-    for emotion, probability in api["probabilities"].items():  # a bar and its value per class
-        assert page.inner_text(f"#result-bars .value[data-label='{emotion}']") == f"{100 * probability:.1f} %"
-        width = page.eval_on_selector(f"#result-bars .bar[data-label='{emotion}'] > div", "e => e.style.width")
-        assert width.endswith("%") and float(width[:-1]) == pytest.approx(100 * probability, abs=0.051), width
-    for role in ("video", "audio_text"):
-        assert page.inner_text(f"#individual-{role}") == api["individual_predictions"][role]
-    assert [page.inner_text("#weight-video"), page.inner_text("#weight-audio_text")] == [
-        f"{w:.3f}" for w in api["fusion_weights"]]
-    assert page.inner_text("#result-modalities") == "video, audio, text"
-    latency = page.inner_text("#result-latency")
-    assert all(stage in latency for stage in ("preprocess", "video", "audio_text", "fusion", "total"))
-    assert page.is_hidden("#emotion-error")
-    shot = tmp_path / "demo_page.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 20_000
-
-
-def test_the_demo_page_shows_api_errors_as_readable_messages(served, http, page, tmp_path):
-    open_demo_page(page, http)
-    fake = tmp_path / "holiday.mp4"  # a photo under a video's name: the browser declares video/mp4
-    fake.write_bytes(next((served["demo"] / "textile").rglob("*.jpg")).read_bytes())
-    page.set_input_files("#video", str(fake))
-    page.click("#emotion-submit")
-    page.wait_for_selector("#emotion-error", state="visible")
-    message = page.inner_text("#emotion-error")
-    assert message.startswith("Unsupported file in \u201cvideo\u201d") and "bytes are jpeg" in message, message
-    assert page.is_hidden("#emotion-result")
-    page.set_input_files("#video", [])
-    page.fill("#text", "x" * 201)  # over serve.limits.max_text_chars (200 here)
-    page.click("#emotion-submit")
-    page.wait_for_function("document.getElementById('emotion-error').textContent.includes('text')")
-    message = page.inner_text("#emotion-error")
-    assert message.startswith("Please check \u201ctext\u201d") and "limit is 200" in message, message
-
-
-def test_the_demo_page_classifies_an_uploaded_image_as_the_api_does(served, http, page):
-    image = sorted((served["demo"] / "textile").rglob("*.jpg"))[0]
-    open_demo_page(page, http)
-    page.set_input_files("#image", str(image))
-    page.click("#textile-submit")
-    page.wait_for_selector("#textile-result", state="visible")
-    with open(image, "rb") as handle:
-        api = requests.post(f"{http}/v1/textile", files={"image": (image.name, handle, "image/jpeg")},
-                            timeout=60).json()
-    assert page.inner_text("#textile-class") == api["class"]
-    assert page.inner_text("#textile-confidence") == f"{100 * api['confidence']:.1f} %"
