@@ -47,6 +47,29 @@ def offline_model_dir() -> Path:
     return model_dir
 
 
+# Models whose tokenizer is BERT's uncased WordPiece vocabulary (30,522 tokens, [PAD] 0,
+# [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103, lower-casing and accent stripping). The
+# packaged all-MiniLM-L6-v2 ships this same vocabulary: its vocab.txt matches two public
+# copies of bert-base-uncased's line for line (those copies renamed [unused0..2] only), and
+# tests/test_text_vocabulary.py checks size, special tokens and ids on MELD text. Token ids
+# made by any of these names mean the same to every model of the family, so shards
+# tokenized offline train a bert-base-uncased encoder (the paper preset) unchanged.
+BERT_UNCASED = "bert-uncased-wordpiece"
+OFFLINE_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
+VOCABULARIES = {
+    OFFLINE: BERT_UNCASED,
+    "bert-base-uncased": BERT_UNCASED, "google-bert/bert-base-uncased": BERT_UNCASED,
+    "bert-large-uncased": BERT_UNCASED, "google-bert/bert-large-uncased": BERT_UNCASED,
+    "sentence-transformers/all-MiniLM-L6-v2": BERT_UNCASED,
+}
+
+
+def vocabulary(name: str) -> str:
+    """The token-id space of a tokenizer or text model name: names that share one are
+    interchangeable for token ids. Unknown names are their own vocabulary."""
+    return VOCABULARIES.get(name, name)
+
+
 def resolve_text_model(name: str) -> str:
     """Map a configured text model name onto what ``from_pretrained`` accepts."""
     return str(offline_model_dir()) if name == OFFLINE else name

@@ -19,6 +19,7 @@ from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
 from deepfusion.config import ConfigError
 from deepfusion.models import model_inputs, model_spec
 from deepfusion.models.audio_encoder import SAMPLE_RATE
+from deepfusion.pretrained import vocabulary
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,10 @@ class ShardDataset:
                 raise ConfigError(f"{field}: the audio encoders take {SAMPLE_RATE} Hz; the shards hold {rate} Hz")
         if wants["text"]:
             tokenizer = self.manifest.get("text", {}).get("tokenizer")
-            if tokenizer != model_cfg.text_encoder.name:
+            if tokenizer is None or vocabulary(tokenizer) != vocabulary(model_cfg.text_encoder.name):
                 raise ConfigError(f"{field}.text_encoder.name: {model_cfg.text_encoder.name!r}, but the shards "
-                                  f"were tokenized with {tokenizer!r}; token ids only mean something to "
-                                  f"the model they were made for")
+                                  f"were tokenized with {tokenizer!r} (another vocabulary); token ids only "
+                                  f"mean something to models of the vocabulary they were made for")
         speakers = len(self.manifest.get("speakers", {}))
         return model_cfg.model_copy(update={"speaker": model_cfg.speaker.model_copy(update={"num_speakers": speakers})})
 

@@ -18,6 +18,7 @@ from deepfusion.config.architectures import (
     TextEncoderConfig,
     TextileNetConfig,
 )
+from deepfusion.config.augment import AugmentConfig
 from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
 from deepfusion.config.experiment import ExperimentConfig
@@ -27,7 +28,6 @@ from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
 from deepfusion.config.predict import ModelActors, PredictSection
 from deepfusion.config.preprocess import (
     AudioConfig,
-    AugmentConfig,
     DatasetConfig,
     ImageFolderDataset,
     ManifestDataset,

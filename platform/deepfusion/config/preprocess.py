@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from deepfusion.config.augment import AugmentConfig
 from deepfusion.config.base import StrictModel, WorkPath
 from deepfusion.config.resources import DataResources
 from deepfusion.labels import EMOTIONS, SPEECH_TO_EMOTION, TEXTILE_CLASSES
@@ -22,21 +23,6 @@ class SplitRatios(StrictModel):
         if abs(total - 1.0) > 1e-6:
             raise ValueError(f"train + val + test must be 1.0, got {total:.4f}")
         return self
-
-
-class AugmentConfig(StrictModel):
-    """Offline augmentation used to balance the image classes (torchvision.transforms.v2)."""
-
-    rotation_degrees: float = Field(20.0, ge=0, le=180)
-    scale: tuple[float, float] = (0.85, 1.15)
-    translate: float = Field(0.10, ge=0, le=0.5)
-    hflip_p: float = Field(0.5, ge=0, le=1)
-    brightness: float = Field(0.3, ge=0)
-    contrast: float = Field(0.3, ge=0)
-    saturation: float = Field(0.3, ge=0)
-    noise_sigma: float = Field(0.03, ge=0, le=1)
-    # Random crop of this fraction of the side, then zero-padding back to size.
-    crop_pad_fraction: float = Field(0.10, ge=0, lt=0.5)
 
 
 class MediaLimits(StrictModel):

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from deepfusion.config.architectures import ModelConfig
+from deepfusion.config.augment import AugmentConfig
 from deepfusion.config.base import StrictModel, WorkPath
 
 
@@ -86,6 +87,11 @@ class TrainConfig(StrictModel):
     # for a trained text encoder. 0: batches as they come.
     group_by_length: int = Field(0, ge=0)
     optim: OptimConfig = OptimConfig()
+    # Training-time augmentation of image models (the methodology's Algorithm 1, "apply
+    # augmentation if training"): the balancing transforms again, on the fly, drawn afresh
+    # for every image each epoch from the epoch's seed; never on validation or test.
+    # None: on for the textile classifier. true: the default transforms; false: off.
+    augment: AugmentConfig | bool | None = None
     scaling: ScalingSection = ScalingSection()
     run: RunSection
     seed: int = 0
@@ -99,6 +105,21 @@ class TrainConfig(StrictModel):
             raise ValueError(f"batch_size {self.batch_size} is not divisible by scaling.num_workers "
                              f"{self.scaling.num_workers} (the batch is split evenly over the workers)")
         return self
+
+    @model_validator(mode="after")
+    def _augment_is_for_images(self) -> TrainConfig:
+        if self.augment not in (None, False) and self.model.kind != "textile":
+            raise ValueError(f"augment applies to image models (textile); model.kind is {self.model.kind!r}")
+        return self
+
+    @property
+    def training_augmentation(self) -> AugmentConfig | None:
+        """The transforms training applies, None when it applies none."""
+        if self.augment is None:
+            return AugmentConfig() if self.model.kind == "textile" else None
+        if isinstance(self.augment, bool):
+            return AugmentConfig() if self.augment else None
+        return self.augment
 
     @property
     def worker_batch_size(self) -> int:

@@ -18,8 +18,12 @@ from deepfusion.training.batching import length_grouped
 
 def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
               optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
-              group_by_length=0, rng=None):
-    """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows)."""
+              group_by_length=0, rng=None, augment=None):
+    """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows).
+
+    ``augment``: a function of the model inputs (an image batch) applied before the forward
+    pass, in training only.
+    """
     training = optimizer is not None
     module.train(training)
     confusion = torch.zeros(num_classes * num_classes, dtype=torch.long, device=device)
@@ -32,7 +36,10 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
     if group_by_length:
         batches = length_grouped(batches, batch_size, rng if training else None)
     for batch in batches:
-        inputs = model_batch_inputs(model_cfg, batch).to(device)
+        inputs = model_batch_inputs(model_cfg, batch)
+        if training and augment is not None:
+            inputs = augment(inputs)
+        inputs = inputs.to(device)
         labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
         with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
             logits = module(inputs)

@@ -23,6 +23,7 @@ from pydantic import TypeAdapter
 from torch import nn
 
 from deepfusion.artifacts.checkpoint import WEIGHTS, load_training_state, save_checkpoint
+from deepfusion.augment import BatchAugmentation
 from deepfusion.config.architectures import ModelConfig
 from deepfusion.config.train import TrainConfig
 from deepfusion.evaluation.metrics import classification_metrics, flat_metrics
@@ -103,6 +104,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     loss_fn = build_loss(cfg.optim, loop_config["class_weights"], device)
     epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp,
                       num_classes=len(label_names), batch_size=batch_size, group_by_length=cfg.group_by_length)
+    settings = cfg.training_augmentation
+    augment = BatchAugmentation(settings) if settings is not None else None
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
     tracking = loop_config.get("tracking") or {}
@@ -118,7 +121,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             train_confusion, train_loss, train_rows = run_epoch(
                 trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
                 scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
-                rng=rng, **epoch_args)
+                rng=rng, augment=augment, **epoch_args)
             train_s = time.perf_counter() - started
             train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
             # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
