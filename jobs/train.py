@@ -17,6 +17,8 @@ from jobs._cli import job_parser, parse_job_args, run_job
 
 
 def main() -> int:
+    from deepfusion.models.registry import random_init_parts
+
     parser = job_parser(__doc__)
     parser.add_argument("--fresh", action="store_true", help="delete the run's checkpoints and start over")
     args = parse_job_args(parser)
@@ -32,6 +34,10 @@ def main() -> int:
           f"{outcome.worker_resources}; best epoch {best['epoch']}: val accuracy "
           f"{best['val_accuracy']:.4f}, val weighted F1 {best['val_weighted_f1']:.4f}")
     print(f"  best checkpoint: {outcome.best_checkpoint}")
+    random_init = random_init_parts(cfg.model)
+    if random_init:
+        print(f"  random-init: {', '.join(random_init)} built with random weights (no pretrained weights "
+              f"were loaded; the checkpoint's card.json says so under 'pretrained')")
     if outcome.test_metrics is not None:
         test = outcome.test_metrics
         print(f"  test: accuracy {test['accuracy']:.4f}, weighted F1 {test['weighted_f1']:.4f} "

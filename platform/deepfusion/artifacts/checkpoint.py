@@ -53,6 +53,9 @@ class CheckpointCard:
     backbones: dict = field(default_factory=dict)  # fusion: {field: {"path", "sha256"}}
     metrics: dict = field(default_factory=dict)
     fusion_weights: list[float] = field(default_factory=list)  # fusion: [w1 video, w2 audio_text]
+    # backbones: where each pretrained part's weights came from, and which parts were
+    # built with random weights instead (``models.registry.pretrained_components``)
+    pretrained: dict = field(default_factory=dict)
     # Set when read from disk; not part of the card's content.
     path: Path | None = field(default=None, compare=False)
     content_hash: str = field(default="", compare=False)
@@ -92,8 +95,11 @@ def write_checkpoint(folder: Path, model: torch.nn.Module, card: CheckpointCard,
 def save_checkpoint(folder: Path, model: torch.nn.Module, *, model_config, label_names: list[str],
                     data_info: dict, train_config: dict, training_state: dict) -> Path:
     """A backbone checkpoint, as the training loop writes one each epoch."""
+    from deepfusion.models.registry import pretrained_components, random_init_parts
+
     card = CheckpointCard(kind=model_config.kind, label_names=list(label_names), model_config=model_config,
-                          data_info=data_info)
+                          data_info=data_info, pretrained={"components": pretrained_components(model_config),
+                                                           "random_init": random_init_parts(model_config)})
     return write_checkpoint(folder, model, card, train_config=train_config, training_state=training_state)
 
 

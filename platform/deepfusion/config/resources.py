@@ -20,6 +20,9 @@ class DataResources(StrictModel):
     """Sizing of Ray Data workers. Fractional CPUs keep 2-core machines schedulable."""
 
     num_cpus: float = Field(0.5, gt=0)
+    # GPUs per actor where the workers run a model (the fusion stage's logit pass): 0.5
+    # puts two on one card. Decoders ignore it.
+    num_gpus: float = Field(0.0, ge=0)
     # Decoder actors (or tasks) running at once.
     concurrency: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)

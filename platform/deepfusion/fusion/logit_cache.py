@@ -194,6 +194,7 @@ def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out:
         fn_constructor_kwargs={"video_checkpoint": str(cfg.video_checkpoint),
                                "audio_text_checkpoint": str(cfg.audio_text_checkpoint)},
         batch_size=resources.batch_size, batch_format="numpy", num_cpus=resources.num_cpus,
+        num_gpus=resources.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
     )
     logits.write_parquet(str(out), partition_cols=["split"])

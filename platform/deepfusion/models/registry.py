@@ -55,3 +55,29 @@ def model_spec(kind: str) -> ModelSpec:
         return MODELS[kind]
     except KeyError:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {sorted(MODELS)}") from None
+
+
+RANDOM_INIT = "random-init"
+
+
+def pretrained_components(cfg) -> dict[str, str]:
+    """Where each pretrained part of a backbone config gets its weights: a torchvision
+    weights name or file, a Hugging Face name, or ``random-init`` (built from its config
+    with random weights: a from-scratch run, or the paper preset offline)."""
+    parts: dict[str, str] = {}
+    backbone = getattr(cfg, "backbone", None)
+    if backbone is not None:
+        parts["image_backbone"] = f"{backbone.arch}: {backbone.weights}" if backbone.weights else \
+            f"{backbone.arch}: {RANDOM_INIT}"
+    text = getattr(cfg, "text_encoder", None)
+    if text is not None and getattr(cfg, "use_text", True):
+        parts["text_encoder"] = f"{text.name}: " + ("pretrained" if text.load_weights else RANDOM_INIT)
+    audio = getattr(cfg, "audio_encoder", None)
+    if audio is not None and getattr(cfg, "use_audio", True) and audio.kind == "wav2vec2":
+        parts["audio_encoder"] = f"{audio.name}: " + ("pretrained" if audio.load_weights else RANDOM_INIT)
+    return parts
+
+
+def random_init_parts(cfg) -> list[str]:
+    """The pretrained-by-design parts of ``cfg`` that were built with random weights."""
+    return [name for name, source in pretrained_components(cfg).items() if source.endswith(RANDOM_INIT)]

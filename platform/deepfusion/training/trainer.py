@@ -30,6 +30,7 @@ from deepfusion.config.resources import DataResources
 from deepfusion.config.tracking import TrackingConfig
 from deepfusion.config.train import ScalingSection, TrainConfig
 from deepfusion.evaluation.report import plot_training_curves
+from deepfusion.models.registry import random_init_parts
 from deepfusion.tracking.mlflow_runs import close_backbone_run, fail_run, open_backbone_run
 from deepfusion.tracking.tensorboard import events_dir
 from deepfusion.training.loop import train_loop_per_worker
@@ -93,6 +94,10 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     resuming = claim_run_dir(run_dir, _resume_key(cfg), what="run", fresh=fresh)
     if resuming:
         log.info("run %s exists: resuming from its latest checkpoint", run_dir)
+    random_init = random_init_parts(model_cfg)
+    if random_init:
+        log.warning("%s: %s built with random weights (random-init: no pretrained weights are loaded)",
+                    cfg.run.name, ", ".join(random_init))
     scaling, torch_config = scaling_config(cfg.scaling)
     columns = data.columns(model_cfg)
     mode = monitor_mode(cfg.monitor)

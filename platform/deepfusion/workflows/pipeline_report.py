@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from deepfusion.models.registry import random_init_parts
 from deepfusion.workflows.pipeline_plan import PipelinePlan
 
 FUSION_MODELS = ("MIMAMO Net", "Multimodal LSTM", "Late Fusion", "Enhanced Late Fusion")
@@ -25,6 +26,7 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
         metrics = _read_json(run_dir / "evaluation" / "test_metrics.json")
         summary["backbones"].append({
             "run": cfg.run.name, "model": cfg.model.kind, "preset": cfg.model.preset,
+            "random_init": random_init_parts(cfg.model),
             "checkpoint": shown(run_dir / "best"),
             "confusion_png": shown(run_dir / "evaluation" / "test_confusion.png"),
             "curves_png": shown(run_dir / "evaluation" / "training_curves.png"),
