@@ -32,6 +32,7 @@ def side(args) -> None:
     """One timed run, in its own process; prints its figures as JSON."""
     started = time.perf_counter()
     from deepfusion.config import load_config
+    from deepfusion.fusion.fit_data import fit_splits
     from deepfusion.fusion.logit_cache import open_or_build
     from deepfusion.fusion.search import run_search
     from deepfusion.ray_runtime import connect
@@ -43,7 +44,7 @@ def side(args) -> None:
     cfg = experiment.fusion
     cache, built = open_or_build(cfg)
     search_started = time.perf_counter()
-    outcome = run_search(cfg, cache, fresh=True)
+    outcome = run_search(cfg, cache, fit_splits(cfg, cache.load_all()), fresh=True)
     search_s = time.perf_counter() - search_started
     import ray
 

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "preprocess": "jobs.preprocess",
     "train": "jobs.train",
     "tune": "jobs.tune_fusion",
+    "compare-fusion": "jobs.compare_fusion",
     "evaluate": "jobs.evaluate",
     "predict": "jobs.predict",
     "crossval": "jobs.crossval",

@@ -33,11 +33,13 @@ def main() -> int:
         if not Tuner.can_restore(str(search_dir(cfg))):
             raise ConfigError(f"--resume: no search to resume in {search_dir(cfg)} (run without --resume to start one)")
     connect(experiment.ray)
-    from deepfusion.fusion.tune import tune_fusion
+    from deepfusion.workflows.out_of_fold import run_fusion_stage
 
-    outcome = tune_fusion(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache, tracking=experiment.tracking)
+    outcome = run_fusion_stage(cfg, fresh=args.fresh, rebuild_cache=args.rebuild_cache,
+                               tracking=experiment.tracking)
     cache = outcome.cache
     print(f"logit cache {cache.folder}: {'built' if outcome.cache_built else 'reused'}, rows {cache.card['rows']}")
+    print(outcome.fit_data.describe())
     search = outcome.search
     print(f"search: {search.num_trials} trials ({search.num_errored} errored) in {search.experiment_dir}")
     print(f"  best: {', '.join(f'{k}={v:.4g}' for k, v in search.best_config.items())}")

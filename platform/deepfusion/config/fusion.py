@@ -75,6 +75,29 @@ class SearchSection(StrictModel):
     verbose: int = Field(1, ge=0, le=3)
 
 
+class FitData(StrictModel):
+    """Which logits the fusion models learn from. The backbones are overconfident on their
+    own training split, so fusion fitted there learns to trust whichever backbone fits its
+    training data best, not the one that generalises (docs/results.md, "Fusion on honest logits").
+
+    - ``train``: the backbones' logits on their own train split; early stopping and the
+      search objective on the validation split.
+    - ``validation``: the validation split, which neither backbone trained on, cut in two
+      (stratified, seeded): fusion fits on ``1 - holdout`` of it and early-stops and is
+      scored on the rest.
+    - ``out_of_fold``: cross-fitted train logits: the train split in ``folds`` folds (whole
+      dialogues, stratified); for each fold both backbones are trained again, with their own
+      train configs, on the other folds, and predict it. Fusion fits on these and
+      early-stops on the validation split. Costs ``folds`` extra trainings of each backbone
+      (kept and reused while the checkpoints and data are unchanged).
+    """
+
+    source: Literal["train", "validation", "out_of_fold"] = "train"
+    holdout: float = Field(0.4, gt=0, lt=1)  # validation: the share kept for selection
+    folds: int = Field(3, ge=2, le=10)  # out_of_fold
+    seed: int = 0  # the validation cut / the fold assignment
+
+
 class FusionConfig(StrictModel):
     # The MELD-layout dataset both backbones were trained on (manifest.json + split=*).
     data: WorkPath
@@ -89,5 +112,6 @@ class FusionConfig(StrictModel):
     late_fusion: FusionTraining = FusionTraining(lr=1e-2, batch_size=32, focal_gamma=0.0, dropout=0.0,
                                                  grad_accumulation=1, weight_decay=0.0, video_weight=0.5)
     search: SearchSection = SearchSection()
+    fit_data: FitData = FitData()
     # Where the best fusion checkpoint is exported for serving.
     export_dir: WorkPath = Field(Path("work/fusion/best"), validate_default=True)

@@ -40,7 +40,7 @@ def _cell(metrics: dict | None, key: str) -> str:
 
 
 def write_report(folder: Path, rows: list[ModelRow], *, search: dict, study_name: str, storage_url: str,
-                 cache: dict) -> Path:
+                 cache: dict, fit_data=None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     figures = {"comparison": _plot_comparison(folder / "model_comparison.png", rows)}
@@ -53,6 +53,9 @@ def write_report(folder: Path, rows: list[ModelRow], *, search: dict, study_name
         f"Data: `{made_of['data']['path']}`, logit cache `{cache['key']}` (rows: {cache['rows']}).",
         f"Backbones: MIMAMO Net `{video['path']}` (sha256 {video['sha256'][:12]}), Multimodal LSTM "
         f"`{audio_text['path']}` (sha256 {audio_text['sha256'][:12]}).", "",
+        *([f"Fusion: {fit_data.describe()}."
+           + (" Its validation figures include the rows it was fitted on; the test split is untouched."
+              if fit_data.source == "validation" else ""), ""] if fit_data is not None else []),
         "## Model comparison", "",
         "| model | val accuracy % | val weighted F1 % | test accuracy % | test weighted F1 % "
         "| fusion weights (video, audio-text) |",

@@ -24,6 +24,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from deepfusion.config.fusion import FusionConfig, FusionTraining
 from deepfusion.config.tracking import TrackingConfig
+from deepfusion.fusion.fit_data import FitSplits
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
     torch.set_num_threads(1)
     hp = trial_hyperparameters(FusionTraining(**base), config)
     device = "cuda" if torch.cuda.is_available() else "cpu"  # visible only to trials given a GPU
-    fit = fit_fusion("enhanced_late_fusion", logits["train"], logits["val"], hp, label_names,
+    fit = fit_fusion("enhanced_late_fusion", logits["fit"], logits["select"], hp, label_names,
                      seed=seed, device=device)
     best = {"best_epoch": fit.best_epoch, "best_val_weighted_f1": fit.best["val_weighted_f1"],
             "best_val_accuracy": fit.best["val_accuracy"], "w1_video": fit.fusion_weights[0],
@@ -97,6 +98,7 @@ def fusion_trial(config: dict, *, logits: dict[str, SplitLogits], label_names: l
 def search_key(cfg: FusionConfig, cache: LogitCache) -> dict:
     """What a resumed search must share with the original."""
     return {"logit_cache": cache.key, "training": cfg.training.model_dump(mode="json"),
+            "fit_data": cfg.fit_data.model_dump(mode="json"),
             **cfg.search.model_dump(mode="json", include={"metric", "space", "seed", "num_samples"})}
 
 
@@ -154,10 +156,11 @@ def optuna_storage_url(cfg: FusionConfig) -> str:
     return f"sqlite:///{search_dir(cfg) / OPTUNA_DB}"
 
 
-def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False,
+def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh: bool = False,
                tracking: TrackingConfig | None = None, tags: dict | None = None) -> SearchOutcome:
-    """Run (or resume) the sweep; Ray must be up. With MLflow on (``tracking``), every trial
-    is an MLflow run (Ray's ``MLflowLoggerCallback``) tagged with ``tags``."""
+    """Run (or resume) the sweep on ``splits`` (each trial fits on ``splits.fit`` and is scored
+    on ``splits.select``); Ray must be up. With MLflow on (``tracking``), every trial is an
+    MLflow run (Ray's ``MLflowLoggerCallback``) tagged with ``tags``."""
     import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
@@ -171,8 +174,9 @@ def run_search(cfg: FusionConfig, cache: LogitCache, *, fresh: bool = False,
     metric = OBJECTIVE[search.metric]
 
     trainable = tune.with_resources(
-        tune.with_parameters(fusion_trial, logits=cache.load_all(), label_names=cache.label_names,
-                             base=cfg.training.model_dump(), backbones=_backbones(cache), seed=search.seed),
+        tune.with_parameters(fusion_trial, logits={"fit": splits.fit, "select": splits.select},
+                             label_names=cache.label_names, base=cfg.training.model_dump(),
+                             backbones=_backbones(cache), seed=search.seed),
         {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial},
     )
     # Each trial checkpoints once, at its end, and keeps one checkpoint: Tune then snapshots

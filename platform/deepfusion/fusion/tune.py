@@ -2,7 +2,9 @@
 
 1. both frozen backbones' logits on every split (``logit_cache``, Ray Data; reused
    while the checkpoints and data are unchanged);
-2. the basic Late Fusion (two weights, cross-entropy) fitted once;
+2. the rows fusion learns from (``fit_data``: the train split, a held-out part of
+   validation, or cross-fitted train logits) and the basic Late Fusion (two weights,
+   cross-entropy) fitted once on them;
 3. the Enhanced Late Fusion search (``search``, Ray Tune + OptunaSearch);
 4. the best trial's checkpoint exported to ``fusion.export_dir`` for Serve, its card
    completed with test metrics;
@@ -21,6 +23,7 @@ from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.tracking import TrackingConfig
 from deepfusion.fusion.comparison import ModelRow, write_report
 from deepfusion.fusion.fit import evaluate, evaluate_logits, fit_fusion
+from deepfusion.fusion.fit_data import FitSplits, fit_splits
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits, open_or_build
 from deepfusion.fusion.search import SearchOutcome, run_search, search_dir
 
@@ -33,14 +36,17 @@ class FusionOutcome:
     cache_built: bool
     rows: list[ModelRow]
     search: SearchOutcome
+    fit_data: FitSplits
     export_dir: Path
     report: Path
 
 
 def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = False,
-                tracking: TrackingConfig | None = None, tags: dict | None = None) -> FusionOutcome:
+                tracking: TrackingConfig | None = None, tags: dict | None = None,
+                out_of_fold: SplitLogits | None = None) -> FusionOutcome:
     """Ray must be up. ``fresh`` restarts the search; ``rebuild_cache`` recomputes logits;
-    ``tracking`` with MLflow on records every trial, tagged with ``tags``."""
+    ``tracking`` with MLflow on records every trial, tagged with ``tags``; ``out_of_fold``:
+    the train split's cross-fitted logits (``fit_data.source: out_of_fold``)."""
     cache, built = open_or_build(cfg, force=rebuild_cache)
     logits = cache.load_all()
     names = cache.label_names
@@ -52,25 +58,30 @@ def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool =
         ModelRow("Multimodal LSTM", evaluate_logits(logits["val"].audio_text, logits["val"].labels, names),
                  None if test is None else evaluate_logits(test.audio_text, test.labels, names)),
     ]
-    late = fit_fusion("late_fusion", logits["train"], logits["val"], cfg.late_fusion, names, seed=cfg.search.seed)
+    splits = fit_splits(cfg, logits, out_of_fold=out_of_fold)
+    log.info(splits.describe())
+    late = fit_fusion("late_fusion", splits.fit, splits.select, cfg.late_fusion, names, seed=cfg.search.seed)
     rows.append(_fusion_row("Late Fusion", late.model, logits, names))
 
-    outcome = run_search(cfg, cache, fresh=fresh, tracking=tracking, tags=tags)
+    outcome = run_search(cfg, cache, splits, fresh=fresh, tracking=tracking, tags=tags)
     best_model, card = load_fusion(outcome.best_checkpoint)
     enhanced = _fusion_row("Enhanced Late Fusion", best_model, logits, names)
     rows.append(enhanced)
     export_dir = _export(cfg.export_dir, best_model, replace(card, metrics={
         "val": enhanced.val, "test": enhanced.test, "search": {
             "experiment_dir": str(outcome.experiment_dir), "trial_checkpoint": str(outcome.best_checkpoint),
-            "num_trials": outcome.num_trials, "best_config": outcome.best_config}}))
+            "num_trials": outcome.num_trials, "best_config": outcome.best_config},
+        "fit_data": {"source": splits.source, **splits.detail, "fit_rows": len(splits.fit),
+                     "select_rows": len(splits.select)}}))
 
     report = write_report(
         report_dir(cfg), rows, cache=cache.card, study_name=cfg.search.name,
         storage_url=outcome.optuna_storage,
+        fit_data=splits,
         search={"num_trials": outcome.num_trials, "num_errored": outcome.num_errored, "metric": cfg.search.metric,
                 "experiment_dir": str(outcome.experiment_dir), "best_config": outcome.best_config},
     )
-    return FusionOutcome(cache, built, rows, outcome, export_dir, report)
+    return FusionOutcome(cache, built, rows, outcome, splits, export_dir, report)
 
 
 def report_dir(cfg: FusionConfig) -> Path:

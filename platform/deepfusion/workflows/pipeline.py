@@ -166,7 +166,8 @@ def _train(plan: PipelinePlan, cfg, ledger: StageLedger, resources: DataResource
 
 def _fusion(plan: PipelinePlan, ledger: StageLedger, *, force: bool) -> StageResult:
     from deepfusion.artifacts.checkpoint import checkpoint_hash
-    from deepfusion.fusion.tune import report_dir, tune_fusion
+    from deepfusion.fusion.tune import report_dir
+    from deepfusion.workflows.out_of_fold import run_fusion_stage
 
     _, cfg = plan.fusion
     inputs = {"config": cfg.model_dump(mode="json"), "data_manifest": sha256_of(Path(cfg.data) / MANIFEST),
@@ -182,7 +183,8 @@ def _fusion(plan: PipelinePlan, ledger: StageLedger, *, force: bool) -> StageRes
         return StageResult("fusion", "skipped", 0.0, str(cfg.export_dir))
     started = time.perf_counter()
     ledger.started("fusion", inputs)
-    outcome = tune_fusion(cfg, fresh=decision == "fresh", tracking=plan.experiment.tracking, tags=_pipeline_tags(plan))
+    outcome = run_fusion_stage(cfg, fresh=decision == "fresh", tracking=plan.experiment.tracking,
+                               tags=_pipeline_tags(plan))
     wall_s = time.perf_counter() - started
     ledger.finished("fusion", inputs, outputs(), wall_s)
     search = outcome.search
