@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from deepfusion.artifacts.checkpoint import CheckpointCard, load_fusion, save_fusion
-from deepfusion.config import ConfigError, FusionTraining, SearchSpace, validate_config
+from deepfusion.config import ConfigError, FusionConfig, FusionTraining, SearchSpace, validate_config
 from deepfusion.fusion.fit import _sample_weights, fit_fusion
 from deepfusion.fusion.logit_cache import SplitLogits
 from deepfusion.models.fusion import EnhancedLateFusion, LateFusion, explain
@@ -140,3 +140,50 @@ def test_search_space_ranges_are_validated():
     with pytest.raises(ConfigError, match="video_weight"):
         validate_config(SearchSpace, {"video_weight": [0.0, 0.8]})
     assert validate_config(SearchSpace, {}).batch_size == (4, 6, 8)
+
+
+def _split(n: int, seed: int = 0) -> SplitLogits:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(7), int(np.ceil(n / 7)))[:n]
+    return SplitLogits(sample_ids=[f"s{i:03d}" for i in range(n)], labels=labels,
+                       video=rng.standard_normal((n, 7)).astype(np.float32),
+                       audio_text=rng.standard_normal((n, 7)).astype(np.float32),
+                       masks={"has_video": np.ones(n, bool), "has_audio": np.ones(n, bool),
+                              "has_text": np.ones(n, bool)})
+
+
+def test_each_fit_source_gives_disjoint_fit_and_select_rows():
+    from deepfusion.fusion.fit_data import concat, fit_splits, subset
+
+    logits = {"train": _split(70, 1), "val": _split(35, 2), "test": _split(21, 3)}
+    cfg = validate_config(FusionConfig, {"data": "work/d", "video_checkpoint": "work/v",
+                                         "audio_text_checkpoint": "work/a", "fit_data": {"source": "out_of_fold"}})
+    train = fit_splits(cfg.model_copy(update={"fit_data": cfg.fit_data.model_copy(update={"source": "train"})}),
+                       logits)
+    assert train.fit is logits["train"] and train.select is logits["val"]
+
+    validation = cfg.model_copy(update={"fit_data": cfg.fit_data.model_copy(
+        update={"source": "validation", "holdout": 0.4, "seed": 5})})
+    splits = fit_splits(validation, logits)
+    fit_ids, select_ids = set(splits.fit.sample_ids), set(splits.select.sample_ids)
+    assert not fit_ids & select_ids and fit_ids | select_ids == set(logits["val"].sample_ids)
+    assert len(select_ids) == 14  # 40 % of each class of 5 rows: 2
+    for label in range(7):  # stratified: every class on both sides
+        assert (splits.fit.labels == label).sum() == 3 and (splits.select.labels == label).sum() == 2
+    row = logits["val"].sample_ids.index(splits.select.sample_ids[0])
+    assert np.array_equal(splits.select.video[0], logits["val"].video[row])  # rows stay whole
+    again = fit_splits(validation, logits)
+    assert again.select.sample_ids == splits.select.sample_ids  # seeded
+    other = fit_splits(validation.model_copy(update={"fit_data": validation.fit_data.model_copy(
+        update={"seed": 6})}), logits)
+    assert other.select.sample_ids != splits.select.sample_ids
+
+    with pytest.raises(ValueError, match="no out-of-fold logits"):
+        fit_splits(cfg, logits)
+    halves = [subset(logits["train"], np.arange(1, 70, 2)), subset(logits["train"], np.arange(0, 70, 2))]
+    joined = concat(halves)
+    assert joined.sample_ids == logits["train"].sample_ids and np.array_equal(joined.video, logits["train"].video)
+    oof = fit_splits(cfg, logits, out_of_fold=joined)
+    assert oof.fit is joined and oof.select is logits["val"]
+    with pytest.raises(ValueError, match="do not cover"):
+        fit_splits(cfg, logits, out_of_fold=halves[0])

@@ -291,3 +291,54 @@ def test_a_logit_cache_build_killed_mid_way_is_never_read_and_the_rerun_complete
     cache, built = open_or_build(cfg)  # the rerun's first step, on this session's Ray
     assert built and cache.load("test").video.shape[1] == 7
     assert [p.name for p in cache_dir.iterdir()] == [cache.folder.name], "the killed build's staging folder is gone"
+
+
+def test_out_of_fold_logits_come_from_backbones_that_never_saw_their_rows(backbones, tmp_path):
+    """fit_data.source out_of_fold: the train split in 2 folds of whole dialogues; each fold's
+    logits are those of both backbones retrained (one epoch, from the train configs in their
+    checkpoints) on the other fold only. A second call reuses everything."""
+    import shutil
+
+    from deepfusion.artifacts.inference import CheckpointModel
+    from deepfusion.workflows.out_of_fold import oof_dir, out_of_fold_logits
+
+    checkpoints = {}
+    for field, kind in (("video", "mimamo"), ("audio_text", "multimodal_lstm")):
+        folder = Path(shutil.copytree(backbones[field], tmp_path / kind))
+        (folder / "train_config.json").write_text(json.dumps({
+            "model": {"kind": kind, "preset": "cpu-small"}, "data": str(backbones["data"]), "epochs": 1,
+            "batch_size": 8, "scaling": {"num_workers": 1, "cpus_per_worker": 0.5, "torch_threads": 1},
+            "run": {"name": kind}, "evaluate_test": False}))
+        checkpoints[field] = folder
+    cfg = fusion_config({**backbones, **checkpoints}, tmp_path).model_copy(update={
+        "fit_data": validate_config(FusionConfig, {
+            "data": "x", "video_checkpoint": "x", "audio_text_checkpoint": "x",
+            "fit_data": {"source": "out_of_fold", "folds": 2, "seed": 3}}).fit_data})
+    cache, _ = open_or_build(cfg)
+    oof = out_of_fold_logits(cfg, cache)
+    train = cache.load("train")
+    assert oof.sample_ids == train.sample_ids and np.array_equal(oof.labels, train.labels)
+    assert not np.allclose(oof.video, train.video)  # other models than the full backbones
+
+    root = oof_dir(cfg, cache)
+    seen_test = []
+    for k in range(2):
+        fold = root / "data" / f"fold{k}"
+        fit_rows = pq.read_table(fold / "split=train").to_pylist()
+        held_out = pq.read_table(fold / "split=test").to_pylist()
+        seen_test += [r["sample_id"] for r in held_out]
+        # whole dialogues: none is on both sides of a fold
+        assert not {r["dialogue_id"] for r in fit_rows} & {r["dialogue_id"] for r in held_out}
+        # the fold's models were trained on this fold's train rows only (their card says so) ...
+        video_model = CheckpointModel(root / "runs" / f"mimamo_fold{k}" / "best")
+        assert video_model.card.data_info["path"] == str(fold.resolve())
+        # ... and the out-of-fold logits of the held-out rows are theirs
+        expected = video_model.logits_of_rows(held_out[:4])
+        rows = [oof.sample_ids.index(r["sample_id"]) for r in held_out[:4]]
+        np.testing.assert_allclose(oof.video[rows], expected, rtol=1e-4, atol=1e-5)
+    assert sorted(seen_test) == sorted(train.sample_ids)  # every train row held out exactly once
+
+    marker = (root / "oof.json").stat().st_mtime_ns
+    again = out_of_fold_logits(cfg, cache)
+    assert again.sample_ids == oof.sample_ids and np.array_equal(again.video, oof.video)
+    assert (root / "oof.json").stat().st_mtime_ns == marker  # reused, nothing retrained

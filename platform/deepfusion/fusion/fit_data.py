@@ -39,11 +39,11 @@ def concat(parts: list[SplitLogits]) -> SplitLogits:
     """Rows of several splits as one, sorted by sample id (as ``LogitCache.load`` sorts)."""
     ids = [i for p in parts for i in p.sample_ids]
     order = np.argsort(np.array(ids, dtype=object), kind="stable")
-    joined = SplitLogits(
-        sample_ids=ids, labels=np.concatenate([p.labels for p in parts]),
-        video=np.concatenate([p.video for p in parts]), audio_text=np.concatenate([p.audio_text for p in parts]),
-        masks={k: np.concatenate([p.masks[k] for p in parts]) for k in parts[0].masks})
-    return subset(joined, order) if len(ids) else joined
+    return SplitLogits(
+        sample_ids=[ids[i] for i in order], labels=np.concatenate([p.labels for p in parts])[order],
+        video=np.concatenate([p.video for p in parts])[order],
+        audio_text=np.concatenate([p.audio_text for p in parts])[order],
+        masks={k: np.concatenate([p.masks[k] for p in parts])[order] for k in parts[0].masks})
 
 
 def holdout(split: SplitLogits, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
