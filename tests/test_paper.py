@@ -139,3 +139,14 @@ def test_the_paper_pipeline_end_to_end_on_a_tiny_slice(demo_corpus, tmp_path):
     assert "random-init" in run.stdout
     answer = summary["serve_response"]["response"]
     assert answer["emotion"] in answer["probabilities"] and len(answer["fusion_weights"]) == 2
+
+
+def test_the_gpu_bench_without_cuda_says_so_in_one_line_and_exits_0():
+    env = os.environ | {"CUDA_VISIBLE_DEVICES": ""}  # no CUDA device, even on a GPU machine
+    run = subprocess.run([sys.executable, "bench/gpu.py"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 1, run.stdout
+    result = json.loads(lines[0])
+    assert result["bench"] == "gpu" and "no CUDA device" in result["skipped"] and "models" not in result

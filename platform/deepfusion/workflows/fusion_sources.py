@@ -3,9 +3,10 @@
 split (``python -m jobs.compare_fusion``).
 
 A seed sets the search (Optuna's sampler and every fit's initialisation and batch order),
-the validation cut of ``validation``, and the folds of ``out_of_fold`` (so each seed trains
-its own fold backbones). The backbones themselves are the config's checkpoints throughout:
-the spread is that of the fusion stage, not of backbone training.
+the validation cut of ``validation`` and, unless ``fold_seed`` is given, the folds of
+``out_of_fold`` (each seed then trains its own 2 x folds fold backbones; with ``fold_seed``
+every seed reuses one set of folds). The backbones themselves are the config's
+checkpoints throughout: the spread is that of the fusion stage, not of backbone training.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class SourceComparison:
 
 
 def compare_fit_sources(cfg: FusionConfig, sources: list[str], seeds: list[int], out_dir: Path, *,
-                        tracking: TrackingConfig | None = None) -> SourceComparison:
+                        fold_seed: int | None = None, tracking: TrackingConfig | None = None) -> SourceComparison:
     """Ray must be up. Each (source, seed) is a fresh search under ``out_dir``."""
     from deepfusion.workflows.out_of_fold import run_fusion_stage
 
@@ -41,7 +42,9 @@ def compare_fit_sources(cfg: FusionConfig, sources: list[str], seeds: list[int],
         for seed in seeds:
             name = f"{source}_seed{seed}"
             run_cfg = cfg.model_copy(update={
-                "fit_data": cfg.fit_data.model_copy(update={"source": source, "seed": seed}),
+                "fit_data": cfg.fit_data.model_copy(update={
+                    "source": source,
+                    "seed": fold_seed if source == "out_of_fold" and fold_seed is not None else seed}),
                 "search": cfg.search.model_copy(update={"seed": seed, "name": name, "verbose": 0,
                                                         "storage_path": out_dir / "tune"}),
                 "export_dir": out_dir / "exports" / name})
@@ -56,7 +59,8 @@ def compare_fit_sources(cfg: FusionConfig, sources: list[str], seeds: list[int],
                for source in sources}
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "fusion_sources.json"
-    json_path.write_text(json.dumps({"sources": sources, "seeds": seeds, "summary": summary, "runs": runs},
+    json_path.write_text(json.dumps({"sources": sources, "seeds": seeds, "fold_seed": fold_seed,
+                                     "summary": summary, "runs": runs},
                                     indent=2) + "\n")
     markdown_path = out_dir / "fusion_sources.md"
     markdown_path.write_text("\n".join(markdown_table(summary, seeds)) + "\n")
