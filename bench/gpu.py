@@ -66,6 +66,16 @@ MODELS = {
 }
 
 
+def as_pretrained(model: torch.nn.Module) -> torch.nn.Module:
+    """Freeze what the paper preset freezes once pretrained weights are loaded: Wav2Vec2's CNN
+    feature encoder (``audio_encoder.freeze_feature_encoder``, applied to loaded weights
+    only). Random weights otherwise train it, which costs several GB of activations more."""
+    for module in model.modules():
+        if hasattr(module, "freeze_feature_encoder"):
+            module.freeze_feature_encoder()
+    return model
+
+
 class SyntheticShard:
     """Batches of shard rows (numpy columns, as Ray Data's ``iter_batches`` yields)."""
 
@@ -115,7 +125,7 @@ def synchronize(device: torch.device) -> None:
 def train_side(name: str, model_cfg, batch: int, *, amp: bool, device: torch.device, steps: int,
                warmup: int, shard_args: dict) -> dict:
     torch.manual_seed(0)
-    model = build_model(model_cfg).to(device)
+    model = as_pretrained(build_model(model_cfg)).to(device)
     optimizer = build_optimizer(OptimConfig(optimizer="adamw", lr=1e-4), model)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     num_classes = model_cfg.num_classes
@@ -205,6 +215,7 @@ def ray_parts(args, device: torch.device) -> dict:
                                                         image_size=224 if cuda else 64,
                                                         per_class=200 if cuda else 12)),
                 ("serve", lambda: gpu_ray.serve(Path(root) / "serve", num_gpus=0.5 if cuda else 0,
+                                                num_cpus=1 if cuda else 0.25,
                                                 frame_size=224 if cuda else 48,
                                                 requests=args.serve_requests if cuda else 4))):
             started = time.perf_counter()

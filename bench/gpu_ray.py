@@ -52,7 +52,7 @@ def ray_train(root: Path, *, gpus_per_worker: float, use_gpu: bool, image_size: 
             "wall_s": round(wall, 1), "val_accuracy": round(best["val_accuracy"], 4)}
 
 
-def serve(root: Path, *, num_gpus: float, frame_size: int, requests: int) -> dict:
+def serve(root: Path, *, num_gpus: float, frame_size: int, requests: int, num_cpus: float = 1.0) -> dict:
     """The composed app on paper-preset backbones: latency over HTTP."""
     import torch
     from serve_latency import run_concurrency, utterances
@@ -91,9 +91,9 @@ def serve(root: Path, *, num_gpus: float, frame_size: int, requests: int) -> dic
     cfg = validate_config(ServeSection, {
         "video_checkpoint": str(checkpoints["video"]), "audio_text_checkpoint": str(checkpoints["audio_text"]),
         "fusion_checkpoint": str(root / "fusion"), "http_port": 8123,
-        "video": {"num_cpus": 1, "num_gpus": num_gpus, "max_batch_size": 8},
-        "audio_text": {"num_cpus": 1, "num_gpus": num_gpus, "max_batch_size": 8},
-        "ingress": {"num_cpus": 1}, "fusion": {"num_cpus": 0.1}})
+        "video": {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_batch_size": 8},
+        "audio_text": {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_batch_size": 8},
+        "ingress": {"num_cpus": num_cpus}, "fusion": {"num_cpus": 0.1}})
 
     from deepfusion.ray_runtime import use_serve_environment
 

@@ -6,7 +6,8 @@ What one Ray Train worker of ``configs/paper`` holds: the model at the paper pre
 weights: the same size as the pretrained ones), AdamW state, and the activations of a
 training step at the per-worker batch of two workers (textile 16, MIMAMO 8 clips of 8 x 224
 px frames, Multimodal LSTM 16 utterances of 6 s audio and 128 tokens), fp32, through
-``training.epoch.run_epoch``. Each model runs in its own process; the figure is that
+``training.epoch.run_epoch``. Wav2Vec2's CNN feature encoder is frozen, as the paper preset
+freezes it once the pretrained weights are loaded. Each model runs in its own process; the figure is that
 process's peak resident memory (``ru_maxrss``) less its resident memory before the model
 was built (Python, torch, transformers). A GPU holds roughly the same tensors (without
 AMP); ``bench/gpu.py`` measures the card itself. The last line is one JSON object.
@@ -37,7 +38,7 @@ def rss_bytes() -> int:
 
 def one_model(name: str, steps: int) -> dict:
     import torch
-    from gpu import MODELS, SyntheticShard
+    from gpu import MODELS, SyntheticShard, as_pretrained
 
     from deepfusion.config import OptimConfig
     from deepfusion.models import build_model
@@ -47,7 +48,7 @@ def one_model(name: str, steps: int) -> dict:
     torch.set_num_threads(os.cpu_count())
     before = rss_bytes()
     model_cfg = MODELS[name][0]()
-    model = build_model(model_cfg)
+    model = as_pretrained(build_model(model_cfg))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = build_optimizer(OptimConfig(optimizer="adamw", lr=1e-4), model)
