@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO_ROOT / "platform"))  # the library without installin
 
 import torch  # noqa: E402
 
-from deepfusion.config import MimamoConfig, MultimodalLSTMConfig, OptimConfig, TextileNetConfig  # noqa: E402
+from deepfusion.config import OptimConfig, TrainConfig, load_config  # noqa: E402
 from deepfusion.models import build_model  # noqa: E402
 from deepfusion.training.epoch import run_epoch  # noqa: E402
 from deepfusion.training.optimization import build_optimizer  # noqa: E402
@@ -55,15 +55,20 @@ GIB = 1024 ** 3
 HALF_RTX3060_GIB = 6.0  # two workers per 12 GiB card
 CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuDNN/cuBLAS workspaces, outside torch's allocator
 
-# model -> (paper-preset config, global batch of the shipped train config)
-OFFLINE_PAPER = {"text_encoder": {"load_weights": False}}
-MODELS = {
-    "textile": (lambda: TextileNetConfig(preset="paper", backbone={"arch": "resnet50", "weights": None}), 32),
-    "mimamo": (lambda: MimamoConfig(preset="paper", backbone={"arch": "resnet50", "weights": None},
-                                    **OFFLINE_PAPER), 16),
-    "multimodal_lstm": (lambda: MultimodalLSTMConfig(preset="paper", audio_encoder={"load_weights": False},
-                                                     **OFFLINE_PAPER), 32),
+# The paper's own train configs (configs/paper), with random weights: the hubs may be out of reach.
+PAPER = REPO_ROOT / "configs" / "paper"
+OFFLINE = {
+    "textile": ["train.model.backbone.weights=null"],
+    "mimamo": ["train.model.backbone.weights=null", "train.model.text_encoder.load_weights=false"],
+    "multimodal_lstm": ["train.model.text_encoder.load_weights=false", "train.model.audio_encoder.load_weights=false"],
 }
+MODELS = tuple(OFFLINE)
+
+
+def paper_train_config(name: str) -> TrainConfig:
+    """``configs/paper/<name>.yaml``'s train section, offline: its model and its batches (global,
+    per worker of 2, per forward pass with ``grad_accumulation``)."""
+    return load_config(PAPER / f"{name}.yaml", OFFLINE[name]).train
 
 
 def as_pretrained(model: torch.nn.Module) -> torch.nn.Module:
@@ -178,15 +183,17 @@ def inference_latency(name: str, model_cfg, *, device: torch.device, repeats: in
 
 
 def measure(name: str, args, device: torch.device, shard_args: dict) -> dict:
-    make_cfg, global_batch = MODELS[name]
-    model_cfg = make_cfg()
-    batch = max(1, global_batch // 2 // args.batch_divisor)  # two workers per card
-    row = {"worker_batch": batch, "global_batch_2_workers": batch * 2}
+    train_cfg = paper_train_config(name)
+    model_cfg = train_cfg.model
+    batch = max(1, train_cfg.micro_batch_size // args.batch_divisor)  # one forward pass of one worker
+    row = {"micro_batch": batch, "grad_accumulation": train_cfg.grad_accumulation,
+           "worker_batch": train_cfg.worker_batch_size, "global_batch": train_cfg.batch_size,
+           "workers": train_cfg.scaling.num_workers}
     sides = [("fp32", False)] + ([("amp", True)] if device.type == "cuda" else [])
     for label, amp in sides:
         row[label] = train_side(name, model_cfg, batch, amp=amp, device=device, steps=args.steps,
                                 warmup=args.warmup, shard_args=shard_args)
-        print(f"{name:16s} {label:4s} batch {batch:3d}: {json.dumps(row[label])}", flush=True)
+        print(f"{name:16s} {label:4s} micro-batch {batch:3d}: {json.dumps(row[label])}", flush=True)
     if "amp" in row:
         row["amp_speedup"] = round(row["amp"]["samples_per_s"] / row["fp32"]["samples_per_s"], 2)
     row.update(inference_latency(name, model_cfg, device=device, repeats=max(3, args.steps),

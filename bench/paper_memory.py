@@ -4,8 +4,9 @@
 
 What one Ray Train worker of ``configs/paper`` holds: the model at the paper preset (random
 weights: the same size as the pretrained ones), AdamW state, and the activations of a
-training step at the per-worker batch of two workers (textile 16, MIMAMO 8 clips of 8 x 224
-px frames, Multimodal LSTM 16 utterances of 6 s audio and 128 tokens), fp32, through
+training step at the config's micro-batch (its batch over 2 workers and its
+``grad_accumulation``: textile 16 images of 224 px, MIMAMO 4 clips of 8 x 224 px frames,
+Multimodal LSTM 8 utterances of 6 s audio and 128 tokens), fp32, through
 ``training.epoch.run_epoch``. Wav2Vec2's CNN feature encoder is frozen, as the paper preset
 freezes it once the pretrained weights are loaded. Each model runs in its own process; the figure is that
 process's peak resident memory (``ru_maxrss``) less its resident memory before the model
@@ -28,7 +29,6 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "platform"))
 GIB = 1024 ** 3
-BATCH = {"textile": 16, "mimamo": 8, "multimodal_lstm": 16}  # per worker: configs/paper global / 2
 
 
 def rss_bytes() -> int:
@@ -38,7 +38,7 @@ def rss_bytes() -> int:
 
 def one_model(name: str, steps: int) -> dict:
     import torch
-    from gpu import MODELS, SyntheticShard, as_pretrained
+    from gpu import SyntheticShard, as_pretrained, paper_train_config
 
     from deepfusion.config import OptimConfig
     from deepfusion.models import build_model
@@ -47,12 +47,13 @@ def one_model(name: str, steps: int) -> dict:
 
     torch.set_num_threads(os.cpu_count())
     before = rss_bytes()
-    model_cfg = MODELS[name][0]()
+    train_cfg = paper_train_config(name)
+    model_cfg = train_cfg.model
     model = as_pretrained(build_model(model_cfg))
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = build_optimizer(OptimConfig(optimizer="adamw", lr=1e-4), model)
-    batch = BATCH[name]
+    batch = train_cfg.micro_batch_size  # what one forward pass of one worker holds
     shard = SyntheticShard(name, batch * steps, frame_size=224, num_frames=8, text_length=128, audio_seconds=6.0)
     started = time.perf_counter()
     run_epoch(model, shard, model_cfg=model_cfg, loss_fn=torch.nn.CrossEntropyLoss(), device=torch.device("cpu"),
@@ -60,7 +61,8 @@ def one_model(name: str, steps: int) -> dict:
               scaler=torch.amp.GradScaler("cuda", enabled=False), grad_clip=1.0)
     step_s = (time.perf_counter() - started) / steps
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"worker_batch": batch, "parameters_m": round(params / 1e6, 1), "trainable_m": round(trainable / 1e6, 1),
+    return {"micro_batch": batch, "grad_accumulation": train_cfg.grad_accumulation,
+            "parameters_m": round(params / 1e6, 1), "trainable_m": round(trainable / 1e6, 1),
             "peak_gib": round((peak - before) / GIB, 2), "process_peak_gib": round(peak / GIB, 2),
             "step_s_cpu": round(step_s, 1),
             # weights + gradients + two AdamW moments, fp32: the floor of any training step

@@ -40,3 +40,65 @@ def test_evaluation_order_and_batches_without_a_length_column():
     plain = {"sample_id": np.arange(5), "label": np.arange(5) % 2}
     cut = list(length_grouped(iter([plain]), 2, np.random.default_rng(0)))
     assert sorted(np.concatenate([c["sample_id"] for c in cut])) == [0, 1, 2, 3, 4]
+
+
+class _Rows:
+    """Batches of in-memory shard rows, as Ray Data's ``iter_batches`` yields them."""
+
+    def __init__(self, columns: dict):
+        self.columns = columns
+
+    def iter_batches(self, batch_size: int, **_):
+        rows = len(self.columns["label"])
+        for start in range(0, rows, batch_size):
+            yield {c: v[start:start + batch_size] for c, v in self.columns.items()}
+
+
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch():
+    """8 rows as one batch, or as micro-batches of 4 and 2 whose gradients add up: the same
+    parameters after the step (a model without dropout or BatchNorm); a last short group
+    of micro-batches steps too."""
+    import torch
+
+    from deepfusion.config import MultimodalLSTMConfig
+    from deepfusion.models import build_model
+    from deepfusion.training.epoch import run_epoch
+
+    rng = np.random.default_rng(0)
+    rows = 8
+    columns = {"label": rng.integers(0, 7, rows), "speaker_id": np.zeros(rows, dtype=np.int64),
+               "gender": np.array(["female"] * rows, dtype=object), "age": np.array([None] * rows, dtype=object),
+               "has_text": np.ones(rows, dtype=bool),
+               "input_ids": np.array([np.concatenate([[101], rng.integers(2000, 9000, 10), [102]]).astype(np.int32)
+                                      for _ in range(rows)], dtype=object)}
+    cfg = MultimodalLSTMConfig(preset="cpu-small", use_audio=False, dropout=0.0, speaker={"unknown_dropout": 0.0})
+
+    class Steps:
+        count = 0
+
+        def step(self):
+            self.count += 1
+
+    def train(micro: int, accumulation: int) -> tuple[list[torch.Tensor], int]:
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+        steps = Steps()
+        run_epoch(model, _Rows(columns), model_cfg=cfg, loss_fn=torch.nn.CrossEntropyLoss(),
+                  device=torch.device("cpu"), amp=False, num_classes=7, batch_size=micro, optimizer=optimizer,
+                  scaler=torch.amp.GradScaler("cuda", enabled=False), scheduler=steps,
+                  grad_accumulation=accumulation)
+        return [p.detach().clone() for p in model.parameters() if p.requires_grad], steps.count
+
+    whole, one_step = train(8, 1)
+    for micro, accumulation in ((4, 2), (2, 4)):
+        params, count = train(micro, accumulation)
+        assert count == one_step == 1
+        for a, b in zip(params, whole):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _, count = train(2, 3)  # 4 micro-batches: a group of 3, then the last one alone
+    assert count == 2
+    moved, _ = train(8, 1)
+    torch.manual_seed(0)
+    start = [p for p in build_model(cfg).parameters() if p.requires_grad]
+    assert any(not torch.equal(a, b) for a, b in zip(moved, start))  # the step did change the model

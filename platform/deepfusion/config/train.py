@@ -73,6 +73,10 @@ class TrainConfig(StrictModel):
     # The global batch: each of the scaling.num_workers workers takes an equal part, so
     # results do not depend on how many workers share the work.
     batch_size: int = Field(32, ge=1)
+    # Each worker's part goes through the model in this many micro-batches whose gradients
+    # add up before one optimizer step: the same batch_size per step in 1/N of the memory
+    # (BatchNorm then sees micro-batches).
+    grad_accumulation: int = Field(1, ge=1)
     # Early stopping and the best checkpoint follow this validation metric.
     monitor: Literal["val_weighted_f1", "val_accuracy", "val_loss"] = "val_weighted_f1"
     early_stopping_patience: int = Field(10, ge=1)
@@ -101,9 +105,11 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainConfig:
-        if self.batch_size % self.scaling.num_workers:
+        parts = self.scaling.num_workers * self.grad_accumulation
+        if self.batch_size % parts:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by scaling.num_workers "
-                             f"{self.scaling.num_workers} (the batch is split evenly over the workers)")
+                             f"{self.scaling.num_workers} x grad_accumulation {self.grad_accumulation} (the batch "
+                             f"is split evenly over the workers and their micro-batches)")
         return self
 
     @model_validator(mode="after")
@@ -124,3 +130,8 @@ class TrainConfig(StrictModel):
     @property
     def worker_batch_size(self) -> int:
         return self.batch_size // self.scaling.num_workers
+
+    @property
+    def micro_batch_size(self) -> int:
+        """What one forward pass of one worker holds."""
+        return self.worker_batch_size // self.grad_accumulation

@@ -18,11 +18,13 @@ from deepfusion.training.batching import length_grouped
 
 def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
               optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
-              group_by_length=0, rng=None, augment=None):
+              group_by_length=0, rng=None, augment=None, grad_accumulation=1):
     """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows).
 
-    ``augment``: a function of the model inputs (an image batch) applied before the forward
-    pass, in training only.
+    ``batch_size`` rows go through the model at a time; in training the gradients of
+    ``grad_accumulation`` such batches add up (each loss divided by that count) before one
+    optimizer step, and a last, shorter group steps too. ``augment``: a function of the
+    model inputs (an image batch) applied before the forward pass, in training only.
     """
     training = optimizer is not None
     module.train(training)
@@ -35,6 +37,7 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
                                  local_shuffle_seed=int(rng.integers(2**31)) if shuffle and rng is not None else None)
     if group_by_length:
         batches = length_grouped(batches, batch_size, rng if training else None)
+    pending = 0  # micro-batches whose gradients wait for the optimizer step
     for batch in batches:
         inputs = model_batch_inputs(model_cfg, batch)
         if training and augment is not None:
@@ -45,16 +48,26 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
             logits = module(inputs)
             loss = loss_fn(logits.float(), labels)
         if training:
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
+            if pending == 0:
+                optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss / grad_accumulation).backward()
+            pending += 1
+            if pending == grad_accumulation:
+                _step(module, optimizer, scaler, grad_clip, scheduler)
+                pending = 0
         loss_sum += loss.detach().double() * len(labels)
         rows += len(labels)
         confusion += torch.bincount(labels * num_classes + logits.argmax(1), minlength=num_classes ** 2)
+    if training and pending:
+        _step(module, optimizer, scaler, grad_clip, scheduler)
     return confusion.view(num_classes, num_classes), float(loss_sum), rows
+
+
+def _step(module, optimizer, scaler, grad_clip, scheduler) -> None:
+    if grad_clip:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None:
+        scheduler.step()

@@ -73,7 +73,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             gradient_as_bucket_view=True)  # grads live in the all-reduce buckets: no copies
     optimizer = build_optimizer(cfg.optim, model)
     batch_size = cfg.batch_size // world  # the configured batch is global
-    steps_per_epoch = math.ceil((loop_config["train_rows"] // world) / batch_size)
+    steps_per_epoch = math.ceil((loop_config["train_rows"] // world) / batch_size)  # optimizer steps
+    micro_batch = batch_size // cfg.grad_accumulation
     scheduler, step_each_batch = build_scheduler(cfg.optim, optimizer, epochs=cfg.epochs,
                                                  steps_per_epoch=steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
@@ -103,7 +104,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     loss_fn = build_loss(cfg.optim, loop_config["class_weights"], device)
     epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp,
-                      num_classes=len(label_names), batch_size=batch_size, group_by_length=cfg.group_by_length)
+                      num_classes=len(label_names), batch_size=micro_batch, group_by_length=cfg.group_by_length)
     settings = cfg.training_augmentation
     augment = BatchAugmentation(settings) if settings is not None else None
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
@@ -121,7 +122,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
             train_confusion, train_loss, train_rows = run_epoch(
                 trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
                 scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
-                rng=rng, augment=augment, **epoch_args)
+                rng=rng, augment=augment, grad_accumulation=cfg.grad_accumulation, **epoch_args)
             train_s = time.perf_counter() - started
             train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
             # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
