@@ -52,8 +52,8 @@ def main() -> int:
         print(f"checkpoint:      {backbone['checkpoint']}  (confusion matrix: {backbone['confusion_png']}, "
               f"curves: {backbone['curves_png']})")
         if backbone.get("random_init"):
-            print(f"  random-init:   {backbone['run']}: {', '.join(backbone['random_init'])} built with random "
-                  f"weights (no pretrained weights were loaded)")
+            print(f"  random-init:   {backbone['run']}: {', '.join(backbone['random_init'])} started from random "
+                  f"weights, not pretrained ones")
     for what, command in summary["watch"].items():
         print(f"browse:          {command}    # {what}")
     if run.serve_response is not None:

@@ -36,8 +36,8 @@ def main() -> int:
     print(f"  best checkpoint: {outcome.best_checkpoint}")
     random_init = random_init_parts(cfg.model)
     if random_init:
-        print(f"  random-init: {', '.join(random_init)} built with random weights (no pretrained weights "
-              f"were loaded; the checkpoint's card.json says so under 'pretrained')")
+        print(f"  random-init: {', '.join(random_init)} started from random weights, not pretrained ones "
+              f"(card.json: 'pretrained')")
     if outcome.test_metrics is not None:
         test = outcome.test_metrics
         print(f"  test: accuracy {test['accuracy']:.4f}, weighted F1 {test['weighted_f1']:.4f} "

@@ -164,6 +164,9 @@ def test_models_health_and_openapi(served, http):
     assert set(models) == {"video", "audio_text", "fusion", "textile"}
     assert models["video"]["sha256"] == read_card(served["cfg"].video_checkpoint).content_hash
     assert models["video"]["preset"] == "cpu-small" and len(models["audio_text"]["labels"]) == 7
+    # cpu-small: a ResNet-10 and a small Wav2Vec2 from scratch; the MiniLM text encoder is pretrained
+    assert models["video"]["random_init"] == ["image_backbone"] and models["audio_text"]["random_init"] == [
+        "audio_encoder"]
     assert models["textile"]["labels"] == ["clothes_dump", "textile_dye", "textile_billboard"]
     paths = requests.get(f"{http}/openapi.json", timeout=10).json()["paths"]
     assert {"/v1/emotion", "/v1/textile", "/v1/models", "/healthz"} <= set(paths)

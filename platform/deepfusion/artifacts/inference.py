@@ -24,7 +24,8 @@ class CheckpointModel:
     def describe(self) -> dict:
         # The folder's name, not its path: a served listing shows nothing of this machine.
         return {"checkpoint": Path(self.card.path).name, "sha256": self.card.content_hash,
-                "kind": self.card.kind, "preset": self.card.preset, "labels": self.card.label_names}
+                "kind": self.card.kind, "preset": self.card.preset, "labels": self.card.label_names,
+                "random_init": self.card.pretrained.get("random_init", [])}
 
     def logits(self, batch: dict) -> np.ndarray:
         """``batch``: column -> array or list, as Ray Data's numpy batches are."""

@@ -59,6 +59,9 @@ class ModelCard(BaseModel):
     labels: list[str] = Field(description="the classes, in the model's output order")
     fusion_weights: list[float] | None = Field(None, description="fusion models: [w1 video, w2 audio-text]")
     image_size: int | None = Field(None, description="the textile classifier: the side images are resized to")
+    random_init: list[str] = Field(default_factory=list, description=(
+        "backbones: the parts meant to start from pretrained weights that were built with random "
+        "weights instead (e.g. the paper preset trained offline); empty when all were loaded"))
 
 
 class ServedModels(BaseModel):

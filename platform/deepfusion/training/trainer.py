@@ -96,7 +96,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
         log.info("run %s exists: resuming from its latest checkpoint", run_dir)
     random_init = random_init_parts(model_cfg)
     if random_init:
-        log.warning("%s: %s built with random weights (random-init: no pretrained weights are loaded)",
+        log.warning("%s: %s start from random weights, not pretrained ones (random-init)",
                     cfg.run.name, ", ".join(random_init))
     scaling, torch_config = scaling_config(cfg.scaling)
     columns = data.columns(model_cfg)
