@@ -42,8 +42,8 @@ def test_the_paper_files_hold_the_methodologys_settings():
     assert textile.model.backbone.arch == "resnet50" and textile.model.backbone.weights == "IMAGENET1K_V2"
     assert textile.model.dropout == 0.5 and textile.training_augmentation is not None
     assert (mimamo.batch_size, lstm.batch_size) == (16, 32)
-    # each worker's half in 2 micro-batches: the spec's batch per step, within half a 12 GB card
-    assert (textile.micro_batch_size, mimamo.micro_batch_size, lstm.micro_batch_size) == (16, 4, 8)
+    # each worker's half in micro-batches: the spec's batch per step, within half a 12 GB card
+    assert (textile.micro_batch_size, mimamo.micro_batch_size, lstm.micro_batch_size) == (16, 4, 4)
     assert mimamo.model.num_frames == 8 and mimamo.model.text_encoder.name == "bert-base-uncased"
     assert lstm.model.audio_encoder.name == "facebook/wav2vec2-base" and lstm.model.model_dim == 768
     assert lstm.model.lstm_hidden == 256 and lstm.model.speaker.dim == 64 and lstm.model.num_heads == 8
