@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT / "platform"))  # the library without installin
 import torch  # noqa: E402
 
 from deepfusion.config import OptimConfig, TrainConfig, load_config  # noqa: E402
+from deepfusion.config.architectures import RANDOM_INIT_FIELDS, random_init_overrides  # noqa: E402
 from deepfusion.models import build_model  # noqa: E402
 from deepfusion.training.epoch import run_epoch  # noqa: E402
 from deepfusion.training.optimization import build_optimizer  # noqa: E402
@@ -57,18 +58,13 @@ CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuDNN/cuBLAS workspaces, outside torch'
 
 # The paper's own train configs (configs/paper), with random weights: the hubs may be out of reach.
 PAPER = REPO_ROOT / "configs" / "paper"
-OFFLINE = {
-    "textile": ["train.model.backbone.weights=null"],
-    "mimamo": ["train.model.backbone.weights=null", "train.model.text_encoder.load_weights=false"],
-    "multimodal_lstm": ["train.model.text_encoder.load_weights=false", "train.model.audio_encoder.load_weights=false"],
-}
-MODELS = tuple(OFFLINE)
+MODELS = tuple(RANDOM_INIT_FIELDS)
 
 
 def paper_train_config(name: str) -> TrainConfig:
     """``configs/paper/<name>.yaml``'s train section, offline: its model and its batches (global,
     per worker of 2, per forward pass with ``grad_accumulation``)."""
-    return load_config(PAPER / f"{name}.yaml", OFFLINE[name]).train
+    return load_config(PAPER / f"{name}.yaml", random_init_overrides(name)).train
 
 
 def as_pretrained(model: torch.nn.Module) -> torch.nn.Module:

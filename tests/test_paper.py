@@ -15,18 +15,13 @@ from conftest import REPO_ROOT, free_ports
 
 from deepfusion.artifacts.batches import model_batch_inputs
 from deepfusion.config import load_config
+from deepfusion.config.architectures import random_init_overrides
 from deepfusion.models import build_model
 from deepfusion.workflows.pipeline_plan import plan_pipeline
 
 PAPER = REPO_ROOT / "configs" / "paper"
 PIPELINE = PAPER / "pipeline.yaml"
-# What each paper stage needs offline: the same architectures with random weights.
-OFFLINE = {
-    "textile": ["train.model.backbone.weights=null"],
-    "mimamo": ["train.model.backbone.weights=null", "train.model.text_encoder.load_weights=false"],
-    "multimodal_lstm": ["train.model.text_encoder.load_weights=false",
-                        "train.model.audio_encoder.load_weights=false"],
-}
+MODELS = ("textile", "mimamo", "multimodal_lstm")
 
 
 def test_the_paper_files_hold_the_methodologys_settings():
@@ -60,7 +55,7 @@ def test_the_paper_files_hold_the_methodologys_settings():
 
 @pytest.mark.parametrize("name", ["textile", "mimamo", "multimodal_lstm"])
 def test_the_paper_models_build_offline_and_give_one_logit_per_class(name):
-    cfg = load_config(PAPER / f"{name}.yaml", OFFLINE[name]).train
+    cfg = load_config(PAPER / f"{name}.yaml", random_init_overrides(name)).train
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     rng = np.random.default_rng(0)
@@ -98,8 +93,8 @@ def test_the_paper_pipeline_end_to_end_on_a_tiny_slice(demo_corpus, tmp_path):
     sweep of 3 trials -> Serve answers one request. Frames and images are 48-64 px (the
     synthetic slice's own size) so that ResNet-50 runs in minutes on 2 cores."""
     (port,) = free_ports(1)
-    stage = {name: [*OFFLINE[name], "train.epochs=1", "train.scaling.num_workers=1",
-                    "train.scaling.torch_threads=2", "ray.num_cpus=2"] for name in OFFLINE}
+    stage = {name: [*random_init_overrides(name), "train.epochs=1", "train.scaling.num_workers=1",
+                    "train.scaling.torch_threads=2", "ray.num_cpus=2"] for name in MODELS}
     stage["textile"] += ["train.batch_size=8"]
     stage["mimamo"] += ["train.batch_size=4"]
     stage["multimodal_lstm"] += ["train.batch_size=4"]
@@ -132,7 +127,7 @@ def test_the_paper_pipeline_end_to_end_on_a_tiny_slice(demo_corpus, tmp_path):
     assert [row["model"] for row in summary["comparison"]] == ["MIMAMO Net", "Multimodal LSTM", "Late Fusion",
                                                                "Enhanced Late Fusion"]
     cards = {name: json.loads((tmp_path / f"work/paper/runs/{name}/best/card.json").read_text())
-             for name in OFFLINE}
+             for name in MODELS}
     assert cards["textile"]["model_config"]["backbone"]["arch"] == "resnet50"
     assert cards["mimamo"]["model_config"]["text_encoder"]["name"] == "bert-base-uncased"
     assert cards["multimodal_lstm"]["model_config"]["audio_encoder"]["name"] == "facebook/wav2vec2-base"

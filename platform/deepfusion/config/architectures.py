@@ -193,6 +193,20 @@ class MultimodalLSTMConfig(_PresetModel):
         return self
 
 
+# What builds each model's pretrained parts with random weights instead (no hub, no torchvision
+# download): the paper preset offline. As ``--set`` overrides of a file's ``train.model``.
+RANDOM_INIT_FIELDS: dict[str, tuple[str, ...]] = {
+    "textile": ("backbone.weights=null",),
+    "mimamo": ("backbone.weights=null", "text_encoder.load_weights=false"),
+    "multimodal_lstm": ("text_encoder.load_weights=false", "audio_encoder.load_weights=false"),
+}
+
+
+def random_init_overrides(kind: str, prefix: str = "train.model") -> list[str]:
+    """``--set`` overrides that build ``kind``'s pretrained parts with random weights."""
+    return [f"{prefix}.{field}" for field in RANDOM_INIT_FIELDS[kind]]
+
+
 ModelConfig = Annotated[
     TextileNetConfig | MimamoConfig | MultimodalLSTMConfig, Field(discriminator="kind")
 ]
