@@ -5,7 +5,7 @@ Geometric (rotation, scale, translation, flip), photometric (brightness, contras
 saturation), Gaussian noise, and random crop with zero padding, all from
 ``torchvision.transforms.v2``. Each augmented copy is a pure function of
 ``(seed, source path, copy index)``, so re-running a job reproduces it bit for bit. In
-training (``augment_batch``) each image of a batch draws its own transform from torch's
+training (``BatchAugmentation``) each image of a batch draws its own transform from torch's
 global generator, which the training loop seeds per epoch: fresh draws every epoch, the
 same draws when a run is repeated or resumed.
 """

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.tracking import TrackingConfig
+from deepfusion.workflows.pipeline_report import FUSION_MODELS as MODELS
 
-MODELS = ("MIMAMO Net", "Multimodal LSTM", "Late Fusion", "Enhanced Late Fusion")
 METRICS = ("test_accuracy", "test_weighted_f1")
 
 
