@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from deepfusion.artifacts.shards import frames_from_bytes, image_from_bytes
-from deepfusion.models import model_inputs
+from deepfusion.models import audio_features, model_inputs
 from deepfusion.models.inputs import MIN_AUDIO_SAMPLES, EmotionInputs
 from deepfusion.models.speaker import gender_id
 
@@ -20,6 +20,9 @@ SPEAKER_COLUMNS = ("speaker_id", "gender", "age")
 TEXT_COLUMNS = ("input_ids", "has_text")
 VIDEO_COLUMNS = ("video_frames", "num_frames", "frame_size", "has_video")
 AUDIO_COLUMNS = ("audio", "has_audio")
+# openSMILE features in place of the waveform, by the form a model reads
+FEATURE_COLUMNS = {"functionals": ("audio_functionals", "has_audio"),
+                   "lld": ("audio_lld", "audio_lld_dim", "has_audio")}
 IMAGE_COLUMNS = ("image", "height", "width")
 
 
@@ -30,16 +33,19 @@ def image_inputs(batch: dict[str, np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def emotion_columns(*, text: bool, video: bool, audio: bool) -> list[str]:
-    """The shard columns ``emotion_inputs`` reads for a model with these inputs."""
+def emotion_columns(*, text: bool, video: bool, audio: bool, features: str | None = None) -> list[str]:
+    """The shard columns ``emotion_inputs`` reads for a model with these inputs
+    (``features``: the openSMILE form read in place of the waveform)."""
     columns = list(SPEAKER_COLUMNS)
-    for wanted, group in ((text, TEXT_COLUMNS), (video, VIDEO_COLUMNS), (audio, AUDIO_COLUMNS)):
+    audio_columns = FEATURE_COLUMNS[features] if features else AUDIO_COLUMNS
+    for wanted, group in ((text, TEXT_COLUMNS), (video, VIDEO_COLUMNS), (audio, audio_columns)):
         if wanted:
             columns += group
     return columns
 
 
-def emotion_inputs(batch: dict[str, np.ndarray], *, text: bool, video: bool, audio: bool) -> EmotionInputs:
+def emotion_inputs(batch: dict[str, np.ndarray], *, text: bool, video: bool, audio: bool,
+                   features: str | None = None) -> EmotionInputs:
     size = len(batch["speaker_id"])
     ages = np.array([np.nan if a is None else a for a in batch["age"]], dtype=np.float32)
     inputs = EmotionInputs(
@@ -55,8 +61,38 @@ def emotion_inputs(batch: dict[str, np.ndarray], *, text: bool, video: bool, aud
         inputs.frames = _frames(batch)
     if audio:
         inputs.has_audio = _flags(batch["has_audio"])
-        inputs.audio, inputs.audio_lengths = _pad_audio(batch["audio"], batch["has_audio"])
+        if features == "functionals":
+            inputs.audio_functionals, present = _functionals(batch["audio_functionals"])
+            inputs.has_audio = inputs.has_audio & present
+        elif features == "lld":
+            inputs.audio_lld, inputs.audio_lld_lengths, present = _descriptors(batch["audio_lld"],
+                                                                               batch["audio_lld_dim"])
+            inputs.has_audio = inputs.has_audio & present
+        else:
+            inputs.audio, inputs.audio_lengths = _pad_audio(batch["audio"], batch["has_audio"])
     return inputs
+
+
+def _functionals(rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, F]`` and which rows have features (a row without is zeros)."""
+    width = next((len(r) for r in rows if r is not None), 1)
+    out = np.zeros((len(rows), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if row is not None:
+            out[i] = row
+    return torch.from_numpy(out), torch.tensor([r is not None for r in rows])
+
+
+def _descriptors(rows, dims) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B, T, D]`` zero-padded descriptors, their frame counts (0 for a row without any)
+    and which rows have any."""
+    width = next((int(d) for d in dims if d is not None and d == d), 1)
+    frames = [len(r) // width if r is not None else 0 for r in rows]
+    out = np.zeros((len(rows), max([1, *frames]), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        if frames[i]:
+            out[i, :frames[i]] = np.asarray(row, dtype=np.float32).reshape(frames[i], width)
+    return torch.from_numpy(out), torch.tensor(frames, dtype=torch.long), torch.tensor([n > 0 for n in frames])
 
 
 def _flags(values) -> torch.Tensor:
@@ -98,10 +134,15 @@ def _pad_audio(rows, has_audio) -> tuple[torch.Tensor, torch.Tensor]:
 def model_columns(model_cfg) -> list[str]:
     """The shard columns a model reads (beside sample_id and label), from the registry."""
     wanted = model_inputs(model_cfg)
-    return list(IMAGE_COLUMNS) if wanted.get("image") else emotion_columns(**wanted)
+    return list(IMAGE_COLUMNS) if wanted.get("image") else emotion_columns(**wanted, features=_form(model_cfg))
 
 
 def model_batch_inputs(model_cfg, batch: dict[str, np.ndarray]):
     """The inputs of the model ``model_cfg`` describes, from a batch of shard rows."""
     wanted = model_inputs(model_cfg)
-    return image_inputs(batch) if wanted.get("image") else emotion_inputs(batch, **wanted)
+    return image_inputs(batch) if wanted.get("image") else emotion_inputs(batch, **wanted, features=_form(model_cfg))
+
+
+def _form(model_cfg) -> str | None:
+    features = audio_features(model_cfg)
+    return features[1] if features else None

@@ -17,7 +17,7 @@ import numpy as np
 from deepfusion.artifacts.batches import model_columns
 from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
 from deepfusion.config import ConfigError
-from deepfusion.models import model_inputs, model_spec
+from deepfusion.models import audio_features, model_inputs, model_spec
 from deepfusion.models.audio_encoder import SAMPLE_RATE
 from deepfusion.pretrained import vocabulary
 
@@ -90,17 +90,36 @@ class ShardDataset:
             if not any("audio" in k for k in media):
                 raise ConfigError(f"{field}: use_audio is true and {self.path} has no audio ({media}); "
                                   f"set {field}.use_audio: false for a text-only corpus")
-            rate = self.manifest["audio"]["sample_rate"]
-            if rate != SAMPLE_RATE:
-                raise ConfigError(f"{field}: the audio encoders take {SAMPLE_RATE} Hz; the shards hold {rate} Hz")
+            self._check_audio_form(model_cfg, field)
         if wants["text"]:
             tokenizer = self.manifest.get("text", {}).get("tokenizer")
             if tokenizer is None or vocabulary(tokenizer) != vocabulary(model_cfg.text_encoder.name):
                 raise ConfigError(f"{field}.text_encoder.name: {model_cfg.text_encoder.name!r}, but the shards "
                                   f"were tokenized with {tokenizer!r} (another vocabulary); token ids only "
                                   f"mean something to models of the vocabulary they were made for")
+        if not hasattr(model_cfg, "speaker"):
+            return model_cfg
         speakers = len(self.manifest.get("speakers", {}))
         return model_cfg.model_copy(update={"speaker": model_cfg.speaker.model_copy(update={"num_speakers": speakers})})
+
+    def _check_audio_form(self, model_cfg, field: str) -> None:
+        """The waveform at the encoders' rate, or the openSMILE features the model reads."""
+        wanted = audio_features(model_cfg)
+        if wanted is None:
+            rate = self.manifest["audio"]["sample_rate"]
+            if rate != SAMPLE_RATE:
+                raise ConfigError(f"{field}: the audio encoders take {SAMPLE_RATE} Hz; the shards hold {rate} Hz")
+            return
+        feature_set, form = wanted
+        held = self.manifest.get("opensmile") or {}
+        where = "audio_encoder.kind" if form == "lld" else "features"
+        if held.get("feature_set") != feature_set or (form == "lld" and not held.get("lld")):
+            have = (f"{held['feature_set']} features" + ("" if held.get("lld") else " (functionals only)")
+                    if held else "no openSMILE features")
+            raise ConfigError(
+                f"{field}.{where}: {feature_set} {'descriptors' if form == 'lld' else 'functionals'}, but "
+                f"{self.path} holds {have}; preprocess it with audio.opensmile: "
+                f"{{feature_set: {feature_set}{', lld: true' if form == 'lld' else ''}}}")
 
     def checkpoint_info(self) -> dict:
         """What a checkpoint's card records of its data (``data_info``): Serve decodes requests

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 MANIFEST = "manifest.json"  # a dataset folder's description: counts, label map, settings, freshness
 QUARANTINE = "quarantine.jsonl"  # one JSON line per sample left out, with its reason
-SCHEMA_VERSION = 2  # 2: Hive split folders (split=train/)
+SCHEMA_VERSION = 3  # 2: Hive split folders (split=train/); 3: openSMILE feature columns
 
 IMAGE_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),
@@ -51,6 +51,11 @@ EMOTION_SCHEMA = pa.schema([
     pa.field("audio", pa.list_(pa.float32())),  # mono at sample_rate, cut to max_seconds; null: no audio
     pa.field("audio_num_samples", pa.int32()),  # length before the cut
     pa.field("sample_rate", pa.int32(), nullable=False),
+    # openSMILE features of the clip (``audio.opensmile``; null: not extracted or no audio):
+    # the set's functionals, and its low-level descriptors as frames x audio_lld_dim, row-major.
+    pa.field("audio_functionals", pa.list_(pa.float32())),
+    pa.field("audio_lld", pa.list_(pa.float32())),
+    pa.field("audio_lld_dim", pa.int32()),
     pa.field("has_video", pa.bool_(), nullable=False),
     pa.field("has_audio", pa.bool_(), nullable=False),
     pa.field("has_text", pa.bool_(), nullable=False),

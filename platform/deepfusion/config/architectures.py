@@ -53,10 +53,16 @@ class Wav2Vec2Size(StrictModel):
     feat_extract_norm: Literal["group", "layer"] = "group"
 
 
+# Audio encoder kinds that read openSMILE low-level descriptors from the shards (the
+# dataset's ``audio.opensmile.feature_set`` must match) instead of the waveform.
+OPENSMILE_KINDS = ("egemaps", "compare")
+
+
 class AudioEncoderConfig(StrictModel):
     # wav2vec2: the methodology's encoder; logmel: a log-mel (librosa filterbank) + conv
-    # front end that learns from a few hundred clips.
-    kind: Literal["wav2vec2", "logmel"] = "wav2vec2"
+    # front end that learns from a few hundred clips; egemaps / compare: openSMILE's
+    # low-level descriptors of that set (extracted in preprocessing) + conv.
+    kind: Literal["wav2vec2", "logmel", "egemaps", "compare"] = "wav2vec2"
     name: str = "facebook/wav2vec2-base"
     load_weights: bool = True
     freeze_feature_encoder: bool = True  # wav2vec2 fine-tuning practice: CNN stays frozen
@@ -67,6 +73,8 @@ class AudioEncoderConfig(StrictModel):
     # many mel bins / frames are masked, twice each.
     freq_mask: int = Field(8, ge=0)
     time_mask: int = Field(20, ge=0)
+    # Width of the openSMILE descriptor front end's convolutions.
+    lld_channels: int = Field(128, ge=8)
 
 
 class SpeakerEncoderConfig(StrictModel):
@@ -193,6 +201,23 @@ class MultimodalLSTMConfig(_PresetModel):
         return self
 
 
+class SpeechMLPConfig(_PresetModel):
+    """A small classifier on a clip's openSMILE functionals (one vector per clip): the
+    standard speech-emotion baseline for corpora of a few hundred clips. The inputs are
+    standardised with running statistics of the training data (a BatchNorm without
+    affine parameters), so a model trained on raw features serves raw features."""
+
+    kind: Literal["speech_mlp"] = "speech_mlp"
+    preset: Literal["paper", "cpu-small"] = "paper"
+    # The dataset's ``audio.opensmile.feature_set`` (checked before training).
+    features: Literal["egemaps", "compare"] = "egemaps"
+    hidden: tuple[int, ...] = (256,)  # () is multinomial logistic regression
+    dropout: float = Field(0.3, ge=0, lt=1)
+    # Gaussian noise on the standardised inputs while training (0: none).
+    input_noise: float = Field(0.0, ge=0)
+    num_classes: int = Field(7, ge=2)
+
+
 # What builds each model's pretrained parts with random weights instead (no hub, no torchvision
 # download): the paper preset offline. As ``--set`` overrides of a file's ``train.model``.
 RANDOM_INIT_FIELDS: dict[str, tuple[str, ...]] = {
@@ -208,5 +233,5 @@ def random_init_overrides(kind: str, prefix: str = "train.model") -> list[str]:
 
 
 ModelConfig = Annotated[
-    TextileNetConfig | MimamoConfig | MultimodalLSTMConfig, Field(discriminator="kind")
+    TextileNetConfig | MimamoConfig | MultimodalLSTMConfig | SpeechMLPConfig, Field(discriminator="kind")
 ]

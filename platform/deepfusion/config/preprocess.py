@@ -75,10 +75,47 @@ class VideoConfig(StrictModel):
     frame_size: int = Field(224, ge=16, le=1024)
 
 
+# openSMILE feature set -> (its ``opensmile.FeatureSet`` member, functionals, descriptors per frame)
+OPENSMILE_SETS = {
+    "egemaps": ("eGeMAPSv02", 88, 25),
+    "compare": ("ComParE_2016", 6373, 65),
+}
+
+
+def functionals_dim(feature_set: str) -> int:
+    return OPENSMILE_SETS[feature_set][1]
+
+
+def lld_dim(feature_set: str) -> int:
+    return OPENSMILE_SETS[feature_set][2]
+
+
+class OpenSmileConfig(StrictModel):
+    """openSMILE acoustic features (the ``opensmile`` package's bundled extractor), computed
+    from the decoded clip in the same pass and stored in the shards: training never
+    re-extracts. ``egemaps``: eGeMAPS v02 (88 functionals, 25 low-level descriptors);
+    ``compare``: ComParE 2016 (6,373 functionals, 65 descriptors)."""
+
+    feature_set: Literal["egemaps", "compare"] = "egemaps"
+    # Also store the low-level descriptors (one vector per 10 ms frame) for sequence models.
+    lld: bool = True
+    # ``speaker``: z-normalise every feature over each speaker's clips (all splits, no labels
+    # read) before the shards are written: what removes a voice's own pitch, loudness and
+    # timbre, the usual practice for speaker-independent emotion recognition. Clips of
+    # speakers with fewer than ``min_speaker_clips`` are normalised together as one group.
+    # Needs the set of a speaker's clips, so it is a dataset step (preprocessing, batch
+    # prediction), not a per-request one: Serve refuses such models. ``none``: the features
+    # as openSMILE returns them (models standardise them with their training statistics).
+    normalize: Literal["none", "speaker"] = "none"
+    min_speaker_clips: int = Field(3, ge=2)
+
+
 class AudioConfig(StrictModel):
     sample_rate: int = Field(16000, ge=8000, le=48000)
     # Longer clips are cut (the original length is recorded); bounds a row's size.
     max_seconds: float = Field(10.0, gt=0)
+    # openSMILE features of each clip beside its waveform; None: waveform only.
+    opensmile: OpenSmileConfig | None = None
 
 
 class TextConfig(StrictModel):

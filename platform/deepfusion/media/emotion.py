@@ -12,6 +12,7 @@ from deepfusion.config import AudioConfig, MediaLimits, VideoConfig
 from deepfusion.media import NoAudioTrack
 from deepfusion.media.audio import load_audio
 from deepfusion.media.limits import DEFAULT_LIMITS
+from deepfusion.media.opensmile import extract
 from deepfusion.media.video import decode_video
 
 
@@ -42,6 +43,9 @@ def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: Au
         "audio": None,
         "audio_num_samples": None,
         "sample_rate": audio.sample_rate,
+        "audio_functionals": None,
+        "audio_lld": None,
+        "audio_lld_dim": None,
         "has_video": False,
         "has_audio": False,
         "has_text": bool(record["text"]),
@@ -56,6 +60,8 @@ def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: Au
         try:
             samples, length = load_audio(audio_path, audio.sample_rate, audio.max_seconds, limits)
             row["audio"], row["audio_num_samples"], row["has_audio"] = samples, length, True
+            if audio.opensmile is not None:
+                row.update(extract(samples, audio.sample_rate, audio.opensmile))
         except NoAudioTrack:
             pass  # an mp4 without sound: the mask says no audio
     return row

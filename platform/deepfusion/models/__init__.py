@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deepfusion.models.registry import MODELS, ModelSpec, model_spec
 
-__all__ = ["MODELS", "ModelSpec", "build_model", "model_inputs", "model_spec"]
+__all__ = ["MODELS", "ModelSpec", "audio_features", "build_model", "model_inputs", "model_spec"]
 
 
 def build_model(cfg):
@@ -20,3 +20,9 @@ def build_model(cfg):
 def model_inputs(cfg) -> dict[str, bool]:
     """Which modalities a model reads: ``{"image": True}`` or text / video / audio flags."""
     return model_spec(cfg.kind).inputs(cfg)
+
+
+def audio_features(cfg) -> tuple[str, str] | None:
+    """The openSMILE features a model reads instead of the waveform: (feature set,
+    ``"functionals"`` or ``"lld"``), or None."""
+    return model_spec(cfg.kind).audio_features(cfg)

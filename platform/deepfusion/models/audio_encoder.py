@@ -1,7 +1,9 @@
-"""Audio encoders: Wav2Vec2 (the methodology's) and a log-mel front end; both 16 kHz.
+"""Audio encoders: Wav2Vec2 (the methodology's), a log-mel front end (both on 16 kHz
+waveforms) and an openSMILE descriptor front end (on features extracted in preprocessing).
 
-Each maps a padded waveform batch ``[B, N]`` with true lengths ``[B]`` to frame states
-``[B, S, H]`` and a bool mask of the frames that cover real audio.
+Each maps a padded batch (waveform ``[B, N]`` or descriptors ``[B, T, D]``) with true
+lengths ``[B]`` to frame states ``[B, S, H]`` and a bool mask of the frames that cover
+real audio.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import torch
 from torch import nn
 
 from deepfusion.config.architectures import AudioEncoderConfig
+from deepfusion.config.preprocess import lld_dim
+from deepfusion.models.standardize import FeatureStandardizer
 from deepfusion.pretrained import from_pretrained
 
 SAMPLE_RATE = 16000
@@ -129,5 +133,39 @@ class LogMelAudioEncoder(nn.Module):
         return features * keep
 
 
+class DescriptorAudioEncoder(nn.Module):
+    """openSMILE low-level descriptors ``[B, T, D]`` (one row per 10 ms frame, extracted
+    in preprocessing) -> frame states: standardised with the training data's running
+    statistics over real frames, then two 1-D convolutions (the second halves the rate)."""
+
+    def __init__(self, cfg: AudioEncoderConfig):
+        super().__init__()
+        self.dim = dim = lld_dim(cfg.kind)
+        channels = cfg.lld_channels
+        self.standardize = FeatureStandardizer(dim)
+        self.conv1 = nn.Sequential(nn.Conv1d(dim, channels, kernel_size=5, padding=2), nn.GELU())
+        self.conv2 = nn.Sequential(nn.Conv1d(channels, channels, kernel_size=5, stride=2, padding=2), nn.GELU())
+        self.hidden_size = channels
+
+    def forward(self, descriptors: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lengths`` 0: a clip without audio (one masked-in zero step comes out)."""
+        if descriptors.shape[-1] != self.dim:  # a batch without any clip carries no width
+            descriptors = descriptors.new_zeros(*descriptors.shape[:2], self.dim)
+        valid = torch.arange(descriptors.shape[1], device=descriptors.device)[None] < lengths[:, None]
+        # Statistics over real frames only: padding is neither counted nor changed.
+        standardized = torch.zeros_like(descriptors)
+        if valid.any():
+            standardized[valid] = self.standardize(descriptors[valid])
+        # Zeros past each clip's end between the convolutions: what a clip sees there is
+        # the convolution's own zero padding, so its states never depend on its batch.
+        hidden = self.conv1(standardized.transpose(1, 2)) * valid[:, None, :]
+        states = self.conv2(hidden).transpose(1, 2)
+        frames = torch.div(lengths + 1, 2, rounding_mode="floor").clamp(min=1)
+        mask = torch.arange(states.shape[1], device=states.device)[None] < frames[:, None]
+        return states * mask[..., None], mask
+
+
 def build_audio_encoder(cfg: AudioEncoderConfig) -> nn.Module:
-    return Wav2Vec2AudioEncoder(cfg) if cfg.kind == "wav2vec2" else LogMelAudioEncoder(cfg)
+    if cfg.kind == "wav2vec2":
+        return Wav2Vec2AudioEncoder(cfg)
+    return LogMelAudioEncoder(cfg) if cfg.kind == "logmel" else DescriptorAudioEncoder(cfg)

@@ -29,6 +29,10 @@ class EmotionInputs:
     audio: torch.Tensor | None = None  # [B, N] float, 16 kHz, zero-padded
     audio_lengths: torch.Tensor | None = None  # [B] long
     has_audio: torch.Tensor | None = None
+    # openSMILE features (extracted in preprocessing): functionals, or descriptors per frame
+    audio_functionals: torch.Tensor | None = None  # [B, F] float
+    audio_lld: torch.Tensor | None = None  # [B, T, D] float, zero-padded
+    audio_lld_lengths: torch.Tensor | None = None  # [B] long, 0: no audio
 
     def to(self, device: torch.device | str) -> EmotionInputs:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

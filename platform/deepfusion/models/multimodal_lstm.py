@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from deepfusion.config.architectures import MultimodalLSTMConfig
+from deepfusion.config.architectures import OPENSMILE_KINDS, MultimodalLSTMConfig
 from deepfusion.models.audio_encoder import build_audio_encoder
 from deepfusion.models.inputs import EmotionInputs
 from deepfusion.models.speaker import SpeakerEncoder
@@ -60,7 +60,10 @@ class MultimodalLSTM(nn.Module):
         stand_in = self.missing_audio.expand(batch, 1, -1)
         if not self.config.use_audio:
             return stand_in, torch.ones(batch, 1, dtype=torch.bool, device=stand_in.device)
-        states, mask = self.audio_encoder(inputs.audio, inputs.audio_lengths)
+        if self.config.audio_encoder.kind in OPENSMILE_KINDS:
+            states, mask = self.audio_encoder(inputs.audio_lld, inputs.audio_lld_lengths)
+        else:
+            states, mask = self.audio_encoder(inputs.audio, inputs.audio_lengths)
         states = self.audio_projection(states)
         has_audio = inputs.has_audio
         # Without audio: the learned stand-in as the only step.

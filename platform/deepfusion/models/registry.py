@@ -11,7 +11,13 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
+from deepfusion.config.architectures import (
+    OPENSMILE_KINDS,
+    MimamoConfig,
+    MultimodalLSTMConfig,
+    SpeechMLPConfig,
+    TextileNetConfig,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,9 @@ class ModelSpec:
     datasets: tuple[str, ...]  # dataset kinds (``manifest.json`` "kind") it learns from
     # Which modalities a config of this model reads: image, or text / video / audio.
     inputs: Callable[[object], dict[str, bool]]
+    # What of the audio it reads: None (the waveform) or (openSMILE feature set,
+    # "functionals" | "lld"), extracted in preprocessing.
+    audio_features: Callable[[object], tuple[str, str] | None] = lambda cfg: None
 
     @property
     def presets(self) -> tuple[str, ...]:
@@ -40,7 +49,12 @@ MODELS: dict[str, ModelSpec] = {spec.kind: spec for spec in (
               ("meld", "manifest"), lambda cfg: {"text": cfg.use_text, "video": True, "audio": False}),
     ModelSpec("multimodal_lstm", MultimodalLSTMConfig, "deepfusion.models.multimodal_lstm:MultimodalLSTM", "emotion",
               ("meld", "speech", "manifest"),
-              lambda cfg: {"text": cfg.use_text, "video": False, "audio": cfg.use_audio}),
+              lambda cfg: {"text": cfg.use_text, "video": False, "audio": cfg.use_audio},
+              lambda cfg: (cfg.audio_encoder.kind, "lld") if cfg.audio_encoder.kind in OPENSMILE_KINDS else None),
+    ModelSpec("speech_mlp", SpeechMLPConfig, "deepfusion.models.speech_mlp:SpeechMLP", "emotion",
+              ("speech", "manifest", "meld"),
+              lambda cfg: {"text": False, "video": False, "audio": True},
+              lambda cfg: (cfg.features, "functionals")),
 )}
 
 # The fusion heads over the two emotion backbones' logits (``models.fusion``).

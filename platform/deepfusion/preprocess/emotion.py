@@ -10,8 +10,10 @@ import ray.data
 from deepfusion.artifacts.shards import EMOTION_SCHEMA
 from deepfusion.config import DataResources, ManifestDataset, MeldDataset, SpeechDataset, VideoConfig
 from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.media.opensmile import opensmile_summary
 from deepfusion.preprocess.emotion_rows import EmotionRowDecoder
 from deepfusion.preprocess.quarantine import collect, remote_quarantine_log
+from deepfusion.preprocess.speaker_norm import POOLED, normalize_by_speaker, speaker_groups
 from deepfusion.preprocess.writer import write_shards
 from deepfusion.sources.manifest import scan_manifest
 from deepfusion.sources.meld import scan_meld
@@ -51,6 +53,13 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
                                "speaker_ids": speakers, "quarantine": quarantine_log, "limits": cfg.limits},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
+    features = cfg.audio.opensmile
+    normalization = {}
+    if features is not None and features.normalize == "speaker":
+        groups = speaker_groups(records, features)
+        decoded = normalize_by_speaker(decoded, groups, EMOTION_SCHEMA)
+        pooled = sorted(s for s, g in groups.items() if g == POOLED)
+        normalization = {"speakers": len(groups) - len(pooled), "pooled_speakers": pooled}
     counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)
     modality = Counter(_MEDIA_KIND[bool(r["video_path"]), bool(r["audio_path"])] for r in records)
     extra = {
@@ -59,6 +68,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
         "media_by_sample": dict(modality),
         "video": {"num_frames": video.num_frames, "frame_size": video.frame_size},
         "audio": cfg.audio.model_dump(),
+        **({"opensmile": opensmile_summary(features) | normalization} if features is not None else {}),
         "text": cfg.text.model_dump(),
         **layout,
     }
