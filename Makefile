@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	# torch/torchvision first and pinned, so nothing below pulls another build
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[test]'
+	# A venv made before OpenCV's contrib build was a dependency holds both builds of cv2: keep contrib's
+	@if $(PY) -m pip show -q opencv-python-headless 2>/dev/null; then \
+	  $(PY) -m pip uninstall -y -q opencv-python-headless && \
+	  $(PY) -m pip install -q --force-reinstall --no-deps opencv-contrib-python-headless; fi
 	@touch $(STAMP)
 
 # The whole methodology on the SYNTHETIC offline corpora (stages already up to date are skipped)

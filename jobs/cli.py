@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "tune": "jobs.tune_fusion",
     "compare-fusion": "jobs.compare_fusion",
     "evaluate": "jobs.evaluate",
+    "evaluate-faces": "jobs.evaluate_faces",
     "predict": "jobs.predict",
     "crossval": "jobs.crossval",
     "pipeline": "jobs.pipeline",

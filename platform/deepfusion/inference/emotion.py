@@ -54,6 +54,13 @@ class EmotionDecoder:
     def __init__(self, data_info: dict, limits: MediaLimits = DEFAULT_LIMITS):
         self.limits = limits
         self.video, self.audio, self.text = decoding_settings(data_info)
+        features = self.audio.opensmile
+        if features is not None and features.normalize == "speaker":
+            raise ConfigError(
+                f"the model's training data ({data_info.get('dataset')}) has openSMILE features normalised per "
+                f"speaker over all of a speaker's clips; one request cannot be: predict such a model in batch "
+                f"(`python -m jobs.predict`, which normalises per speaker over its input), or train it on "
+                f"audio.opensmile.normalize: none to serve it")
         self.speaker_ids = dict(data_info.get("speakers", {}))
 
     def row(self, request: EmotionRequest, sample_id: str = "request") -> dict:

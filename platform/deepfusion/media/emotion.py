@@ -13,7 +13,7 @@ from deepfusion.media import NoAudioTrack
 from deepfusion.media.audio import load_audio
 from deepfusion.media.limits import DEFAULT_LIMITS
 from deepfusion.media.opensmile import extract
-from deepfusion.media.video import decode_video
+from deepfusion.media.video import decode_video, decode_video_faces
 
 
 def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: AudioConfig,
@@ -40,6 +40,7 @@ def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: Au
         "video_frames": None,
         "num_frames": video.num_frames,
         "frame_size": video.frame_size,
+        "face_found": None,
         "audio": None,
         "audio_num_samples": None,
         "sample_rate": audio.sample_rate,
@@ -53,7 +54,12 @@ def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: Au
     }
     video_path = _none_if_nan(record.get("video_path"))
     if video_path:
-        frames = decode_video(video_path, video.num_frames, video.frame_size, limits)
+        if video.face_crop:
+            frames, found = decode_video_faces(video_path, video.num_frames, video.frame_size, video.face_margin,
+                                               _path_or_none(video.face_cascade), limits)
+            row["face_found"] = found.tolist()
+        else:
+            frames = decode_video(video_path, video.num_frames, video.frame_size, limits)
         row["video_frames"], row["has_video"] = frames.tobytes(), True
     audio_path = _none_if_nan(record.get("audio_path"))
     if audio_path:
@@ -65,6 +71,10 @@ def decode_emotion_record(record: dict, input_ids, video: VideoConfig, audio: Au
         except NoAudioTrack:
             pass  # an mp4 without sound: the mask says no audio
     return row
+
+
+def _path_or_none(path) -> str | None:
+    return None if path is None else str(path)
 
 
 def _none_if_nan(value):

@@ -43,6 +43,35 @@ def decode_video(path: str | os.PathLike, num_frames: int, size: int,
 
     Raises ``MediaError`` (``MediaLimitExceeded`` over a cap, ``DecodeTimeout`` past the deadline).
     """
+    return np.stack(_decode(path, num_frames, lambda frame: _to_rgb(frame, size), limits))
+
+
+def decode_video_faces(path: str | os.PathLike, num_frames: int, size: int, margin: float,
+                       cascade: str | None = None,
+                       limits: MediaLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, np.ndarray]:
+    """``decode_video``'s frames, each cropped to its largest face (``media.faces``), and
+    a bool per frame: whether a face was found (a frame without one stays whole)."""
+    from deepfusion.media.faces import crop_face
+
+    # Frames are kept at full resolution only for the few sampled by index; a header without
+    # a frame count makes every frame a candidate, kept at ``size`` on the longer side.
+    raw = _decode(path, num_frames, None, limits, lambda frame: _shrink(frame, size))
+    crops = [crop_face(frame, margin, cascade) for frame in raw]
+    return np.stack([_to_rgb(crop, size) for crop, _ in crops]), np.array([found for _, found in crops])
+
+
+def _shrink(frame: np.ndarray, size: int) -> np.ndarray:
+    scale = size / max(frame.shape[:2])
+    if scale >= 1:
+        return frame
+    return cv2.resize(frame, (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale))),
+                      interpolation=cv2.INTER_AREA)
+
+
+def _decode(path, num_frames: int, prepare, limits: MediaLimits, prepare_each=None) -> list[np.ndarray]:
+    """The ``num_frames`` sampled frames, each through ``prepare`` (None: as decoded, BGR);
+    ``prepare_each`` (default ``prepare``) bounds what a header-less video keeps per frame."""
+    prepare = prepare or (lambda frame: frame)
     path = str(path)
     if not os.path.isfile(path):
         raise MediaError(f"{path}: file not found")
@@ -58,12 +87,10 @@ def decode_video(path: str | os.PathLike, num_frames: int, size: int,
         header_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         _check_header(path, capture, header_count, limits)
         if header_count > 0:
-            frames = _decode_by_index(capture, path, header_count, num_frames, size, limits, deadline)
-        else:
-            frames = _decode_up_to_cap_then_sample(capture, path, num_frames, size, limits, deadline)
+            return _decode_by_index(capture, path, header_count, num_frames, prepare, limits, deadline)
+        return _decode_up_to_cap_then_sample(capture, path, num_frames, prepare_each or prepare, limits, deadline)
     finally:
         capture.release()
-    return np.stack(frames)
 
 
 def _check_header(path: str, capture, header_count: int, limits: MediaLimits) -> None:
@@ -87,7 +114,7 @@ def _checked(path: str, frame: np.ndarray, limits: MediaLimits) -> np.ndarray:
     return frame
 
 
-def _decode_by_index(capture, path: str, header_count: int, num_frames: int, size: int,
+def _decode_by_index(capture, path: str, header_count: int, num_frames: int, prepare,
                      limits: MediaLimits, deadline: Deadline):
     wanted = sample_frame_indices(header_count, num_frames)
     wanted_set = set(wanted.tolist())
@@ -103,7 +130,7 @@ def _decode_by_index(capture, path: str, header_count: int, num_frames: int, siz
             ok, frame = capture.retrieve()
             if not ok or frame is None:
                 raise MediaError(f"{path}: frame {decoded} could not be decoded")
-            last_frame = picked[decoded] = _to_rgb(_checked(path, frame, limits), size)
+            last_frame = picked[decoded] = prepare(_checked(path, frame, limits))
         decoded += 1
     if decoded == 0 or last_frame is None:
         raise MediaError(f"{path}: no decodable video frames (corrupt or truncated)")
@@ -116,7 +143,7 @@ def _decode_by_index(capture, path: str, header_count: int, num_frames: int, siz
     return [picked.get(int(i), last_frame) for i in wanted]
 
 
-def _decode_up_to_cap_then_sample(capture, path: str, num_frames: int, size: int,
+def _decode_up_to_cap_then_sample(capture, path: str, num_frames: int, prepare,
                                   limits: MediaLimits, deadline: Deadline):
     """A header without a frame count: read at most ``max_video_frames`` (small, resized)
     frames; a clip that has more is over the cap."""
@@ -129,7 +156,7 @@ def _decode_up_to_cap_then_sample(capture, path: str, num_frames: int, size: int
         if len(frames) == limits.max_video_frames:
             raise over_limit(path, "frame count (header gives none; read so far)", len(frames) + 1,
                              "max_video_frames", limits.max_video_frames)
-        frames.append(_to_rgb(_checked(path, frame, limits), size))
+        frames.append(prepare(_checked(path, frame, limits)))
     if not frames:
         raise MediaError(f"{path}: no decodable video frames (corrupt or truncated)")
     return [frames[int(i)] for i in sample_frame_indices(len(frames), num_frames)]

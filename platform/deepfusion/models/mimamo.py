@@ -1,5 +1,6 @@
-"""MIMAMO Net: per-frame CNN + spatial attention, a temporal Transformer over the frames,
-fusion with the utterance's BERT encoding, speaker metadata -> 7 emotion logits."""
+"""MIMAMO Net: per-frame CNN (a ResNet, or the FER mini-Xception on faces) + spatial
+attention, a temporal Transformer over the frames, fusion with the utterance's BERT
+encoding, speaker metadata -> 7 emotion logits."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from torch import nn
 
 from deepfusion.config.architectures import MimamoConfig
 from deepfusion.models.attention import SpatialAttention
+from deepfusion.models.face_encoder import FaceFrameTrunk
 from deepfusion.models.image_backbone import ResNetTrunk
 from deepfusion.models.inputs import EmotionInputs
 from deepfusion.models.speaker import SpeakerEncoder
@@ -22,7 +24,12 @@ class MimamoNet(nn.Module):
         super().__init__()
         self.config = cfg
         hidden = cfg.hidden_dim
-        self.frame_backbone = ResNetTrunk(cfg.backbone)
+        if cfg.frame_encoder == "fer_mini_xception":
+            self.frame_backbone = FaceFrameTrunk(cfg.face_weights, cfg.freeze_frame_encoder)
+        else:
+            self.frame_backbone = ResNetTrunk(cfg.backbone)
+            if cfg.freeze_frame_encoder:
+                self.frame_backbone.requires_grad_(False)
         self.spatial_attention = SpatialAttention(cfg.attention_kernel)
         self.frame_projection = nn.Linear(self.frame_backbone.out_channels, hidden)
         self.frame_position = nn.Parameter(torch.zeros(1, cfg.num_frames, hidden))

@@ -80,7 +80,9 @@ def pretrained_components(cfg) -> dict[str, str]:
     with random weights: a from-scratch run, or the paper preset offline)."""
     parts: dict[str, str] = {}
     backbone = getattr(cfg, "backbone", None)
-    if backbone is not None:
+    if getattr(cfg, "frame_encoder", "resnet") == "fer_mini_xception":
+        parts["face_encoder"] = f"fer_mini_xception: {cfg.face_weights or RANDOM_INIT}"
+    elif backbone is not None:
         parts["image_backbone"] = f"{backbone.arch}: {backbone.weights}" if backbone.weights else \
             f"{backbone.arch}: {RANDOM_INIT}"
     text = getattr(cfg, "text_encoder", None)

@@ -9,6 +9,7 @@ import pyarrow as pa
 from deepfusion.artifacts.shards import EMOTION_SCHEMA
 from deepfusion.config import AudioConfig, MediaLimits, TextConfig, VideoConfig
 from deepfusion.media.emotion import decode_emotion_record
+from deepfusion.media.faces import load_cascade
 from deepfusion.media.limits import DEFAULT_LIMITS
 from deepfusion.media.text import load_tokenizer, tokenize
 from deepfusion.preprocess.quarantine import decode_failure, report
@@ -32,6 +33,8 @@ class EmotionRowDecoder:
         # oversubscribes the cores (and is no faster even alone: see docs/benchmarks.md).
         cv2.setNumThreads(1)
         load_tokenizer(text.tokenizer)
+        if video.face_crop:  # a missing detector is the job's error, not every sample's
+            load_cascade(None if video.face_cascade is None else str(video.face_cascade))
 
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         records = batch.to_dict("records")

@@ -17,6 +17,7 @@ from collections import Counter
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from deepfusion.config.preprocess import OpenSmileConfig
 
@@ -31,14 +32,20 @@ def speaker_groups(records: list[dict], cfg: OpenSmileConfig) -> dict[str, str]:
     return {speaker: speaker if count >= cfg.min_speaker_clips else POOLED for speaker, count in clips.items()}
 
 
-def normalize_by_speaker(rows, groups: dict[str, str], schema: pa.Schema):
+def normalize_by_speaker(rows, groups: dict[str, str], schema: pa.Schema, keep: set[str] | None = None):
     """``rows`` (a Ray Dataset of ``schema`` rows) with ``audio_functionals`` and
     ``audio_lld`` standardised per speaker group. Speakers missing from ``groups`` are
-    pooled."""
+    pooled. ``keep``: only these sample ids come out (the statistics still use every row:
+    a resumed batch prediction normalises exactly as a whole run does)."""
     keyed = rows.add_column(GROUP, lambda batch: batch["speaker"].map(lambda s: groups.get(s, POOLED)),
                             batch_format="pandas")
-    return keyed.groupby(GROUP).map_groups(_standardize_group, fn_kwargs={"schema": schema},
-                                           batch_format="pyarrow")
+    normalized = keyed.groupby(GROUP).map_groups(_standardize_group, fn_kwargs={"schema": schema},
+                                                 batch_format="pyarrow")
+    if keep is None:
+        return normalized
+    wanted = pa.array(sorted(keep), type=pa.string())
+    return normalized.map_batches(lambda t: t.filter(pc.is_in(t["sample_id"], value_set=wanted)),
+                                  batch_format="pyarrow")
 
 
 def _standardize_group(group: pa.Table, schema: pa.Schema) -> pa.Table:

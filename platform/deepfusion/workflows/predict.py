@@ -147,10 +147,19 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     predicted, first_file_s = 0, None
     if todo:
         decode = cfg.decode
-        rows = ray.data.from_items(todo).map_batches(
+        per_speaker = _speaker_normalization(decoder)
+        # Per-speaker statistics need every clip of a speaker, done or not: all are decoded
+        # and normalised together, then only the samples still to predict go on.
+        rows = ray.data.from_items(records if per_speaker else todo).map_batches(
             decoder["class"], fn_constructor_kwargs=decoder["kwargs"] | {"quarantine": quarantine_log},
             batch_format="pandas", batch_size=decode.batch_size, num_cpus=decode.num_cpus,
             compute=ray.data.ActorPoolStrategy(size=decode.concurrency))
+        if per_speaker:
+            from deepfusion.artifacts.shards import EMOTION_SCHEMA
+            from deepfusion.preprocess.speaker_norm import normalize_by_speaker, speaker_groups
+
+            rows = normalize_by_speaker(rows, speaker_groups(records, per_speaker), EMOTION_SCHEMA,
+                                        keep={r["sample_id"] for r in todo})
         outputs = rows.map_batches(
             predictor, fn_constructor_kwargs={"checkpoint": str(checkpoint), "torch_threads": cfg.model.torch_threads},
             batch_format="numpy",
@@ -177,6 +186,12 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
             result.evaluation, out_dir, checkpoint=checkpoint, checkpoint_hash=card.content_hash,
             title=f"{card.kind} ({Path(checkpoint).name}) on {data.name}")
     return result
+
+
+def _speaker_normalization(decoder: dict):
+    """The openSMILE settings of a model trained on per-speaker normalised features, else None."""
+    features = getattr(decoder["kwargs"].get("audio"), "opensmile", None)
+    return features if features is not None and features.normalize == "speaker" else None
 
 
 def _emotion_stage(checkpoint: Path, card, cfg: PredictSection):
