@@ -48,22 +48,30 @@ def decoding_settings(data_info: dict) -> tuple[VideoConfig, AudioConfig, TextCo
             TextConfig(**settings.get("text", {})))
 
 
+def per_request_refusal(data_info: dict) -> str | None:
+    """Why a model cannot take requests one at a time, or None: features normalised per
+    speaker need all of a speaker's clips (batch prediction has them, a request does not)."""
+    audio = data_info.get("preprocess_config", {}).get("audio") or {}
+    if (audio.get("opensmile") or {}).get("normalize") != "speaker":
+        return None
+    return (f"the model's training data ({data_info.get('dataset')}) has openSMILE features normalised per "
+            f"speaker over all of a speaker's clips, and one request cannot be: predict such a model in batch "
+            f"(`python -m jobs.predict`, which normalises per speaker over its input), or train it on "
+            f"audio.opensmile.normalize: none to serve it")
+
+
 class EmotionDecoder:
     """Requests -> ``EMOTION_SCHEMA`` rows, exactly as ingestion decoded the training data."""
 
     def __init__(self, data_info: dict, limits: MediaLimits = DEFAULT_LIMITS):
         self.limits = limits
         self.video, self.audio, self.text = decoding_settings(data_info)
-        features = self.audio.opensmile
-        if features is not None and features.normalize == "speaker":
-            raise ConfigError(
-                f"the model's training data ({data_info.get('dataset')}) has openSMILE features normalised per "
-                f"speaker over all of a speaker's clips; one request cannot be: predict such a model in batch "
-                f"(`python -m jobs.predict`, which normalises per speaker over its input), or train it on "
-                f"audio.opensmile.normalize: none to serve it")
+        self.refusal = per_request_refusal(data_info)
         self.speaker_ids = dict(data_info.get("speakers", {}))
 
     def row(self, request: EmotionRequest, sample_id: str = "request") -> dict:
+        if self.refusal:
+            raise ConfigError(self.refusal)
         from deepfusion.media.emotion import decode_emotion_record
         from deepfusion.media.text import dialogue_context, tokenize
 
@@ -110,6 +118,10 @@ def check_servable(fusion: FusionModel, video_card, audio_text_card) -> None:
                 f"serve.fusion_checkpoint: {fusion.path} was fitted on a {name} with sha256 "
                 f"{str(expected)[:12]}, but serve.{name} {card.path} has {card.content_hash[:12]}; "
                 f"re-run `python -m jobs.tune_fusion` for these backbones")
+    for card in (video_card, audio_text_card):
+        refusal = per_request_refusal(card.data_info)
+        if refusal:
+            raise ConfigError(f"serve: {card.path}: {refusal}")
     if not (fusion.card.label_names == video_card.label_names == audio_text_card.label_names):
         raise ConfigError(
             f"serve: label maps differ (class order is part of a model): fusion {fusion.card.label_names}, "

@@ -1,0 +1,158 @@
+"""openSMILE features on REAL speech clips (RAVDESS, ../shared/data/speech): what the shards
+hold is what openSMILE itself computes from the file, per-speaker normalisation is exactly
+(x - speaker mean) / speaker std, and batch prediction normalises as preprocessing did."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import preprocess_config, read_shards, save_backbone
+
+from deepfusion.artifacts.dataset import ShardDataset
+from deepfusion.config import ConfigError, SpeechMLPConfig, validate_config
+from deepfusion.config.architectures import MultimodalLSTMConfig
+
+SPLITS = ("train", "val", "test")
+
+
+def _rows(out_dir: Path) -> list[dict]:
+    return [row for split in SPLITS for row in read_shards(out_dir, split)]
+
+
+@pytest.fixture(scope="module")
+def speech_features(shared_data, tmp_path_factory, ray_local):
+    """Shards of 11 RAVDESS clips at their own 48 kHz: 3 speakers with 3 clips and 2 with
+    one each (those two are pooled), raw and per-speaker normalised."""
+    from deepfusion.preprocess.datasets import preprocess
+
+    root = tmp_path_factory.mktemp("speech_features")
+    with open(shared_data / "speech" / "MANIFEST.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["corpus"] == "RAVDESS"]
+    by_speaker = defaultdict(list)
+    for row in rows:
+        by_speaker[row["speaker"]].append(row)
+    speakers = sorted(s for s in by_speaker if len(by_speaker[s]) >= 3)
+    chosen = [r for s in speakers[:3] for r in by_speaker[s][:3]] + [by_speaker[s][0] for s in speakers[3:5]]
+    manifest = root / "MANIFEST.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "speaker", "gender"])
+        writer.writeheader()
+        for row in chosen:
+            writer.writerow({"path": str(shared_data / "speech" / row["path"]), "label": row["label"],
+                             "speaker": row["speaker"], "gender": row["gender"]})
+    audio = {"sample_rate": 48000, "max_seconds": 10.0, "opensmile": {"feature_set": "egemaps", "lld": True}}
+    dataset = {"kind": "speech", "root": str(root), "audio": audio}
+    cfg = preprocess_config(root / "shards", dataset | {"name": "raw"},
+                            dataset | {"name": "norm", "audio": audio | {"opensmile": audio["opensmile"] |
+                                                                         {"normalize": "speaker"}}})
+    preprocess(cfg)
+    return {"root": root, "manifest": manifest, "clips": chosen, "pooled": sorted(speakers[3:5]),
+            "raw": root / "shards" / "raw", "norm": root / "shards" / "norm"}
+
+
+def _file_of(row: dict) -> str:
+    """The clip a row came from: its sample id is ``<dataset>/<manifest path>``."""
+    return row["sample_id"].split("/", 1)[1]
+
+
+def test_shard_features_equal_a_direct_opensmile_call_on_the_file(speech_features):
+    import opensmile
+
+    rows = _rows(speech_features["raw"])
+    assert len(rows) == 11
+    functionals = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.Functionals)
+    descriptors = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.LowLevelDescriptors)
+    for row in rows:
+        # openSMILE reading the wav itself (audiofile), at its own rate: nothing of ours in between
+        expected = functionals.process_file(_file_of(row)).to_numpy()[0]
+        assert len(row["audio_functionals"]) == 88
+        np.testing.assert_allclose(row["audio_functionals"], expected, rtol=1e-5, atol=1e-6)
+        lld = descriptors.process_file(_file_of(row)).to_numpy()
+        assert row["audio_lld_dim"] == 25 and lld.shape[0] > 100 and len(row["audio_lld"]) == lld.size
+        np.testing.assert_allclose(np.reshape(row["audio_lld"], lld.shape), lld, rtol=1e-5, atol=1e-6)
+    manifest = ShardDataset.open(speech_features["raw"]).manifest
+    assert manifest["opensmile"] == {"feature_set": "egemaps", "functionals": 88, "lld": 25, "normalize": "none"}
+
+
+def test_per_speaker_normalisation_is_the_speakers_own_z_score(speech_features):
+    raw = {r["sample_id"].split("/", 1)[1]: r for r in _rows(speech_features["raw"])}
+    norm = {r["sample_id"].split("/", 1)[1]: r for r in _rows(speech_features["norm"])}
+    assert raw.keys() == norm.keys()
+    pooled = set(speech_features["pooled"])
+    groups = defaultdict(list)
+    for clip, row in raw.items():
+        groups["pooled" if row["speaker"] in pooled else row["speaker"]].append(clip)
+    assert sorted(len(g) for g in groups.values()) == [2, 3, 3, 3]  # the 1-clip speakers form one group
+    for clips in groups.values():
+        x = np.array([raw[c]["audio_functionals"] for c in clips], dtype=np.float64)
+        mean, std = x.mean(0), x.std(0)
+        std = np.where(std > 1e-6, std, 1.0)
+        for c, expected in zip(clips, (x - mean) / std):
+            np.testing.assert_allclose(norm[c]["audio_functionals"], expected, rtol=1e-4, atol=1e-5)
+        # descriptors: statistics over every frame of the group's clips
+        frames = [np.reshape(raw[c]["audio_lld"], (-1, 25)).astype(np.float64) for c in clips]
+        stacked = np.concatenate(frames)
+        lld_mean, lld_std = stacked.mean(0), np.where(stacked.std(0) > 1e-6, stacked.std(0), 1.0)
+        got = np.concatenate([np.reshape(norm[c]["audio_lld"], (-1, 25)) for c in clips])
+        np.testing.assert_allclose(got, (stacked - lld_mean) / lld_std, rtol=1e-4, atol=1e-4)
+    summary = ShardDataset.open(speech_features["norm"]).manifest["opensmile"]
+    assert summary["normalize"] == "speaker" and summary["pooled_speakers"] == speech_features["pooled"]
+    assert summary["speakers"] == 3
+
+
+def test_models_are_checked_against_the_features_the_shards_hold(speech_features):
+    data = ShardDataset.open(speech_features["norm"])
+    mlp = data.resolve_model_config(SpeechMLPConfig(features="egemaps"))
+    assert mlp.features == "egemaps"
+    lstm = validate_config(MultimodalLSTMConfig, {"preset": "cpu-small", "use_text": False,
+                                                  "audio_encoder": {"kind": "egemaps"}})
+    assert data.resolve_model_config(lstm).speaker.num_speakers == len(data.manifest["speakers"])
+    with pytest.raises(ConfigError, match=r"train.model.features: compare functionals, but .* holds egemaps features"):
+        data.resolve_model_config(SpeechMLPConfig(features="compare"))
+
+
+def test_batch_prediction_normalises_per_speaker_as_preprocessing_did(speech_features, tmp_path):
+    """A model on per-speaker normalised features, predicted over the corpus with jobs.predict's
+    workflow: the same probabilities as the model on the preprocessed shards; a label the
+    label map does not know is quarantined and counted; Serve refuses the model."""
+    import torch
+
+    from deepfusion.artifacts.batches import model_batch_inputs
+    from deepfusion.artifacts.checkpoint import load_model, read_card
+    from deepfusion.inference.emotion import EmotionDecoder, EmotionRequest, per_request_refusal
+    from deepfusion.workflows.evaluate import evaluate
+
+    data = ShardDataset.open(speech_features["norm"])
+    checkpoint = save_backbone(tmp_path / "mlp", data, SpeechMLPConfig(features="egemaps", hidden=(16,)), seed=0)
+    manifest = tmp_path / "corpus" / "MANIFEST.csv"
+    manifest.parent.mkdir()
+    lines = speech_features["manifest"].read_text().splitlines()
+    # one clip of another corpus' label set: nothing maps "boredom" onto the emotions
+    extra = lines[1].split(",")
+    manifest.write_text("\n".join([*lines, ",".join([extra[0], "boredom", *extra[2:]])]) + "\n")
+
+    result = evaluate(checkpoint, manifest, tmp_path / "eval")
+    assert [q.reason for q in result.quarantined] == [
+        "unknown label 'boredom'; label_map knows ['angry', 'calm', 'disgust', 'fearful', 'happy', 'neutral', "
+        "'sad', 'surprised']"]
+    table = result.table()
+    assert len(table) == 11 and result.evaluation.metrics["num_samples"] == 11
+
+    model, _ = load_model(checkpoint)
+    rows = _rows(speech_features["norm"])
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    with torch.no_grad():
+        shard_probs = model(model_batch_inputs(model.config, batch)).softmax(-1).numpy()
+    predicted = {_file_of(row): row for row in table.to_dict("records")}
+    for row, probs in zip(rows, shard_probs):
+        got = predicted[_file_of(row)]
+        np.testing.assert_allclose([got[f"prob_{n}"] for n in data.label_names], probs, rtol=1e-4, atol=1e-5)
+
+    with pytest.raises(ConfigError, match="normalised per speaker .* one request cannot be"):
+        EmotionDecoder(read_card(checkpoint).data_info).row(EmotionRequest(audio_path=_file_of(rows[0])))
+    assert per_request_refusal(read_card(checkpoint).data_info) is not None
+    assert per_request_refusal(ShardDataset.open(speech_features["raw"]).checkpoint_info()) is None
