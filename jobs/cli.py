@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "compare-fusion": "jobs.compare_fusion",
     "evaluate": "jobs.evaluate",
     "evaluate-faces": "jobs.evaluate_faces",
+    "ensemble": "jobs.ensemble",
     "predict": "jobs.predict",
     "crossval": "jobs.crossval",
     "pipeline": "jobs.pipeline",

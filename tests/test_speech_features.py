@@ -5,10 +5,12 @@ hold is what openSMILE itself computes from the file, per-speaker normalisation 
 from __future__ import annotations
 
 import csv
+import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import preprocess_config, read_shards, save_backbone
 
@@ -156,3 +158,45 @@ def test_batch_prediction_normalises_per_speaker_as_preprocessing_did(speech_fea
         EmotionDecoder(read_card(checkpoint).data_info).row(EmotionRequest(audio_path=_file_of(rows[0])))
     assert per_request_refusal(read_card(checkpoint).data_info) is not None
     assert per_request_refusal(ShardDataset.open(speech_features["raw"]).checkpoint_info()) is None
+
+
+def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_path):
+    """Two models evaluated on the same corpus -> jobs.ensemble: the mean of their
+    probabilities, with metrics; members that predicted different inputs are refused."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    from deepfusion.workflows.evaluate import evaluate
+    from deepfusion.workflows.predict import read_predictions
+
+    data = ShardDataset.open(speech_features["raw"])
+    outs = []
+    for seed in (0, 1):
+        checkpoint = save_backbone(tmp_path / f"mlp{seed}", data, SpeechMLPConfig(features="egemaps"), seed=seed)
+        outs.append(tmp_path / f"eval{seed}")
+        evaluate(checkpoint, speech_features["manifest"], outs[-1])
+    job = subprocess.run([sys.executable, "-m", "jobs.ensemble", "--predictions", *map(str, outs),
+                          "--out", str(tmp_path / "ensemble")], cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert job.returncode == 0, job.stderr[-2000:]
+    assert "ensemble of 2 over 11 samples" in job.stdout and job.stdout.count("  member ") == 2
+    members = [read_predictions(o) for o in outs]
+    table = pd.read_csv(tmp_path / "ensemble" / "predictions.csv")
+    probs = [c for c in table.columns if c.startswith("prob_")]
+    assert len(probs) == 7
+    mean = (members[0][probs].to_numpy() + members[1][probs].to_numpy()) / 2
+    np.testing.assert_allclose(table[probs].to_numpy(), mean, rtol=1e-9)
+    assert (table["prediction"] == [p[len("prob_"):] for p in table[probs].idxmax(axis=1)]).all()
+    metrics = next((tmp_path / "ensemble").glob("*_metrics.json"))
+    assert json.loads(metrics.read_text())["num_samples"] == 11
+
+    other = tmp_path / "other.csv"
+    lines = speech_features["manifest"].read_text().splitlines()
+    other.write_text("\n".join(lines[:4]) + "\n")
+    evaluate(tmp_path / "mlp0", other, tmp_path / "eval_other")
+    refused = subprocess.run([sys.executable, "-m", "jobs.ensemble", "--predictions", str(outs[0]),
+                              str(tmp_path / "eval_other"), "--out", str(tmp_path / "bad")], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "not the same input" in refused.stderr, refused.stderr[-2000:]

@@ -43,8 +43,11 @@ def load_cascade(path: str | None = None) -> cv2.CascadeClassifier:
     if not hasattr(cv2, "CascadeClassifier"):
         raise MediaError("this OpenCV build has no CascadeClassifier (OpenCV 5 keeps it in "
                          "opencv-contrib-python-headless)")
-    classifier = cv2.CascadeClassifier(str(file))
-    if classifier.empty():
+    try:
+        classifier = cv2.CascadeClassifier(str(file))
+    except (cv2.error, SystemError):  # OpenCV raises on some malformed files, returns empty on others
+        classifier = None
+    if classifier is None or classifier.empty():
         raise MediaError(f"{file}: not an OpenCV cascade classifier file")
     return classifier
 
