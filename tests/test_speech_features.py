@@ -103,7 +103,7 @@ def test_per_speaker_normalisation_is_the_speakers_own_z_score(speech_features):
         np.testing.assert_allclose(got, (stacked - lld_mean) / lld_std, rtol=1e-4, atol=1e-4)
     summary = ShardDataset.open(speech_features["norm"]).manifest["opensmile"]
     assert summary["normalize"] == "speaker" and summary["pooled_speakers"] == speech_features["pooled"]
-    assert summary["speakers"] == 3
+    assert summary["groups"] == 4
 
 
 def test_models_are_checked_against_the_features_the_shards_hold(speech_features):

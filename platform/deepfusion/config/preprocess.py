@@ -111,10 +111,12 @@ class OpenSmileConfig(StrictModel):
     # read) before the shards are written: what removes a voice's own pitch, loudness and
     # timbre, the usual practice for speaker-independent emotion recognition. Clips of
     # speakers with fewer than ``min_speaker_clips`` are normalised together as one group.
-    # Needs the set of a speaker's clips, so it is a dataset step (preprocessing, batch
-    # prediction), not a per-request one: Serve refuses such models. ``none``: the features
-    # as openSMILE returns them (models standardise them with their training statistics).
-    normalize: Literal["none", "speaker"] = "none"
+    # ``corpus``: the same over each corpus (a speech manifest's ``corpus`` column; one group
+    # otherwise): recording conditions, not voices. Both need the set of a group's clips, so
+    # they are a dataset step (preprocessing, batch prediction), not a per-request one: Serve
+    # refuses such models. ``none``: the features as openSMILE returns them (models
+    # standardise them with their training statistics).
+    normalize: Literal["none", "speaker", "corpus"] = "none"
     min_speaker_clips: int = Field(3, ge=2)
 
 
@@ -193,6 +195,9 @@ class SpeechDataset(MapsLabelsToEmotions):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     root: WorkPath
     manifest: str = "MANIFEST.csv"
+    # Only the rows whose ``corpus`` column is one of these (None: every row): train on one
+    # corpus of a shared manifest and evaluate on another.
+    corpora: tuple[str, ...] | None = None
     # dataset label -> task emotion; a label missing here is quarantined, never guessed.
     label_map: dict[str, str] = dict(SPEECH_TO_EMOTION)
     split: SplitRatios = SplitRatios()

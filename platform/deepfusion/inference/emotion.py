@@ -52,11 +52,12 @@ def per_request_refusal(data_info: dict) -> str | None:
     """Why a model cannot take requests one at a time, or None: features normalised per
     speaker need all of a speaker's clips (batch prediction has them, a request does not)."""
     audio = data_info.get("preprocess_config", {}).get("audio") or {}
-    if (audio.get("opensmile") or {}).get("normalize") != "speaker":
+    normalize = (audio.get("opensmile") or {}).get("normalize", "none")
+    if normalize == "none":
         return None
     return (f"the model's training data ({data_info.get('dataset')}) has openSMILE features normalised per "
-            f"speaker over all of a speaker's clips, and one request cannot be: predict such a model in batch "
-            f"(`python -m jobs.predict`, which normalises per speaker over its input), or train it on "
+            f"{normalize} over all of a {normalize}'s clips, and one request cannot be: predict such a model in "
+            f"batch (`python -m jobs.predict`, which normalises per {normalize} over its input), or train it on "
             f"audio.opensmile.normalize: none to serve it")
 
 

@@ -55,11 +55,11 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
     )
     features = cfg.audio.opensmile
     normalization = {}
-    if features is not None and features.normalize == "speaker":
+    if features is not None and features.normalize != "none":
         groups = speaker_groups(records, features)
         decoded = normalize_by_speaker(decoded, groups, EMOTION_SCHEMA)
         pooled = sorted(s for s, g in groups.items() if g == POOLED)
-        normalization = {"speakers": len(groups) - len(pooled), "pooled_speakers": pooled}
+        normalization = {"groups": len(set(groups.values())), "pooled_speakers": pooled}
     counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)
     modality = Counter(_MEDIA_KIND[bool(r["video_path"]), bool(r["audio_path"])] for r in records)
     extra = {

@@ -27,8 +27,12 @@ _MIN_STD = 1e-6  # a feature constant over a speaker's clips is centred, not sca
 
 
 def speaker_groups(records: list[dict], cfg: OpenSmileConfig) -> dict[str, str]:
-    """``{speaker: group}``: the speaker itself, or ``POOLED`` when it has too few clips."""
-    clips = Counter(r["speaker"] for r in records if r.get("audio_path"))
+    """``{speaker: group}``. ``normalize: speaker``: the speaker itself, or ``POOLED`` when
+    it has too few clips; ``corpus``: the speaker's corpus (records without one: one group)."""
+    with_audio = [r for r in records if r.get("audio_path")]
+    if cfg.normalize == "corpus":
+        return {r["speaker"]: f"corpus:{r.get('corpus') or ''}" for r in with_audio}
+    clips = Counter(r["speaker"] for r in with_audio)
     return {speaker: speaker if count >= cfg.min_speaker_clips else POOLED for speaker, count in clips.items()}
 
 

@@ -39,11 +39,15 @@ def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise LayoutError(f"{manifest}: missing column(s) {missing}; header is {reader.fieldnames}")
+        if cfg.corpora is not None and "corpus" not in (reader.fieldnames or []):
+            raise LayoutError(f"{manifest}: corpora {list(cfg.corpora)} given, but the manifest has no corpus column")
         for row in reader:
             where = f"{manifest}:{reader.line_num}"
             if None in row or any(v is None for v in row.values()):
                 quarantined.append(Quarantined(where, "malformed row: wrong number of fields"))
                 continue
+            if cfg.corpora is not None and row["corpus"].strip() not in cfg.corpora:
+                continue  # another corpus of the manifest, left out by the config
             raw_label = row["label"].strip()
             if raw_label not in cfg.label_map:
                 quarantined.append(Quarantined(
@@ -77,6 +81,6 @@ def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
     else:
         split_of = speaker_fold_split(speakers, groups, cfg.folds, cfg.split, cfg.seed)
     for r in records:
-        del r["_group"]
+        r["corpus"] = r.pop("_group")
         r["split"] = split_of[r["speaker"]]
     return records, quarantined

@@ -191,7 +191,7 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
 def _speaker_normalization(decoder: dict):
     """The openSMILE settings of a model trained on per-speaker normalised features, else None."""
     features = getattr(decoder["kwargs"].get("audio"), "opensmile", None)
-    return features if features is not None and features.normalize == "speaker" else None
+    return features if features is not None and features.normalize != "none" else None
 
 
 def _emotion_stage(checkpoint: Path, card, cfg: PredictSection):
