@@ -22,7 +22,7 @@ from deepfusion.artifacts.checkpoint import (
 )
 from deepfusion.artifacts.freshness import RUN_CONFIG, claim_run_dir, content_key, freshness_record, is_current
 from deepfusion.config import ConfigError
-from deepfusion.config.architectures import TextileNetConfig
+from deepfusion.config.architectures import MultimodalLSTMConfig, SpeechMLPConfig, TextileNetConfig
 from deepfusion.labels import EMOTIONS, TEXTILE_CLASSES
 from deepfusion.models import MODELS, build_model, model_inputs, model_spec
 from deepfusion.models.fusion import EnhancedLateFusion, build_fusion
@@ -30,7 +30,7 @@ from deepfusion.models.registry import FUSION_MODELS
 
 
 def test_the_registry_builds_every_kind_with_its_declared_class_inputs_and_presets():
-    assert set(MODELS) == {"textile", "mimamo", "multimodal_lstm"}
+    assert set(MODELS) == {"textile", "mimamo", "multimodal_lstm", "speech_mlp"}
     for kind, spec in MODELS.items():
         assert spec.presets == ("paper", "cpu-small")
         cfg = spec.config(kind=kind, preset="cpu-small")
@@ -38,6 +38,11 @@ def test_the_registry_builds_every_kind_with_its_declared_class_inputs_and_prese
         assert model_inputs(cfg) == spec.inputs(cfg)
     textile = TextileNetConfig(kind="textile", preset="cpu-small")
     assert model_columns(textile) == list(IMAGE_COLUMNS)
+    # openSMILE readers take their feature columns, never the waveform
+    assert model_columns(SpeechMLPConfig()) == ["speaker_id", "gender", "age", "audio_functionals", "has_audio"]
+    lstm = MultimodalLSTMConfig(preset="cpu-small", use_text=False, audio_encoder={"kind": "compare"})
+    assert model_columns(lstm)[-3:] == ["audio_lld", "audio_lld_dim", "has_audio"]
+    assert "audio" not in model_columns(lstm)
     assert model_spec("multimodal_lstm").datasets == ("meld", "speech", "manifest")
     with pytest.raises(ValueError, match=r"unknown model kind 'gpt'; expected one of \['mimamo', "):
         model_spec("gpt")

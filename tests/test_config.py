@@ -19,7 +19,7 @@ SHIPPED = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 def test_every_shipped_config_validates_and_has_a_job(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
-    jobs = [cfg.preprocess, cfg.train, cfg.fusion, cfg.serve, cfg.predict]
+    jobs = [cfg.preprocess, cfg.train, cfg.fusion, cfg.serve, cfg.predict, cfg.faces]
     assert any(section is not None for section in jobs), f"{path.name} configures no job"
     if cfg.preprocess is not None:
         assert cfg.preprocess.datasets

@@ -204,8 +204,11 @@ def test_emotion_inputs_pad_and_mask_ragged_rows():
 
 def one_row(inputs: EmotionInputs, i: int) -> EmotionInputs:
     """Row ``i`` alone, its audio cut to its own length: no padding from other rows."""
-    fields = {name: getattr(inputs, name)[i:i + 1] for name in inputs.__dataclass_fields__}
+    fields = {name: getattr(inputs, name)[i:i + 1] for name in inputs.__dataclass_fields__
+              if getattr(inputs, name) is not None}
     fields["audio"] = fields["audio"][:, :int(inputs.audio_lengths[i])]
+    if inputs.audio_lld is not None:
+        fields["audio_lld"] = fields["audio_lld"][:, :int(inputs.audio_lld_lengths[i])]
     return EmotionInputs(**fields)
 
 
@@ -214,13 +217,18 @@ def one_row(inputs: EmotionInputs, i: int) -> EmotionInputs:
     (MultimodalLSTMConfig, {}),  # small wav2vec2 with layer norm + attention mask
     (MultimodalLSTMConfig, {"audio_encoder": {"size": {"feat_extract_norm": "group"}}}),  # wav2vec2-base's kind
     (MultimodalLSTMConfig, {"audio_encoder": {"kind": "logmel"}}),
-], ids=["mimamo", "lstm-wav2vec2-layer", "lstm-wav2vec2-group", "lstm-logmel"])
+    (MultimodalLSTMConfig, {"audio_encoder": {"kind": "egemaps"}}),  # openSMILE descriptors
+], ids=["mimamo", "lstm-wav2vec2-layer", "lstm-wav2vec2-group", "lstm-logmel", "lstm-egemaps"])
 def test_a_sample_gets_the_same_logits_alone_or_in_a_padded_batch(cls, overrides):
     """Serving batches requests and the logit cache batches rows: a sample's prediction
     must not depend on its neighbours' lengths."""
     model = build_model(validate_config(cls, {"preset": "cpu-small", **overrides})).eval()
     inputs = emotion_batch()
     inputs.has_audio[:] = True  # every row's audio counts, at lengths 24000, 12000, 8000
+    # descriptor frames (25 per 10 ms) of 3 clips, 40 / 17 / 9 frames long, zero-padded
+    inputs.audio_lld_lengths = torch.tensor([40, 17, 9])
+    real = torch.arange(40)[None, :, None] < inputs.audio_lld_lengths[:, None, None]
+    inputs.audio_lld = torch.randn(3, 40, 25) * real
     with torch.no_grad():
         batched = model(inputs)
         alone = torch.cat([model(one_row(inputs, i)) for i in range(3)])
