@@ -1,4 +1,5 @@
-"""Average the predictions of several models over the same data (a seed ensemble, say).
+"""Average the predictions of several models over the same data (a seed ensemble, say),
+optionally corrected towards the rare classes (--logit-adjustment 1).
 
     deepfusion evaluate --checkpoint work/runs/meld_text_lstm_s0/best --data dev.csv --out work/eval/s0
     deepfusion evaluate --checkpoint work/runs/meld_text_lstm_s1/best --data dev.csv --out work/eval/s1
@@ -22,12 +23,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", type=Path, nargs="+", required=True, help="prediction folders (--out)")
     parser.add_argument("--out", type=Path, required=True, help="the ensemble's output folder")
+    parser.add_argument("--logit-adjustment", type=float, default=0.0, metavar="TAU",
+                        help="divide the probabilities by the training class prior to the power TAU "
+                             "(1: aimed at the rare classes; 0: none). One folder is then enough")
     args = parser.parse_args()
     from deepfusion.evaluation.report import metrics_lines
     from deepfusion.workflows.ensemble import ensemble
 
-    result = ensemble(args.predictions, args.out)
-    print(f"ensemble of {len(result.members)} over {len(result.table)} samples -> {result.out_dir}")
+    result = ensemble(args.predictions, args.out, args.logit_adjustment)
+    adjusted = f", logit adjustment tau={args.logit_adjustment:g}" if args.logit_adjustment else ""
+    print(f"ensemble of {len(result.members)} over {len(result.table)} samples{adjusted} -> {result.out_dir}")
     for member in result.members:
         figures = member.get("metrics")
         own = (f": accuracy {figures['accuracy']:.4f}, weighted F1 {figures['weighted_f1']:.4f}, "

@@ -192,6 +192,21 @@ def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_pat
     metrics = next((tmp_path / "ensemble").glob("*_metrics.json"))
     assert json.loads(metrics.read_text())["num_samples"] == 11
 
+    # logit adjustment on one member: its probabilities over the training prior, renormalised
+    adjusted = subprocess.run([sys.executable, "-m", "jobs.ensemble", "--predictions", str(outs[0]),
+                               "--logit-adjustment", "1", "--out", str(tmp_path / "adjusted")], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=120)
+    assert adjusted.returncode == 0 and "logit adjustment tau=1" in adjusted.stdout, adjusted.stderr[-2000:]
+    counts = data.manifest["counts"]["train"]
+    prior = np.array([counts.get(p[len("prob_"):], 0) + 1 for p in probs], dtype=float)  # add-one
+    prior /= prior.sum()
+    expected = members[0][probs].to_numpy() / prior
+    expected /= expected.sum(axis=1, keepdims=True)
+    got = pd.read_csv(tmp_path / "adjusted" / "predictions.csv")[probs].to_numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-9)
+    record = json.loads((tmp_path / "adjusted" / "ensemble.json").read_text())
+    assert record["logit_adjustment"] == 1.0 and sum(record["training_prior"].values()) == pytest.approx(1.0, abs=1e-5)
+
     other = tmp_path / "other.csv"
     lines = speech_features["manifest"].read_text().splitlines()
     other.write_text("\n".join(lines[:4]) + "\n")
