@@ -8,7 +8,10 @@ that is wrong as a whole (missing root, csv or column) raises ``LayoutError`` at
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 class LayoutError(ValueError):
@@ -23,3 +26,21 @@ class Quarantined:
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
+
+
+def csv_manifest_rows(manifest: Path, required: tuple[str, ...],
+                      quarantined: list[Quarantined]) -> Iterator[tuple[str, dict]]:
+    """``(where, row)`` for each well-formed row of a csv manifest (``where`` is
+    ``file.csv:LINE``). A missing required column is a ``LayoutError``; a row with the
+    wrong number of fields goes to ``quarantined``."""
+    with open(manifest, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise LayoutError(f"{manifest}: missing column(s) {missing}; header is {reader.fieldnames}")
+        for row in reader:
+            where = f"{manifest}:{reader.line_num}"
+            if None in row or any(v is None for v in row.values()):
+                quarantined.append(Quarantined(where, "malformed row: wrong number of fields"))
+                continue
+            yield where, row

@@ -6,11 +6,10 @@ Labels reach the emotions through an explicit ``label_map``; a label it does not
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from deepfusion.labels import EMOTIONS, LabelMap
-from deepfusion.sources import LayoutError, Quarantined
+from deepfusion.sources import LayoutError, Quarantined, csv_manifest_rows
 
 REQUIRED_COLUMNS = ("path", "label")
 
@@ -21,25 +20,16 @@ def scan_face_photos(manifest: Path, label_map: dict[str, str]) -> tuple[list[di
         raise LayoutError(f"face photo manifest not found: {manifest}")
     labels = LabelMap(EMOTIONS)
     records, quarantined = [], []
-    with open(manifest, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LayoutError(f"{manifest}: missing column(s) {missing}; header is {reader.fieldnames}")
-        for row in reader:
-            where = f"{manifest}:{reader.line_num}"
-            if None in row or any(v is None for v in row.values()):
-                quarantined.append(Quarantined(where, "malformed row: wrong number of fields"))
-                continue
-            raw = row["label"].strip()
-            if raw not in label_map:
-                quarantined.append(Quarantined(where, f"label {raw!r} is not in label_map {sorted(label_map)}"))
-                continue
-            path = manifest.parent / row["path"].strip()
-            if not path.is_file():
-                quarantined.append(Quarantined(str(path), "missing file"))
-                continue
-            emotion = label_map[raw]
-            records.append({"sample_id": row["path"].strip(), "path": str(path), "emotion": emotion,
-                            "label": labels.id_of(emotion), "source": where})
+    for where, row in csv_manifest_rows(manifest, REQUIRED_COLUMNS, quarantined):
+        raw = row["label"].strip()
+        if raw not in label_map:
+            quarantined.append(Quarantined(where, f"label {raw!r} is not in label_map {sorted(label_map)}"))
+            continue
+        path = manifest.parent / row["path"].strip()
+        if not path.is_file():
+            quarantined.append(Quarantined(str(path), "missing file"))
+            continue
+        emotion = label_map[raw]
+        records.append({"sample_id": row["path"].strip(), "path": str(path), "emotion": emotion,
+                        "label": labels.id_of(emotion), "source": where})
     return records, quarantined

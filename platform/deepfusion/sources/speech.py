@@ -8,12 +8,11 @@ normal intensity only) are not read.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from deepfusion.config import SpeechDataset
 from deepfusion.labels import EMOTIONS, LabelMap
-from deepfusion.sources import LayoutError, Quarantined
+from deepfusion.sources import LayoutError, Quarantined, csv_manifest_rows
 from deepfusion.splits import speaker_disjoint_split, speaker_fold_split
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
@@ -34,47 +33,36 @@ def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
     labels = LabelMap(EMOTIONS)
     records: list[dict] = []
     quarantined: list[Quarantined] = []
-    with open(manifest, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise LayoutError(f"{manifest}: missing column(s) {missing}; header is {reader.fieldnames}")
-        if cfg.corpora is not None and "corpus" not in (reader.fieldnames or []):
-            raise LayoutError(f"{manifest}: corpora {list(cfg.corpora)} given, but the manifest has no corpus column")
-        for row in reader:
-            where = f"{manifest}:{reader.line_num}"
-            if None in row or any(v is None for v in row.values()):
-                quarantined.append(Quarantined(where, "malformed row: wrong number of fields"))
-                continue
-            if cfg.corpora is not None and row["corpus"].strip() not in cfg.corpora:
-                continue  # another corpus of the manifest, left out by the config
-            raw_label = row["label"].strip()
-            if raw_label not in cfg.label_map:
-                quarantined.append(Quarantined(
-                    where, f"unknown label {raw_label!r}; label_map knows {sorted(cfg.label_map)}"))
-                continue
-            audio_path = root / row["path"].strip()
-            if not audio_path.is_file():
-                quarantined.append(Quarantined(str(audio_path), "missing file"))
-                continue
-            emotion = cfg.label_map[raw_label]
-            speaker = row["speaker"].strip()
-            records.append({
-                "sample_id": f"{cfg.name}/{row['path'].strip()}",
-                "split": None,  # decided below, per speaker
-                "emotion": emotion,
-                "label": labels.id_of(emotion),
-                "text": (row.get("text") or "").strip(),
-                "speaker": speaker,
-                "gender": (row.get("gender") or "").strip() or None,
-                "age": _parse_age(row.get("age")),
-                "dialogue_id": None,
-                "utterance_id": None,
-                "video_path": None,
-                "audio_path": str(audio_path),
-                "source": where,
-                "_group": (row.get("corpus") or "").strip() or "all",
-            })
+    required = REQUIRED_COLUMNS + (("corpus",) if cfg.corpora is not None else ())
+    for where, row in csv_manifest_rows(manifest, required, quarantined):
+        if cfg.corpora is not None and row["corpus"].strip() not in cfg.corpora:
+            continue  # another corpus of the manifest, left out by the config
+        raw_label = row["label"].strip()
+        if raw_label not in cfg.label_map:
+            quarantined.append(Quarantined(
+                where, f"unknown label {raw_label!r}; label_map knows {sorted(cfg.label_map)}"))
+            continue
+        audio_path = root / row["path"].strip()
+        if not audio_path.is_file():
+            quarantined.append(Quarantined(str(audio_path), "missing file"))
+            continue
+        emotion = cfg.label_map[raw_label]
+        records.append({
+            "sample_id": f"{cfg.name}/{row['path'].strip()}",
+            "split": None,  # decided below, per speaker
+            "emotion": emotion,
+            "label": labels.id_of(emotion),
+            "text": (row.get("text") or "").strip(),
+            "speaker": row["speaker"].strip(),
+            "gender": (row.get("gender") or "").strip() or None,
+            "age": _parse_age(row.get("age")),
+            "dialogue_id": None,
+            "utterance_id": None,
+            "video_path": None,
+            "audio_path": str(audio_path),
+            "source": where,
+            "_group": (row.get("corpus") or "").strip() or "all",
+        })
     speakers, groups = [r["speaker"] for r in records], [r["_group"] for r in records]
     if cfg.folds is None:
         split_of = speaker_disjoint_split(speakers, groups, cfg.split, cfg.seed)
