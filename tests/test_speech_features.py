@@ -81,8 +81,8 @@ def test_shard_features_equal_a_direct_opensmile_call_on_the_file(speech_feature
 
 
 def test_per_speaker_normalisation_is_the_speakers_own_z_score(speech_features):
-    raw = {r["sample_id"].split("/", 1)[1]: r for r in _rows(speech_features["raw"])}
-    norm = {r["sample_id"].split("/", 1)[1]: r for r in _rows(speech_features["norm"])}
+    raw = {_file_of(r): r for r in _rows(speech_features["raw"])}
+    norm = {_file_of(r): r for r in _rows(speech_features["norm"])}
     assert raw.keys() == norm.keys()
     pooled = set(speech_features["pooled"])
     groups = defaultdict(list)

@@ -12,8 +12,8 @@ from deepfusion.config import DataResources, ManifestDataset, MeldDataset, Speec
 from deepfusion.labels import EMOTIONS, LabelMap
 from deepfusion.media.opensmile import opensmile_summary
 from deepfusion.preprocess.emotion_rows import EmotionRowDecoder
+from deepfusion.preprocess.feature_norm import POOLED, normalization_groups, normalize_per_group
 from deepfusion.preprocess.quarantine import collect, remote_quarantine_log
-from deepfusion.preprocess.speaker_norm import POOLED, normalize_by_speaker, speaker_groups
 from deepfusion.preprocess.writer import write_shards
 from deepfusion.sources.manifest import scan_manifest
 from deepfusion.sources.meld import scan_meld
@@ -56,8 +56,8 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
     features = cfg.audio.opensmile
     normalization = {}
     if features is not None and features.normalize != "none":
-        groups = speaker_groups(records, features)
-        decoded = normalize_by_speaker(decoded, groups, EMOTION_SCHEMA)
+        groups = normalization_groups(records, features)
+        decoded = normalize_per_group(decoded, groups, EMOTION_SCHEMA)
         pooled = sorted(s for s, g in groups.items() if g == POOLED)
         normalization = {"groups": len(set(groups.values())), "pooled_speakers": pooled}
     counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)

@@ -147,8 +147,8 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     predicted, first_file_s = 0, None
     if todo:
         decode = cfg.decode
-        per_speaker = _speaker_normalization(decoder)
-        # Per-speaker statistics need every clip of a speaker, done or not: all are decoded
+        per_speaker = _feature_normalization(decoder)
+        # Per-speaker (corpus) statistics need every clip of a group, done or not: all are decoded
         # and normalised together, then only the samples still to predict go on.
         rows = ray.data.from_items(records if per_speaker else todo).map_batches(
             decoder["class"], fn_constructor_kwargs=decoder["kwargs"] | {"quarantine": quarantine_log},
@@ -156,9 +156,9 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
             compute=ray.data.ActorPoolStrategy(size=decode.concurrency))
         if per_speaker:
             from deepfusion.artifacts.shards import EMOTION_SCHEMA
-            from deepfusion.preprocess.speaker_norm import normalize_by_speaker, speaker_groups
+            from deepfusion.preprocess.feature_norm import normalization_groups, normalize_per_group
 
-            rows = normalize_by_speaker(rows, speaker_groups(records, per_speaker), EMOTION_SCHEMA,
+            rows = normalize_per_group(rows, normalization_groups(records, per_speaker), EMOTION_SCHEMA,
                                         keep={r["sample_id"] for r in todo})
         outputs = rows.map_batches(
             predictor, fn_constructor_kwargs={"checkpoint": str(checkpoint), "torch_threads": cfg.model.torch_threads},
@@ -188,8 +188,8 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     return result
 
 
-def _speaker_normalization(decoder: dict):
-    """The openSMILE settings of a model trained on per-speaker normalised features, else None."""
+def _feature_normalization(decoder: dict):
+    """The openSMILE settings of a model trained on per-speaker/corpus normalised features, else None."""
     features = getattr(decoder["kwargs"].get("audio"), "opensmile", None)
     return features if features is not None and features.normalize != "none" else None
 

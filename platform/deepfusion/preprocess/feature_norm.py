@@ -1,4 +1,5 @@
-"""Per-speaker z-normalisation of openSMILE features: a Ray Data step over decoded rows.
+"""Per-speaker (or per-corpus) z-normalisation of openSMILE features: a Ray Data step
+over decoded rows.
 
 Speaker-independent emotion recognition has to tell a voice's emotion from the voice
 itself: a high-pitched speaker is not always surprised. Standardising each feature over
@@ -21,12 +22,12 @@ import pyarrow.compute as pc
 
 from deepfusion.config.preprocess import OpenSmileConfig
 
-GROUP = "_speaker_group"  # the grouping column, dropped again before rows move on
+GROUP = "_norm_group"  # the grouping column, dropped again before rows move on
 POOLED = "\x00pooled"  # the group of speakers with too few clips (no speaker is named so)
 _MIN_STD = 1e-6  # a feature constant over a speaker's clips is centred, not scaled
 
 
-def speaker_groups(records: list[dict], cfg: OpenSmileConfig) -> dict[str, str]:
+def normalization_groups(records: list[dict], cfg: OpenSmileConfig) -> dict[str, str]:
     """``{speaker: group}``. ``normalize: speaker``: the speaker itself, or ``POOLED`` when
     it has too few clips; ``corpus``: the speaker's corpus (records without one: one group)."""
     with_audio = [r for r in records if r.get("audio_path")]
@@ -36,9 +37,9 @@ def speaker_groups(records: list[dict], cfg: OpenSmileConfig) -> dict[str, str]:
     return {speaker: speaker if count >= cfg.min_speaker_clips else POOLED for speaker, count in clips.items()}
 
 
-def normalize_by_speaker(rows, groups: dict[str, str], schema: pa.Schema, keep: set[str] | None = None):
+def normalize_per_group(rows, groups: dict[str, str], schema: pa.Schema, keep: set[str] | None = None):
     """``rows`` (a Ray Dataset of ``schema`` rows) with ``audio_functionals`` and
-    ``audio_lld`` standardised per speaker group. Speakers missing from ``groups`` are
+    ``audio_lld`` standardised per group (``normalization_groups``). Speakers missing from ``groups`` are
     pooled. ``keep``: only these sample ids come out (the statistics still use every row:
     a resumed batch prediction normalises exactly as a whole run does)."""
     keyed = rows.add_column(GROUP, lambda batch: batch["speaker"].map(lambda s: groups.get(s, POOLED)),
