@@ -136,6 +136,10 @@ class TextConfig(StrictModel):
     # Dialogue context: the previous N utterances of the dialogue ("speaker: text", most
     # recent first) go in as the second segment of the pair. 0: the utterance alone.
     context_turns: int = Field(0, ge=0, le=20)
+    # The utterance itself as "speaker: text", the way its context turns are written, so
+    # a model can tell which earlier turns were the same person's. A sample without a
+    # speaker keeps its text as it is.
+    speaker_names: bool = False
 
 
 class MeldDataset(StrictModel):

@@ -74,12 +74,13 @@ class EmotionDecoder:
         if self.refusal:
             raise ConfigError(self.refusal)
         from deepfusion.media.emotion import decode_emotion_record
-        from deepfusion.media.text import dialogue_context, tokenize
+        from deepfusion.media.text import dialogue_context, tokenize, utterance_text
 
         contexts = None
         if self.text.context_turns:
             contexts = [dialogue_context(list(request.context), self.text.context_turns)]
-        [input_ids] = tokenize(self.text.tokenizer, [request.text], self.text.max_length, contexts)
+        utterance = utterance_text(request.text, request.speaker, self.text.speaker_names)
+        [input_ids] = tokenize(self.text.tokenizer, [utterance], self.text.max_length, contexts)
         record = {
             "sample_id": sample_id, "split": "serve", "label": -1, "emotion": "", "text": request.text,
             "speaker": request.speaker, "gender": request.gender, "age": request.age,

@@ -50,6 +50,13 @@ def dialogue_context(previous: list[tuple[str, str]], turns: int) -> str:
     return " | ".join(reversed(recent))
 
 
+def utterance_text(text: str, speaker: str, speaker_names: bool) -> str:
+    """What the tokenizer reads as the utterance: ``speaker: text`` with
+    ``text.speaker_names`` (and a speaker), the text alone otherwise."""
+    speaker = (speaker or "").strip()
+    return f"{speaker}: {text}" if speaker_names and speaker else text
+
+
 def tokenize(name: str, texts: list[str], max_length: int, contexts: list[str] | None = None) -> list[np.ndarray]:
     """Token ids (with special tokens, truncated to ``max_length``, unpadded) per text.
 

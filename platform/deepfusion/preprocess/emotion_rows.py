@@ -11,7 +11,7 @@ from deepfusion.config import AudioConfig, MediaLimits, TextConfig, VideoConfig
 from deepfusion.media.emotion import decode_emotion_record
 from deepfusion.media.faces import load_cascade
 from deepfusion.media.limits import DEFAULT_LIMITS
-from deepfusion.media.text import load_tokenizer, tokenize
+from deepfusion.media.text import load_tokenizer, tokenize, utterance_text
 from deepfusion.preprocess.quarantine import decode_failure, report
 from deepfusion.sources import Quarantined
 
@@ -39,7 +39,8 @@ class EmotionRowDecoder:
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         records = batch.to_dict("records")
         contexts = [r.get("context") or "" for r in records] if self.text.context_turns else None
-        token_ids = tokenize(self.text.tokenizer, [r["text"] for r in records], self.text.max_length, contexts)
+        texts = [utterance_text(r["text"], r.get("speaker") or "", self.text.speaker_names) for r in records]
+        token_ids = tokenize(self.text.tokenizer, texts, self.text.max_length, contexts)
         rows, rejected = [], []
         for record, ids in zip(records, token_ids):
             try:
