@@ -54,6 +54,74 @@ class _Rows:
             yield {c: v[start:start + batch_size] for c, v in self.columns.items()}
 
 
+def _text_rows(rows: int) -> dict:
+    """Shard columns of ``rows`` text-only utterances (random token ids, random labels)."""
+    rng = np.random.default_rng(0)
+    return {"label": rng.integers(0, 7, rows), "speaker_id": np.zeros(rows, dtype=np.int64),
+            "gender": np.array(["female"] * rows, dtype=object), "age": np.array([None] * rows, dtype=object),
+            "has_text": np.ones(rows, dtype=bool),
+            "input_ids": np.array([np.concatenate([[101], rng.integers(2000, 9000, 10), [102]]).astype(np.int32)
+                                   for _ in range(rows)], dtype=object)}
+
+
+def test_rdrop_trains_on_two_dropout_passes_and_their_symmetric_kl():
+    """optim.rdrop_alpha: the training loss of a batch is the mean cross-entropy of two
+    forward passes plus alpha/4 * (KL(p1||p2) + KL(p2||p1)), recomputed here in NumPy from
+    the same two passes (same seed, same dropout draws); evaluation passes once."""
+    import torch
+
+    from deepfusion.artifacts.batches import model_batch_inputs
+    from deepfusion.config import MultimodalLSTMConfig
+    from deepfusion.models import build_model
+    from deepfusion.training.epoch import run_epoch
+
+    columns = _text_rows(8)
+    cfg = MultimodalLSTMConfig(preset="cpu-small", use_audio=False, dropout=0.3, speaker={"unknown_dropout": 0.0})
+    alpha = 4.0
+
+    class Counted(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.calls = inner, 0
+
+        def forward(self, inputs):
+            self.calls += 1
+            return self.inner(inputs)
+
+    torch.manual_seed(0)
+    model = Counted(build_model(cfg))
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    torch.manual_seed(1)
+    _, loss_sum, rows = run_epoch(model, _Rows(columns), model_cfg=cfg, loss_fn=torch.nn.CrossEntropyLoss(),
+                                  device=torch.device("cpu"), amp=False, num_classes=7, batch_size=8,
+                                  optimizer=optimizer, scaler=torch.amp.GradScaler("cuda", enabled=False),
+                                  rdrop_alpha=alpha)
+    assert (rows, model.calls) == (8, 2)
+
+    torch.manual_seed(0)
+    again = build_model(cfg).train()
+    inputs = model_batch_inputs(cfg, columns)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        first, second = (again(inputs).double().numpy() for _ in range(2))
+    assert not np.allclose(first, second)  # dropout drew different masks
+
+    def log_softmax(x):
+        return x - x.max(1, keepdims=True) - np.log(np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True))
+
+    log_p, log_q = log_softmax(first), log_softmax(second)
+    labels = columns["label"]
+    cross_entropy = -(log_p[np.arange(8), labels].mean() + log_q[np.arange(8), labels].mean()) / 2
+    kl = (np.exp(log_p) * (log_p - log_q)).sum(1).mean() + (np.exp(log_q) * (log_q - log_p)).sum(1).mean()
+    assert kl > 1e-4
+    np.testing.assert_allclose(loss_sum / rows, cross_entropy + alpha / 4 * kl, rtol=1e-4)
+
+    model.calls = 0
+    run_epoch(model, _Rows(columns), model_cfg=cfg, loss_fn=torch.nn.CrossEntropyLoss(), device=torch.device("cpu"),
+              amp=False, num_classes=7, batch_size=8)
+    assert model.calls == 1
+
+
 def test_gradient_accumulation_takes_the_step_of_the_whole_batch():
     """8 rows as one batch, or as micro-batches of 4 and 2 whose gradients add up: the same
     parameters after the step (a model without dropout or BatchNorm); a last short group
@@ -64,13 +132,7 @@ def test_gradient_accumulation_takes_the_step_of_the_whole_batch():
     from deepfusion.models import build_model
     from deepfusion.training.epoch import run_epoch
 
-    rng = np.random.default_rng(0)
-    rows = 8
-    columns = {"label": rng.integers(0, 7, rows), "speaker_id": np.zeros(rows, dtype=np.int64),
-               "gender": np.array(["female"] * rows, dtype=object), "age": np.array([None] * rows, dtype=object),
-               "has_text": np.ones(rows, dtype=bool),
-               "input_ids": np.array([np.concatenate([[101], rng.integers(2000, 9000, 10), [102]]).astype(np.int32)
-                                      for _ in range(rows)], dtype=object)}
+    columns = _text_rows(8)
     cfg = MultimodalLSTMConfig(preset="cpu-small", use_audio=False, dropout=0.0, speaker={"unknown_dropout": 0.0})
 
     class Steps:

@@ -174,7 +174,8 @@ def test_real_speech_speaker_disjoint_and_mapped(shared_data, tmp_path):
 def test_dialogue_context_is_the_previous_turns_and_serving_builds_the_same_ids(demo_corpus, tmp_path):
     """text.context_turns: 2 puts "speaker: text" of the two previous utterances (most
     recent first) in the second segment; the csv's row order does not matter; a request
-    that sends the same dialogue so far gets the very same token ids."""
+    that sends the same dialogue so far gets the very same token ids. text.speaker_names
+    writes the utterance itself as "speaker: text" too, in the shards and in requests."""
     from deepfusion.inference.emotion import EmotionDecoder, EmotionRequest
     from deepfusion.media.text import load_tokenizer
 
@@ -186,7 +187,9 @@ def test_dialogue_context_is_the_previous_turns_and_serving_builds_the_same_ids(
         writer.writeheader()
         writer.writerows(reversed(rows))
     text = {"tokenizer": "offline", "max_length": 64, "context_turns": 2}
-    [result] = preprocess(preprocess_config(tmp_path / "out", meld_dataset(root, name="ctx", text=text)))
+    result, named = preprocess(preprocess_config(
+        tmp_path / "out", meld_dataset(root, name="ctx", text=text),
+        meld_dataset(root, name="named", media_dirs=None, text=text | {"speaker_names": True})))
     shard = {(r["dialogue_id"], r["utterance_id"]): r for r in read_shards(result.out_dir, "train")}
     by_dialogue = {}
     for row in rows:
@@ -199,10 +202,22 @@ def test_dialogue_context_is_the_previous_turns_and_serving_builds_the_same_ids(
     assert list(first["input_ids"]) == tokenizer.encode(dialogue[0]["Utterance"], "").ids  # nothing before it
     fourth = shard[int(dialogue[3]["Dialogue_ID"]), int(dialogue[3]["Utterance_ID"])]
     # the two turns before it, most recent first; the dialogue's first turn is not in it
-    expected = tokenizer.encode(dialogue[3]["Utterance"], f"{dialogue[2]['Speaker']}: {dialogue[2]['Utterance']} | "
-                                f"{dialogue[1]['Speaker']}: {dialogue[1]['Utterance']}").ids
+    context = " | ".join(f"{turn['Speaker']}: {turn['Utterance']}" for turn in (dialogue[2], dialogue[1]))
+    expected = tokenizer.encode(dialogue[3]["Utterance"], context).ids
     assert len(expected) < 64 and list(fourth["input_ids"]) == expected
     decoder = EmotionDecoder({"preprocess_config": result.manifest["preprocess_config"], "speakers": {}})
     served = decoder.row(EmotionRequest(text=dialogue[3]["Utterance"], context=tuple(
         (r["Speaker"], r["Utterance"]) for r in dialogue[:3])))
     assert list(served["input_ids"]) == list(fourth["input_ids"])
+
+    named_shard = {(r["dialogue_id"], r["utterance_id"]): r for r in read_shards(named.out_dir, "train")}
+    named_ids = tokenizer.encode(f"{dialogue[3]['Speaker']}: {dialogue[3]['Utterance']}", context).ids
+    assert list(named_shard[int(dialogue[3]["Dialogue_ID"]), int(dialogue[3]["Utterance_ID"])]["input_ids"]) \
+        == named_ids != expected
+    named_decoder = EmotionDecoder({"preprocess_config": named.manifest["preprocess_config"], "speakers": {}})
+    request = EmotionRequest(text=dialogue[3]["Utterance"], speaker=dialogue[3]["Speaker"],
+                             context=tuple((r["Speaker"], r["Utterance"]) for r in dialogue[:3]))
+    assert list(named_decoder.row(request)["input_ids"]) == named_ids
+    # a request without a speaker: the utterance as it is, and the context still named
+    anonymous = EmotionRequest(text=request.text, context=request.context)
+    assert list(named_decoder.row(anonymous)["input_ids"]) == expected

@@ -33,6 +33,11 @@ class OptimConfig(StrictModel):
     # Class weights from the train split's counts (sklearn "balanced"), in either loss.
     class_weighting: bool = True
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # cross_entropy only
+    # R-Drop (Liang et al., NeurIPS 2021): each training batch goes through the model twice,
+    # with different dropout, and the symmetric KL divergence between the two predictions is
+    # added to the mean of their losses with this weight (the paper's alpha). 0: off. Doubles
+    # the training compute; evaluation is unchanged.
+    rdrop_alpha: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _smoothing_is_cross_entropy(self) -> OptimConfig:

@@ -44,6 +44,17 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 1.0, 
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+def rdrop_loss(loss_fn: Callable, first: torch.Tensor, second: torch.Tensor, targets: torch.Tensor,
+               alpha: float) -> torch.Tensor:
+    """R-Drop (Liang et al., 2021) over two forward passes' logits of the same batch: the mean
+    of their losses plus ``alpha`` / 4 * (KL(p1 || p2) + KL(p2 || p1)), batch-averaged. That is
+    the paper's objective halved, so that the task loss keeps its scale."""
+    log_p, log_q = F.log_softmax(first.float(), dim=-1), F.log_softmax(second.float(), dim=-1)
+    symmetric_kl = (F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+                    + F.kl_div(log_p, log_q, reduction="batchmean", log_target=True))
+    return 0.5 * (loss_fn(first.float(), targets) + loss_fn(second.float(), targets)) + alpha / 4 * symmetric_kl
+
+
 def build_loss(cfg: OptimConfig, class_weights: list[float] | None, device: torch.device) -> Callable:
     """``loss(logits, targets)`` as ``cfg`` names it: cross-entropy (with label smoothing)
     or focal loss, class-weighted from the train split's counts when ``class_weighting``."""

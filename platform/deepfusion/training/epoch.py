@@ -13,18 +13,21 @@ import torch
 from torch import nn
 
 from deepfusion.artifacts.batches import model_batch_inputs
+from deepfusion.models.losses import rdrop_loss
 from deepfusion.training.batching import length_grouped
 
 
 def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
               optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
-              group_by_length=0, rng=None, augment=None, grad_accumulation=1):
+              group_by_length=0, rng=None, augment=None, grad_accumulation=1, rdrop_alpha=0.0):
     """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows).
 
     ``batch_size`` rows go through the model at a time; in training the gradients of
     ``grad_accumulation`` such batches add up (each loss divided by that count) before one
     optimizer step, and a last, shorter group steps too. ``augment``: a function of the
     model inputs (an image batch) applied before the forward pass, in training only.
+    ``rdrop_alpha`` > 0: each training batch goes through the model twice and the loss is
+    ``models.losses.rdrop_loss`` of the two (metrics count the first pass).
     """
     training = optimizer is not None
     module.train(training)
@@ -46,7 +49,10 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
         labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
         with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
             logits = module(inputs)
-            loss = loss_fn(logits.float(), labels)
+            if training and rdrop_alpha:
+                loss = rdrop_loss(loss_fn, logits, module(inputs), labels, rdrop_alpha)
+            else:
+                loss = loss_fn(logits.float(), labels)
         if training:
             if pending == 0:
                 optimizer.zero_grad(set_to_none=True)

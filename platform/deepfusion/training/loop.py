@@ -122,7 +122,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             train_confusion, train_loss, train_rows = run_epoch(
                 trained, train_shard, optimizer=optimizer, scaler=scaler, grad_clip=cfg.optim.grad_clip_norm,
                 scheduler=scheduler if step_each_batch else None, shuffle_buffer_rows=cfg.shuffle_buffer_rows,
-                rng=rng, augment=augment, grad_accumulation=cfg.grad_accumulation, **epoch_args)
+                rng=rng, augment=augment, grad_accumulation=cfg.grad_accumulation,
+                rdrop_alpha=cfg.optim.rdrop_alpha, **epoch_args)
             train_s = time.perf_counter() - started
             train_confusion, train_loss, train_rows = _sum_over_workers(train_confusion, train_loss, train_rows)
             # Every worker evaluates the whole (unsplit) validation set; rank 0's figures are
