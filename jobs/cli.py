@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "jobs.evaluate",
     "evaluate-faces": "jobs.evaluate_faces",
     "ensemble": "jobs.ensemble",
+    "average-checkpoints": "jobs.average_checkpoints",
     "predict": "jobs.predict",
     "crossval": "jobs.crossval",
     "pipeline": "jobs.pipeline",

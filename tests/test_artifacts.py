@@ -163,3 +163,51 @@ def test_damaged_or_planted_checkpoint_files_are_refused_naming_the_file(tmp_pat
     with pytest.raises(CheckpointError, match=f"{TRAINING_STATE}: refused"):
         load_training_state(good)
     assert not marker.exists()
+
+
+def test_averaged_checkpoint_is_the_mean_of_its_members_and_names_them(tmp_path):
+    """jobs.average_checkpoints: floating weights are the element-wise mean, integer buffers
+    the last member's; the result loads like any checkpoint and its card names the members.
+    Checkpoints of another model, other classes, or --out among them are refused."""
+    from deepfusion.artifacts.averaging import average_checkpoints
+
+    cfg = TextileNetConfig(kind="textile", preset="cpu-small")
+    folders, states = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(cfg)
+        for module in model.modules():  # distinct BatchNorm statistics and step counts
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.num_batches_tracked.fill_(10 + seed)
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        folders.append(save_checkpoint(tmp_path / f"epoch{seed}", model, model_config=cfg,
+                                       label_names=list(TEXTILE_CLASSES), data_info={"dataset": "t"},
+                                       train_config={"epochs": 2}, training_state={"epoch": seed}))
+    card = average_checkpoints(folders, tmp_path / "averaged")
+    averaged, loaded_card = load_model(tmp_path / "averaged")
+    assert loaded_card.content_hash == card.content_hash and card.metrics == {}
+    assert card.averaged_from == [{"path": str(f.resolve()), "sha256": read_card(f).content_hash} for f in folders]
+    assert json.loads((tmp_path / "averaged" / "train_config.json").read_text()) == {"epochs": 2}
+    weights = averaged.state_dict()
+    for name, first in states[0].items():
+        if first.is_floating_point():
+            torch.testing.assert_close(weights[name], (first + states[1][name]) / 2)
+        else:
+            assert torch.equal(weights[name], states[1][name])
+    assert any(not torch.equal(weights[n], states[0][n]) for n in states[0] if states[0][n].is_floating_point())
+    reference = build_model(cfg).eval()
+    reference.load_state_dict({n: (a + states[1][n]) / 2 if a.is_floating_point() else states[1][n]
+                               for n, a in states[0].items()})
+    images = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(averaged(images), reference(images))
+
+    relabelled = save_checkpoint(tmp_path / "other", build_model(cfg), model_config=cfg,
+                                 label_names=list(reversed(TEXTILE_CLASSES)), data_info={"dataset": "t"},
+                                 train_config={}, training_state={})
+    with pytest.raises(CheckpointError, match=r"other: a different label set from .*epoch0"):
+        average_checkpoints([folders[0], relabelled], tmp_path / "x")
+    with pytest.raises(CheckpointError, match="is one of the checkpoints being averaged"):
+        average_checkpoints(folders, folders[1])
+    with pytest.raises(CheckpointError, match="at least 2 checkpoints, got 1"):
+        average_checkpoints(folders[:1], tmp_path / "x")

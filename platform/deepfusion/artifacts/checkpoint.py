@@ -56,6 +56,8 @@ class CheckpointCard:
     # backbones: where each pretrained part's weights came from, and which parts were
     # built with random weights instead (``models.registry.pretrained_components``)
     pretrained: dict = field(default_factory=dict)
+    # backbones made by ``jobs.average_checkpoints``: [{"path", "sha256"}] of the members
+    averaged_from: list[dict] = field(default_factory=list)
     # Set when read from disk; not part of the card's content.
     path: Path | None = field(default=None, compare=False)
     content_hash: str = field(default="", compare=False)
