@@ -51,8 +51,8 @@ def average_checkpoints(folders: list[Path], out_dir: Path) -> CheckpointCard:
             if mine != theirs:
                 raise CheckpointError(f"{folder}: a different {what} from {folders[0]}; only checkpoints of the same "
                                       f"model, classes and preprocessing can be averaged")
-    members = [load_weights(f) for f in folders]
     model, _ = load_model(folders[0])
+    members = [model.state_dict()] + [load_weights(f) for f in folders[1:]]
     averaged = {}
     for name, reference in members[0].items():
         tensors = [m.get(name) for m in members]

@@ -50,7 +50,7 @@ def dialogue_context(previous: list[tuple[str, str]], turns: int) -> str:
     return " | ".join(reversed(recent))
 
 
-def utterance_text(text: str, speaker: str, speaker_names: bool) -> str:
+def utterance_text(text: str, speaker: str | None, speaker_names: bool) -> str:
     """What the tokenizer reads as the utterance: ``speaker: text`` with
     ``text.speaker_names`` (and a speaker), the text alone otherwise."""
     speaker = (speaker or "").strip()

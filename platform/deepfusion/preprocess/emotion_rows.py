@@ -39,7 +39,7 @@ class EmotionRowDecoder:
     def __call__(self, batch: pd.DataFrame) -> pa.Table:
         records = batch.to_dict("records")
         contexts = [r.get("context") or "" for r in records] if self.text.context_turns else None
-        texts = [utterance_text(r["text"], r.get("speaker") or "", self.text.speaker_names) for r in records]
+        texts = [utterance_text(r["text"], r.get("speaker"), self.text.speaker_names) for r in records]
         token_ids = tokenize(self.text.tokenizer, texts, self.text.max_length, contexts)
         rows, rejected = [], []
         for record, ids in zip(records, token_ids):

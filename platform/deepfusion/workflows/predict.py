@@ -147,19 +147,19 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     predicted, first_file_s = 0, None
     if todo:
         decode = cfg.decode
-        per_speaker = _feature_normalization(decoder)
+        normalization = _feature_normalization(decoder)
         # Per-speaker (corpus) statistics need every clip of a group, done or not: all are decoded
         # and normalised together, then only the samples still to predict go on.
-        rows = ray.data.from_items(records if per_speaker else todo).map_batches(
+        rows = ray.data.from_items(records if normalization else todo).map_batches(
             decoder["class"], fn_constructor_kwargs=decoder["kwargs"] | {"quarantine": quarantine_log},
             batch_format="pandas", batch_size=decode.batch_size, num_cpus=decode.num_cpus,
             compute=ray.data.ActorPoolStrategy(size=decode.concurrency))
-        if per_speaker:
+        if normalization:
             from deepfusion.artifacts.shards import EMOTION_SCHEMA
             from deepfusion.preprocess.feature_norm import normalization_groups, normalize_per_group
 
-            rows = normalize_per_group(rows, normalization_groups(records, per_speaker), EMOTION_SCHEMA,
-                                        keep={r["sample_id"] for r in todo})
+            rows = normalize_per_group(rows, normalization_groups(records, normalization), EMOTION_SCHEMA,
+                                       keep={r["sample_id"] for r in todo})
         outputs = rows.map_batches(
             predictor, fn_constructor_kwargs={"checkpoint": str(checkpoint), "torch_threads": cfg.model.torch_threads},
             batch_format="numpy",
