@@ -27,6 +27,7 @@ from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.config import ConfigError, FusionConfig, validate_config
 from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 from deepfusion.fusion.logit_cache import open_or_build
+from deepfusion.fusion.study import load_study, open_storage, study_location
 from deepfusion.preprocess.datasets import preprocess
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -112,8 +113,9 @@ def test_eight_trial_sweep_exports_the_best_trial(sweep):
     assert search.num_trials == 8 and search.num_errored == 0
     assert set(search.best_config) == {"lr", "batch_size", "video_weight", "focal_alpha", "focal_gamma"}
     assert search.best_config["batch_size"] in (4, 6, 8) and 1e-5 <= search.best_config["lr"] <= 1e-3
-    # the Optuna study is in SQLite, one finished trial per Tune trial, with the same best value
-    study = optuna.load_study(study_name="sweep", storage=search.optuna_storage)
+    # the Optuna study is in its journal file, one finished trial per Tune trial, with the same best value
+    assert Path(search.optuna_storage).name == "optuna.journal" and Path(search.optuna_storage).is_file()
+    study = load_study("sweep", search.optuna_storage)
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == 8 and len(study.trials) == 8
     assert study.best_value == pytest.approx(search.best_metrics["best_val_weighted_f1"])
@@ -157,6 +159,24 @@ def test_tensorboard_reads_the_trials(sweep):
     tags = accumulator.Tags()["scalars"]
     assert "ray/tune/val_weighted_f1" in tags and "ray/tune/best_val_weighted_f1" in tags
     assert len(accumulator.Scalars("ray/tune/val_weighted_f1")) >= 2  # one point per epoch
+
+
+def test_a_search_begun_in_sqlite_keeps_its_study_there(tmp_path):
+    """New searches keep the study in a journal file; a search folder an older version
+    started with SQLite (and no journal) resumes in its own optuna.db."""
+    import optuna
+
+    assert study_location(tmp_path) == str(tmp_path / "optuna.journal")
+    legacy = f"sqlite:///{tmp_path / 'optuna.db'}"
+    old = optuna.create_study(study_name="sweep", storage=legacy, direction="maximize")
+    old.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))
+    assert study_location(tmp_path) == legacy
+    assert [t.value for t in load_study("sweep", study_location(tmp_path)).trials] == [0.5]
+    # once a journal exists, it is the study's home
+    journal = optuna.create_study(study_name="sweep", storage=open_storage(str(tmp_path / "optuna.journal")))
+    journal.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.25))
+    assert study_location(tmp_path) == str(tmp_path / "optuna.journal")
+    assert [t.value for t in load_study("sweep", study_location(tmp_path)).trials] == [0.25]
 
 
 def free_port() -> int:
@@ -258,7 +278,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_
                                  "finished_trials_rerun": len(rerun), "finished_after_resume": len(after)}))
     assert len(after) == 16 and set(finished) <= set(after)
     assert not rerun, f"trials {rerun} ran again"
-    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{experiment_dir / 'optuna.db'}")
+    study = load_study("sweep", str(experiment_dir / "optuna.journal"))
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 16
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 

@@ -3,7 +3,7 @@
 ``report.md`` with a table (MIMAMO Net, Multimodal LSTM, Late Fusion, Enhanced Late
 Fusion; accuracy and weighted F1 on validation and test; fusion weights) and three PNGs:
 ``model_comparison.png``, ``optuna_history.png`` and ``optuna_importances.png``
-(Optuna's own matplotlib plots, read back from the SQLite study).
+(Optuna's own matplotlib plots, read back from the study's journal).
 """
 
 from __future__ import annotations
@@ -111,7 +111,9 @@ def _plot_study(folder: Path, study_name: str, storage_url: str) -> dict:
     import optuna
     from optuna.visualization import matplotlib as optuna_plots
 
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    from deepfusion.fusion.study import load_study
+
+    study = load_study(study_name, storage_url)
     out = {}
     plots = (("history", "optuna_history.png", optuna_plots.plot_optimization_history),
              ("importances", "optuna_importances.png", optuna_plots.plot_param_importances))

@@ -3,13 +3,14 @@
 Each trial fits one ``EnhancedLateFusion`` (``fit_fusion``) with the hyperparameters
 Optuna proposes from Table 3's ranges and reports every epoch; its last report carries
 the trial's best epoch as a checkpoint. Results (CSV, JSON, TensorBoard events) land in
-``<search.storage_path>/<search.name>``; the Optuna study is also kept in SQLite there
-(``optuna.db``) for ``optuna-dashboard``.
+``<search.storage_path>/<search.name>``; the Optuna study is also kept there
+(``optuna.journal``) for ``optuna-dashboard``.
 
 Speed: the logits go to the object store once (``tune.with_parameters``) and trial
 actors are reused (``reuse_actors``), so a trial costs its fit, not a process start and
 a torch import. Resume: starting the same search again restores it (``Tuner.restore``);
-finished trials are kept, unfinished ones start over.
+finished trials are kept, unfinished ones start over. The Optuna study is kept in a
+journal file (``fusion.study``), which optuna-dashboard follows live.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from deepfusion.config.fusion import FusionConfig, FusionTraining
 from deepfusion.config.tracking import TrackingConfig
 from deepfusion.fusion.fit_data import FitSplits
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits
+from deepfusion.fusion.study import load_study, open_storage, study_location
 
 log = logging.getLogger(__name__)
 
 SEARCHED = ("lr", "batch_size", "video_weight", "focal_alpha", "focal_gamma")
-OPTUNA_DB = "optuna.db"
 # Tune's objective: the trial's best validation score so far (its early-stopping epoch).
 OBJECTIVE = {"val_weighted_f1": "best_val_weighted_f1", "val_accuracy": "best_val_accuracy"}
 
@@ -105,7 +106,7 @@ def search_key(cfg: FusionConfig, cache: LogitCache) -> dict:
 @dataclass(frozen=True)
 class SearchOutcome:
     experiment_dir: Path
-    optuna_storage: str
+    optuna_storage: str  # the study's journal file (``fusion.study.study_location``)
     num_trials: int
     num_errored: int
     best_config: dict
@@ -152,8 +153,8 @@ def search_dir(cfg: FusionConfig) -> Path:
 
 
 def optuna_storage_url(cfg: FusionConfig) -> str:
-    """The search's Optuna study (SQLite needs the absolute path): for optuna-dashboard."""
-    return f"sqlite:///{search_dir(cfg) / OPTUNA_DB}"
+    """The search's Optuna study, as optuna-dashboard takes it (an absolute path)."""
+    return study_location(search_dir(cfg))
 
 
 def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh: bool = False,
@@ -161,7 +162,6 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
     """Run (or resume) the sweep on ``splits`` (each trial fits on ``splits.fit`` and is scored
     on ``splits.select``); Ray must be up. With MLflow on (``tracking``), every trial is an
     MLflow run (Ray's ``MLflowLoggerCallback``) tagged with ``tags``."""
-    import optuna
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -196,7 +196,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
     else:
         searcher = ResumableOptunaSearch(
             metric=metric, mode="max", seed=search.seed, study_name=search.name,
-            storage=optuna.storages.RDBStorage(storage_url),
+            storage=open_storage(storage_url),
             points_to_evaluate=_paper_point(cfg),
         )
         tuner = tune.Tuner(
@@ -228,7 +228,7 @@ def _fail_orphaned_optuna_trials(storage_url: str, study_name: str) -> None:
     study holds one finished trial per Tune trial."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    study = load_study(study_name, storage_url)
     orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for trial in orphans:
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
