@@ -164,3 +164,54 @@ def test_gradient_accumulation_takes_the_step_of_the_whole_batch():
     torch.manual_seed(0)
     start = [p for p in build_model(cfg).parameters() if p.requires_grad]
     assert any(not torch.equal(a, b) for a, b in zip(moved, start))  # the step did change the model
+
+
+def test_a_frozen_text_encoder_encodes_each_sample_once_and_the_model_sees_the_same_states():
+    """train.cache_text_states: the first epoch encodes each sample once (with its batch);
+    later epochs and the validation pass reuse the states; a model given them computes the
+    logits it computes from the token ids; a trainable encoder is never cached."""
+    import pytest
+    import torch
+
+    from deepfusion.artifacts.batches import model_batch_inputs
+    from deepfusion.config import MultimodalLSTMConfig
+    from deepfusion.models import build_model
+    from deepfusion.training.epoch import run_epoch
+    from deepfusion.training.text_states import text_state_cache
+
+    rng = np.random.default_rng(1)
+    columns = _text_rows(10)
+    columns["sample_id"] = np.array([f"demo/train/dia{i}_utt0" for i in range(10)], dtype=object)
+    columns["input_ids"] = np.array([np.concatenate([[101], rng.integers(2000, 9000, n), [102]]).astype(np.int32)
+                                     for n in rng.integers(1, 20, 10)], dtype=object)  # lengths differ
+    cfg = MultimodalLSTMConfig(preset="cpu-small", use_audio=False)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    encoded = []  # rows of every call of the transformer itself
+    model.text_encoder.model.register_forward_hook(
+        lambda module, args, kwargs, out: encoded.append(len(kwargs["input_ids"])), with_kwargs=True)
+    cache = text_state_cache(model, cfg)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    epoch = dict(model_cfg=cfg, loss_fn=torch.nn.CrossEntropyLoss(), device=torch.device("cpu"), amp=False,
+                 num_classes=7, batch_size=4, text_states=cache)
+    train = dict(optimizer=optimizer, scaler=torch.amp.GradScaler("cuda", enabled=False))
+    run_epoch(model, _Rows(columns), **epoch, **train)
+    assert sum(encoded) == 10 and len(encoded) == 3 and len(cache) == 10 and cache.encoded == 10
+    encoded.clear()
+    run_epoch(model, _Rows(columns), **epoch, **train)  # a second epoch
+    run_epoch(model, _Rows(columns), **epoch)  # validation
+    assert encoded == [] and cache.encoded == 10
+
+    model.eval()
+    with torch.no_grad():
+        live = model(model_batch_inputs(cfg, columns))
+        cached = model(cache.attach(model_batch_inputs(cfg, columns), columns["sample_id"]))
+    assert encoded == [10] and cache.encoded == 10  # only the live pass ran the encoder
+    torch.testing.assert_close(cached, live, atol=1e-5, rtol=1e-5)
+
+    trainable = MultimodalLSTMConfig(preset="cpu-small", use_audio=False, text_encoder={"freeze": False})
+    tuned = build_model(trainable)
+    assert text_state_cache(tuned, trainable) is None
+    inputs = model_batch_inputs(trainable, columns)
+    with pytest.raises(ValueError, match="frozen"):
+        tuned.text_encoder(inputs.input_ids, inputs.attention_mask, torch.zeros(10, 1, 384))

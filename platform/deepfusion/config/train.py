@@ -95,6 +95,10 @@ class TrainConfig(StrictModel):
     # batches of similar length (Hugging Face's group_by_length), shuffled: far less padding
     # for a trained text encoder. 0: batches as they come.
     group_by_length: int = Field(0, ge=0)
+    # A frozen text encoder's token states are computed the first time a sample is met and
+    # reused in every later epoch and in validation (``training.text_states``): the same
+    # states, without re-encoding. false: encode every batch.
+    cache_text_states: bool = True
     optim: OptimConfig = OptimConfig()
     # Training-time augmentation of image models (the methodology's Algorithm 1, "apply
     # augmentation if training"): the balancing transforms again, on the fly, drawn afresh

@@ -55,7 +55,9 @@ def predict_split(checkpoint_dir: Path, data: ShardDataset, split: str, resource
     return data.split(split, data.columns(card.model_config)).map_batches(
         CheckpointPredictor, fn_constructor_kwargs={"checkpoint_dir": str(checkpoint_dir)},
         batch_size=batch_size, batch_format="numpy", num_cpus=resources.num_cpus,
-        compute=ray.data.ActorPoolStrategy(size=resources.concurrency),
+        # One actor to start, more while blocks queue: a small split (a demo's test set,
+        # one block) starts one model, not ``concurrency`` of them competing for the cores.
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
     )
 
 

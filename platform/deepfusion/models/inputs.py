@@ -33,6 +33,9 @@ class EmotionInputs:
     audio_functionals: torch.Tensor | None = None  # [B, F] float
     audio_lld: torch.Tensor | None = None  # [B, T, D] float, zero-padded
     audio_lld_lengths: torch.Tensor | None = None  # [B] long, 0: no audio
+    # A frozen text encoder's token states for input_ids (training computes them once per
+    # sample: ``training.text_states``); None: the model encodes input_ids itself.
+    text_states: torch.Tensor | None = None  # [B, L, H] float
 
     def to(self, device: torch.device | str) -> EmotionInputs:
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

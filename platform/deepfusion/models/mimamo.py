@@ -59,7 +59,7 @@ class MimamoNet(nn.Module):
         video = self.encode_video(inputs.frames)
         parts = [torch.where(inputs.has_video[:, None], video, self.missing_video)]
         if self.config.use_text:
-            states, mask = self.text_encoder(inputs.input_ids, inputs.attention_mask)
+            states, mask = self.text_encoder(inputs.input_ids, inputs.attention_mask, inputs.text_states)
             text = self.text_projection(masked_mean(states, mask))
             parts.append(torch.where(inputs.has_text[:, None], text, self.missing_text))
         fused = self.fusion(torch.cat(parts, dim=-1))

@@ -52,7 +52,7 @@ class MultimodalLSTM(nn.Module):
         always = torch.ones(batch, 1, dtype=torch.bool, device=null.device)
         if not self.config.use_text:
             return null, always
-        states, mask = self.text_encoder(inputs.input_ids, inputs.attention_mask)
+        states, mask = self.text_encoder(inputs.input_ids, inputs.attention_mask, inputs.text_states)
         keys = torch.cat([null, self.text_projection(states)], dim=1)
         return keys, torch.cat([always, mask & inputs.has_text[:, None]], dim=1)
 

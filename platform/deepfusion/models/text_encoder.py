@@ -59,7 +59,14 @@ class TextEncoder(nn.Module):
             self.model.eval()  # no dropout in a frozen encoder
         return self
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``states``: this frozen encoder's output for ``input_ids``, computed before; it is
+        returned as it is instead of encoding again."""
+        if states is not None:
+            if not self.frozen:
+                raise ValueError("precomputed text states are only valid for a frozen text encoder")
+            return states, attention_mask.bool()
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return states, attention_mask.bool()

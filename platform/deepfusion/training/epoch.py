@@ -19,7 +19,7 @@ from deepfusion.training.batching import length_grouped
 
 def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, batch_size,
               optimizer=None, scaler=None, grad_clip=None, scheduler=None, shuffle_buffer_rows=0,
-              group_by_length=0, rng=None, augment=None, grad_accumulation=1, rdrop_alpha=0.0):
+              group_by_length=0, rng=None, augment=None, grad_accumulation=1, rdrop_alpha=0.0, text_states=None):
     """One pass over ``shard``; trains when ``optimizer`` is given. -> (confusion, loss sum, rows).
 
     ``batch_size`` rows go through the model at a time; in training the gradients of
@@ -27,7 +27,9 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
     optimizer step, and a last, shorter group steps too. ``augment``: a function of the
     model inputs (an image batch) applied before the forward pass, in training only.
     ``rdrop_alpha`` > 0: each training batch goes through the model twice and the loss is
-    ``models.losses.rdrop_loss`` of the two (metrics count the first pass).
+    ``models.losses.rdrop_loss`` of the two (metrics count the first pass). ``text_states``:
+    a ``training.text_states.TextStateCache`` that hands the model its frozen text encoder's
+    states (rows need ``sample_id``).
     """
     training = optimizer is not None
     module.train(training)
@@ -46,6 +48,8 @@ def run_epoch(module, shard, *, model_cfg, loss_fn, device, amp, num_classes, ba
         if training and augment is not None:
             inputs = augment(inputs)
         inputs = inputs.to(device)
+        if text_states is not None:
+            inputs = text_states.attach(inputs, batch["sample_id"])
         labels = torch.as_tensor(np.asarray(batch["label"], dtype=np.int64), device=device)
         with torch.set_grad_enabled(training), torch.autocast("cuda", torch.float16, enabled=amp):
             logits = module(inputs)

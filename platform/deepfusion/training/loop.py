@@ -34,6 +34,7 @@ from deepfusion.tracking.mlflow_runs import log_epoch
 from deepfusion.tracking.tensorboard import EpochCurves
 from deepfusion.training.epoch import run_epoch
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
+from deepfusion.training.text_states import text_state_cache
 
 # Ray Train routes worker logging (and print) to the driver's console and its log files.
 log = logging.getLogger("deepfusion.train")
@@ -103,8 +104,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         return  # the run had already stopped early
 
     loss_fn = build_loss(cfg.optim, loop_config["class_weights"], device)
-    epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp,
-                      num_classes=len(label_names), batch_size=micro_batch, group_by_length=cfg.group_by_length)
+    text_states = text_state_cache(model, model_cfg) if cfg.cache_text_states else None
+    epoch_args = dict(model_cfg=model_cfg, loss_fn=loss_fn, device=device, amp=amp, num_classes=len(label_names),
+                      batch_size=micro_batch, group_by_length=cfg.group_by_length, text_states=text_states)
     settings = cfg.training_augmentation
     augment = BatchAugmentation(settings) if settings is not None else None
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
@@ -148,6 +150,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
             history.append(metrics)
             if rank == 0:
                 log.info(_epoch_line(metrics, cfg.epochs))
+                if text_states is not None and epoch == start_epoch:
+                    log.info("frozen text encoder: the states of %d samples computed once, reused from now on",
+                             len(text_states))
                 _track(metrics, curves, *mlflow_run)
             with tempfile.TemporaryDirectory() as folder:
                 saved = None
