@@ -1,14 +1,19 @@
-"""Serve latency over real HTTP at concurrency 1, 8 and 32, beside the in-process pipeline.
+"""Serve latency and throughput over real HTTP at concurrency 1, 8 and 32, beside the compute ceiling.
 
     python bench/serve_latency.py [--config configs/serve.yaml] [--requests 48] [--set KEY=VALUE ...]
 
 Deploys the application of ``configs/serve.yaml`` on a local Ray, then POSTs demo MELD
 utterances (mp4 + transcript + speaker) to ``/v1/emotion``: p50/p95/p99 latency and
 throughput per concurrency, and the per-stage breakdown the responses report beside the
-methodology's budget. The same utterances first go through ``EmotionRecognizer`` in this
-process (decode -> MIMAMO -> LSTM -> fusion, no Ray, no HTTP), so the Serve overhead is
-measured in the same run. Ray starts in Serve's throughput-optimized mode, as every node
-deepfusion starts (``deepfusion.ray_runtime.SERVE_ENVIRONMENT``). The last line is one JSON object.
+methodology's budget. First, in this process and before Ray starts, the same utterances go
+through ``EmotionRecognizer`` (decode -> MIMAMO -> LSTM -> fusion, no Ray, no HTTP): one
+at a time (the Serve overhead at concurrency 1 is measured against it) and in batches of
+1-16 (decoding each request, then both backbones and the fusion on the batch, torch on
+every core): the best of these is ``ceiling_rps``, what this machine computes per second
+with nothing else to do. A client answered 503 (over capacity) waits its Retry-After and
+sends the request again; only answered requests count in the latencies and throughput.
+Ray starts in Serve's throughput-optimized mode, as every node deepfusion starts
+(``deepfusion.ray_runtime.SERVE_ENVIRONMENT``). The last line is one JSON object.
 
 Needs the checkpoints the config names (jobs.train for mimamo and multimodal_lstm,
 jobs.tune_fusion) and the demo corpus (make demo).
@@ -50,14 +55,39 @@ def utterances(meld_root: Path, split: str = "test") -> list[dict]:
     return out
 
 
-def post(session: requests.Session, url: str, sample: dict) -> tuple[float, dict]:
-    started = time.perf_counter()
-    with open(sample["video"], "rb") as video:
-        response = session.post(url, files={"video": ("clip.mp4", video, "video/mp4")},
-                                data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
-    elapsed = 1000 * (time.perf_counter() - started)
-    response.raise_for_status()
-    return elapsed, response.json()
+def post(session: requests.Session, url: str, sample: dict, refusals: list | None = None) -> tuple[float, dict]:
+    """One answered request: its latency (ms) and answer. A 503 is noted in ``refusals``
+    (its latency and Retry-After) and the request is sent again after the Retry-After."""
+    while True:
+        started = time.perf_counter()
+        with open(sample["video"], "rb") as video:
+            response = session.post(url, files={"video": ("clip.mp4", video, "video/mp4")},
+                                    data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
+        elapsed = 1000 * (time.perf_counter() - started)
+        if response.status_code == 503 and refusals is not None:
+            retry_after = float(response.headers.get("retry-after", 1))
+            refusals.append((elapsed, retry_after))
+            time.sleep(retry_after)
+            continue
+        response.raise_for_status()
+        return elapsed, response.json()
+
+
+def ceiling(pipeline, requests_: list[dict], total: int, sizes=(1, 2, 4, 8, 16)) -> dict:
+    """Requests per second of the in-process pipeline on batches of each size: every
+    request of a batch decoded (the ingress's work), then both backbones and the fusion
+    on the whole batch (``predict_batch``). No Ray, no HTTP; torch on every core."""
+    from deepfusion.inference.emotion import EmotionRequest
+
+    rates = {}
+    for size in sizes:
+        started = time.perf_counter()
+        for first in range(0, total, size):
+            rows = [pipeline.decoder.row(EmotionRequest(video_path=r["video"], text=r["text"], speaker=r["speaker"]))
+                    for r in (requests_[i % len(requests_)] for i in range(first, min(first + size, total)))]
+            pipeline.predict_batch({column: [row[column] for row in rows] for column in rows[0]})
+        rates[size] = round(total / (time.perf_counter() - started), 2)
+    return rates
 
 
 def percentiles(values: list[float]) -> dict:
@@ -67,15 +97,20 @@ def percentiles(values: list[float]) -> dict:
 def run_concurrency(url: str, samples: list[dict], concurrency: int, total: int) -> dict:
     sessions = [requests.Session() for _ in range(concurrency)]
     jobs = [(sessions[i % concurrency], samples[i % len(samples)]) for i in range(total)]
+    refusals: list = []
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(lambda job: post(job[0], url, job[1]), jobs))
+        results = list(pool.map(lambda job: post(job[0], url, job[1], refusals), jobs))
     wall = time.perf_counter() - started
     latencies = [r[0] for r in results]
     stages = {k: round(float(np.median([r[1]["latency_ms"][k] for r in results])), 1)
               for k in ("preprocess", "video", "audio_text", "fusion", "total")}
+    refused = {"refused": len(refusals)}
+    if refusals:
+        refused |= {"refused_p50_ms": round(float(np.median([r[0] for r in refusals])), 1),
+                    "retry_after_s": max(r[1] for r in refusals)}
     return {"concurrency": concurrency, "requests": total, **percentiles(latencies),
-            "rps": round(total / wall, 2), "stages_p50_ms": stages}
+            "rps": round(total / wall, 2), "stages_p50_ms": stages, **refused}
 
 
 def main() -> int:
@@ -106,6 +141,9 @@ def main() -> int:
         inprocess.append(1000 * (time.perf_counter() - started))
     in_p50 = float(np.percentile(inprocess, 50))
     print(f"in-process pipeline: p50 {in_p50:.1f} ms (same utterances, one process, sequential)", flush=True)
+    ceilings = ceiling(pipeline, requests_, args.requests)
+    ceiling_batch, ceiling_rps = max(ceilings.items(), key=lambda item: item[1])
+    print(f"compute ceiling: {ceiling_rps} req/s (batches of {ceiling_batch}; by batch size {ceilings})", flush=True)
     del pipeline
 
     from deepfusion.ray_runtime import connect, use_serve_environment
@@ -126,7 +164,8 @@ def main() -> int:
     levels = [run_concurrency(url, samples, c, max(args.requests, 2 * c)) for c in (1, 8, 32)]
     for level in levels:
         print(f"concurrency {level['concurrency']:>2}: p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, "
-              f"p99 {level['p99_ms']} ms, {level['rps']} req/s; stages p50 {level['stages_p50_ms']}", flush=True)
+              f"p99 {level['p99_ms']} ms, {level['rps']} req/s ({level['rps'] / ceiling_rps:.2f} of the ceiling), "
+              f"{level['refused']} refused with 503; stages p50 {level['stages_p50_ms']}", flush=True)
     print(f"seed budget (RTX 3060): {SEED_BUDGET_MS}", flush=True)
     serve.shutdown()
 
@@ -139,7 +178,11 @@ def main() -> int:
         "inprocess_p50_ms": round(in_p50, 1), "overhead_ms": round(c1["p50_ms"] - in_p50, 1),
         "rps_c1": c1["rps"], "p50_ms_c8": levels[1]["p50_ms"], "p99_ms_c8": levels[1]["p99_ms"],
         "rps_c8": levels[1]["rps"], "p50_ms_c32": levels[2]["p50_ms"], "p99_ms_c32": levels[2]["p99_ms"],
-        "rps_c32": levels[2]["rps"], "stages_p50_ms_c1": c1["stages_p50_ms"],
+        "rps_c32": levels[2]["rps"], "ceiling_rps": ceiling_rps, "ceiling_batch": ceiling_batch,
+        "ceiling_rps_by_batch": ceilings, "rps_c8_over_ceiling": round(levels[1]["rps"] / ceiling_rps, 3),
+        "rps_c32_over_ceiling": round(levels[2]["rps"] / ceiling_rps, 3),
+        "refused_c8": levels[1]["refused"], "refused_c32": levels[2]["refused"],
+        "refused_p50_ms_c32": levels[2].get("refused_p50_ms"), "stages_p50_ms_c1": c1["stages_p50_ms"],
         "serve_throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
         "preset": "cpu-small",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",

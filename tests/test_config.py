@@ -165,6 +165,9 @@ def test_serve_config_serves_what_the_shipped_jobs_export():
                                                                       fusion.audio_text_checkpoint)
     assert serve.fusion_checkpoint == fusion.export_dir
     assert trained[serve.textile_checkpoint] == "textile"
+    # a queue length Serve would refuse when deploying is refused when the file is read
+    with pytest.raises(ConfigError, match=r"serve\.ingress\.max_queued_requests.*-1 for no limit"):
+        load_config(REPO_ROOT / "configs" / "serve.yaml", ["serve.ingress.max_queued_requests=0"])
 
 
 def test_tracking_is_tensorboard_by_default_and_mlflow_on_request(tmp_path):

@@ -467,7 +467,8 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
 
 def test_overload_gets_quick_503s_not_a_pile_up(served, http):
     """Beyond the ingress' max_ongoing_requests + max_queued_requests, Serve answers 503 at
-    once. (Runs last here: it replaces the module's application with a small one.)"""
+    once, telling the client when to retry (serve.ingress.retry_after_s, 1 s by default).
+    (Runs last here: it replaces the module's application with a small one.)"""
     from concurrent.futures import ThreadPoolExecutor
 
     from ray import serve
@@ -488,6 +489,7 @@ def test_overload_gets_quick_503s_not_a_pile_up(served, http):
         responses = list(pool.map(send, range(16)))
     codes = sorted(r.status_code for r in responses)
     assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 8, codes
+    assert {r.headers.get("retry-after") for r in responses if r.status_code == 503} == {"1"}
     assert post_emotion(http, text="still alive").status_code == 200
 
 

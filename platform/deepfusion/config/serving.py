@@ -7,7 +7,7 @@ the preprocessing its training data went through, so serving cannot drift from t
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from deepfusion.config.base import StrictModel, WorkPath
 from deepfusion.config.preprocess import MediaLimits
@@ -20,9 +20,18 @@ class DeploymentSection(StrictModel):
     num_cpus: float = Field(0.25, gt=0)
     num_gpus: float = Field(0.0, ge=0)
     # Requests a replica works on at once, and how many may wait for one; beyond that,
-    # Serve answers 503 at once instead of queueing without bound.
+    # Serve answers 503 at once, with a Retry-After of retry_after_s seconds (rounded up),
+    # instead of queueing without bound.
     max_ongoing_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(64, ge=-1)
+    retry_after_s: float | None = Field(1.0, ge=0)
+
+    @field_validator("max_queued_requests")
+    @classmethod
+    def _queue_or_unbounded(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 is not a queue length Serve takes: use 1 or more, or -1 for no limit")
+        return value
     # @serve.batch on model deployments (ignored by the ingress). No wait by default: under
     # load, requests queue while the previous batch computes and the next batch takes them
     # all; a wait only delays a lone request.

@@ -38,6 +38,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deepfusion import __version__
+from deepfusion.artifacts.batches import model_columns
 from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config.serving import AuthSection, DeploymentSection, RequestLimits, ServeSection
 from deepfusion.inference.emotion import (
@@ -149,8 +150,11 @@ class Textile:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, video, audio_text, fusion, textile, data_info: dict, textile_image_size: int | None,
-                 limits: dict, auth: dict | None = None):
+                 limits: dict, auth: dict | None = None, columns: dict | None = None):
         self.video, self.audio_text, self.fusion, self.textile = video, audio_text, fusion, textile
+        # Each backbone is sent the decoded columns it reads, not the whole row (MIMAMO
+        # Net no waveform, the Multimodal LSTM no frames): less to serialize per call.
+        self.columns = columns or {}
         self.limits = RequestLimits(**limits)
         self.decoder = EmotionDecoder(data_info, self.limits.media)
         self.textile_image_size = textile_image_size
@@ -251,8 +255,13 @@ class Ingress:
     async def _backbones(self, row: dict):
         """Both backbones at once for one row; each one's own latency."""
         (video, video_ms), (audio_text, audio_text_ms) = await asyncio.gather(
-            self._timed_logits("mimamo", self.video, row), self._timed_logits("multimodal_lstm", self.audio_text, row))
+            self._timed_logits("mimamo", self.video, self._part(row, "video")),
+            self._timed_logits("multimodal_lstm", self.audio_text, self._part(row, "audio_text")))
         return video, audio_text, video_ms, audio_text_ms
+
+    def _part(self, row: dict, role: str) -> dict:
+        wanted = self.columns.get(role)
+        return row if wanted is None else {column: row[column] for column in wanted}
 
     @staticmethod
     async def _timed_logits(deployment: str, handle, row: dict):
@@ -265,6 +274,8 @@ def _options(section: DeploymentSection, name: str) -> dict:
     return {"name": name, "num_replicas": section.num_replicas,
             "ray_actor_options": {"num_cpus": section.num_cpus, "num_gpus": section.num_gpus},
             "max_ongoing_requests": section.max_ongoing_requests, "max_queued_requests": section.max_queued_requests,
+            # Over-capacity answers: Serve's own 503, telling the client when to come back.
+            "backpressure_config": {"status_code": 503, "retry_after_s": section.retry_after_s},
             "graceful_shutdown_timeout_s": section.graceful_shutdown_timeout_s,
             "graceful_shutdown_wait_loop_s": min(0.5, section.graceful_shutdown_timeout_s)}
 
@@ -311,6 +322,7 @@ def build_app(cfg: ServeSection):
         Fusion.options(**_options(cfg.fusion, "fusion")).bind(str(cfg.fusion_checkpoint)),
         textile, video_card.data_info, image_size, cfg.limits.model_dump(),
         None if cfg.auth is None else cfg.auth.model_dump(mode="json"),
+        {"video": model_columns(video_card.model_config), "audio_text": model_columns(audio_text_card.model_config)},
     )
 
 
