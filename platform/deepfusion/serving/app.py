@@ -149,12 +149,12 @@ class Textile:
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, video, audio_text, fusion, textile, data_info: dict, textile_image_size: int | None,
-                 limits: dict, auth: dict | None = None, columns: dict | None = None):
+    def __init__(self, video, audio_text, fusion, textile, data_info: dict, columns: dict[str, list[str]],
+                 textile_image_size: int | None, limits: dict, auth: dict | None = None):
         self.video, self.audio_text, self.fusion, self.textile = video, audio_text, fusion, textile
         # Each backbone is sent the decoded columns it reads, not the whole row (MIMAMO
         # Net no waveform, the Multimodal LSTM no frames): less to serialize per call.
-        self.columns = columns or {}
+        self.columns = columns
         self.limits = RequestLimits(**limits)
         self.decoder = EmotionDecoder(data_info, self.limits.media)
         self.textile_image_size = textile_image_size
@@ -260,8 +260,7 @@ class Ingress:
         return video, audio_text, video_ms, audio_text_ms
 
     def _part(self, row: dict, role: str) -> dict:
-        wanted = self.columns.get(role)
-        return row if wanted is None else {column: row[column] for column in wanted}
+        return {column: row[column] for column in self.columns[role]}
 
     @staticmethod
     async def _timed_logits(deployment: str, handle, row: dict):
@@ -320,9 +319,9 @@ def build_app(cfg: ServeSection):
         backbone(cfg.video, "mimamo", cfg.video_checkpoint),
         backbone(cfg.audio_text, "multimodal_lstm", cfg.audio_text_checkpoint),
         Fusion.options(**_options(cfg.fusion, "fusion")).bind(str(cfg.fusion_checkpoint)),
-        textile, video_card.data_info, image_size, cfg.limits.model_dump(),
-        None if cfg.auth is None else cfg.auth.model_dump(mode="json"),
+        textile, video_card.data_info,
         {"video": model_columns(video_card.model_config), "audio_text": model_columns(audio_text_card.model_config)},
+        image_size, cfg.limits.model_dump(), None if cfg.auth is None else cfg.auth.model_dump(mode="json"),
     )
 
 
