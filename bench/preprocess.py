@@ -12,8 +12,8 @@ The same loop in two plain processes (half the corpus each) measures what two co
 the machine give at best, so Ray's ratio can be read against that ceiling.
 Scaling (``--scaling 1,2,4``): the Ray side again on the corpus 1, 2 and 4 times over
 (each copy under new dialogue ids, its files hard-linked: the same clips, more of them),
-each size in a fresh driver process: its wall time, and the driver's peak resident
-memory, which must not grow with the corpus.
+each size in a fresh driver process: its wall time, and the driver's peak anonymous
+memory (heap and private mappings), which must not grow with the corpus.
 The last line is one JSON object with the figures.
 """
 

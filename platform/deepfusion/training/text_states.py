@@ -23,14 +23,12 @@ from deepfusion.models.inputs import EmotionInputs
 
 class TextStateCache:
     """``attach(inputs, sample_ids)`` sets ``inputs.text_states``, encoding only the samples
-    not seen before. ``encoder``: the model's (frozen) ``TextEncoder``."""
+    not seen before. ``encoder``: the model's frozen ``TextEncoder`` (which refuses states
+    when it is not frozen)."""
 
     def __init__(self, encoder: nn.Module):
-        if not getattr(encoder, "frozen", False):
-            raise ValueError("only a frozen text encoder's states can be cached")
         self.encoder = encoder
         self.states: dict[str, torch.Tensor] = {}  # sample id -> [tokens, H], on the CPU
-        self.encoded = 0  # samples encoded (the rest came from the cache)
 
     def __len__(self) -> int:
         return len(self.states)
@@ -47,7 +45,6 @@ class TextStateCache:
                 states, _ = self.encoder(ids[rows, :width], mask[rows, :width])
             for j, i in enumerate(missing):
                 self.states[keys[i]] = states[j, :lengths[i]].float().cpu()
-            self.encoded += len(missing)
         batch = torch.zeros(len(keys), ids.shape[1], self.encoder.hidden_size)
         for i, key in enumerate(keys):
             batch[i, :lengths[i]] = self.states[key]
