@@ -172,6 +172,30 @@ def test_models_health_and_openapi(served, http):
     assert {"/v1/emotion", "/v1/textile", "/v1/models", "/healthz"} <= set(paths)
 
 
+def test_concurrent_requests_reach_the_models_in_batches(served, http):
+    """Requests that arrive while a backbone computes wait and form its next batch (with
+    ``@serve.batch`` and no wait, Ray 2.60 computed each one alone). /v1/models says how
+    each model's batches formed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def batches():
+        models = requests.get(f"{http}/v1/models", timeout=30).json()
+        return {name: models[name]["batches"] for name in ("video", "audio_text")}
+
+    before = batches()
+    clip = demo_clip(served).read_bytes()
+    with ThreadPoolExecutor(12) as pool:
+        codes = list(pool.map(lambda i: post_emotion(http, files={"video": ("v.mp4", clip, "video/mp4")},
+                                                     text=f"take {i}").status_code, range(24)))
+    assert codes == [200] * 24
+    for name, after in batches().items():
+        assert after["max_batch_size"] == 8 and after["requests"] - before[name]["requests"] == 24
+        new = {int(size): count - before[name]["by_size"].get(size, 0) for size, count in after["by_size"].items()}
+        assert sum(size * count for size, count in new.items()) == 24
+        assert max(size for size, count in new.items() if count) > 1, (name, new)
+    assert requests.get(f"{http}/v1/models", timeout=30).json()["fusion"]["batches"] is None
+
+
 def test_api_docs_work_offline_and_document_every_answer_field_by_field(http):
     """/docs and /redoc load every asset from the app itself (none from a CDN), and the
     schema documents the answers and every error status with the body it really sends."""

@@ -32,9 +32,9 @@ class DeploymentSection(StrictModel):
         if value == 0:
             raise ValueError("0 is not a queue length Serve takes: use 1 or more, or -1 for no limit")
         return value
-    # @serve.batch on model deployments (ignored by the ingress). No wait by default: under
-    # load, requests queue while the previous batch computes and the next batch takes them
-    # all; a wait only delays a lone request.
+    # Batching on model deployments (``serving.batching``; ignored by the ingress). No wait by
+    # default: under load, requests queue while the previous batch computes and the next
+    # batch takes them all; a wait only delays a lone request.
     max_batch_size: int = Field(8, ge=1)
     batch_wait_timeout_s: float = Field(0.0, ge=0)
     # How long a replica being stopped (redeploy, scale-down, serve shutdown) may finish

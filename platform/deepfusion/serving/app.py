@@ -10,7 +10,7 @@ fusion and the textile classifier, composed with ``DeploymentHandle``s.
 
 For one emotion request the ingress decodes the media (the ingestion code path), sends
 the row to MIMAMO Net and the Multimodal LSTM at once, and passes both logits to the
-fusion. Model deployments batch concurrent requests with ``@serve.batch``.
+fusion. Model deployments batch concurrent requests (``serving.batching``).
 
 Every answer is JSON and documented (``serving.schemas``). Bad input is a 4xx naming the
 field (and the limit, for a 413); it never reaches a model. A declared content type must
@@ -52,6 +52,7 @@ from deepfusion.inference.textile import TextileClassifier, image_row
 from deepfusion.media import DecodeTimeout, MediaError
 from deepfusion.media.text import parse_context
 from deepfusion.serving.answers import bad_request, internal_error, media_failure, model_call
+from deepfusion.serving.batching import Batcher
 from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
 from deepfusion.serving.schemas import (
     EMOTION_RESPONSES,
@@ -100,22 +101,28 @@ def _ms(start: float, end: float) -> float:
     return round(1000 * (end - start), 2)
 
 
+def _batches(batcher: Batcher) -> dict:
+    """What /v1/models reports of a replica's batching: its batches so far by size."""
+    sizes = batcher.batch_sizes
+    return {"max_batch_size": batcher.max_batch_size, "wait_s": batcher.wait_s,
+            "by_size": {str(size): sizes[size] for size in sorted(sizes)},
+            "requests": sum(size * count for size, count in sizes.items())}
+
+
 @serve.deployment
 class EmotionBackbone:
-    """MIMAMO Net or the Multimodal LSTM: rows in, logits out, batched across requests."""
+    """MIMAMO Net or the Multimodal LSTM: a row in, its logits out, batched across requests
+    (``serving.batching``: the next batch takes every request that queued meanwhile)."""
 
     def __init__(self, checkpoint: str, max_batch_size: int, batch_wait_timeout_s: float):
         self.model = CheckpointModel(Path(checkpoint))
-        self.logits.set_max_batch_size(max_batch_size)
-        self.logits.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.batcher = Batcher(self.model.logits_of_rows, max_batch_size, batch_wait_timeout_s)
 
     def describe(self) -> dict:
-        return self.model.describe()
+        return self.model.describe() | {"batches": _batches(self.batcher)}
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def logits(self, rows: list[dict]) -> list[np.ndarray]:
-        # In a thread: the replica's event loop keeps accepting the next batch meanwhile.
-        return list(await asyncio.to_thread(self.model.logits_of_rows, rows))
+    async def logits(self, row: dict) -> np.ndarray:
+        return await self.batcher(row)
 
 
 @serve.deployment
@@ -135,15 +142,14 @@ class Fusion:
 class Textile:
     def __init__(self, checkpoint: str, max_batch_size: int, batch_wait_timeout_s: float):
         self.classifier = TextileClassifier(Path(checkpoint))
-        self.classify.set_max_batch_size(max_batch_size)
-        self.classify.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.batcher = Batcher(self.classifier.classify, max_batch_size, batch_wait_timeout_s)
 
     def describe(self) -> dict:
-        return self.classifier.model.describe() | {"image_size": self.classifier.image_size}
+        return self.classifier.model.describe() | {"image_size": self.classifier.image_size,
+                                                    "batches": _batches(self.batcher)}
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def classify(self, rows: list[dict]) -> list[dict]:
-        return await asyncio.to_thread(self.classifier.classify, rows)
+    async def classify(self, row: dict) -> dict:
+        return await self.batcher(row)
 
 
 @serve.deployment

@@ -51,6 +51,13 @@ class TextileAnswer(BaseModel):
     latency_ms: TextileLatency
 
 
+class Batching(BaseModel):
+    max_batch_size: int
+    wait_s: float = Field(description="how long a batch that is not full waits for more requests")
+    by_size: dict[str, int] = Field(description="batches this replica computed, by their size, since it started")
+    requests: int = Field(description="requests this replica computed in those batches")
+
+
 class ModelCard(BaseModel):
     checkpoint: str = Field(description="the checkpoint folder's name (never this machine's path)")
     sha256: str = Field(description="the checkpoint's content hash")
@@ -62,6 +69,8 @@ class ModelCard(BaseModel):
     random_init: list[str] = Field(default_factory=list, description=(
         "backbones: the parts meant to start from pretrained weights that were built with random "
         "weights instead (e.g. the paper preset trained offline); empty when all were loaded"))
+    batches: Batching | None = Field(None, description=(
+        "batched deployments: the replica that answered this call, how its batches formed under load"))
 
 
 class ServedModels(BaseModel):
