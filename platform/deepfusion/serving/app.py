@@ -103,7 +103,7 @@ def _ms(start: float, end: float) -> float:
 
 def _batches(batcher: Batcher) -> dict:
     """What /v1/models reports of a replica's batching: its batches so far by size."""
-    sizes = batcher.batch_sizes
+    sizes = dict(batcher.batch_sizes)  # one atomic copy: describe() may run beside the batching loop
     return {"max_batch_size": batcher.max_batch_size, "wait_s": batcher.wait_s,
             "by_size": {str(size): sizes[size] for size in sorted(sizes)},
             "requests": sum(size * count for size, count in sizes.items())}
