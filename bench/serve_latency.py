@@ -11,7 +11,8 @@ at a time (the Serve overhead at concurrency 1 is measured against it) and in ba
 1-16 (decoding each request, then both backbones and the fusion on the batch, torch on
 every core): the best of these is ``ceiling_rps``, what this machine computes per second
 with nothing else to do. A client answered 503 (over capacity) waits its Retry-After and
-sends the request again; only answered requests count in the latencies and throughput.
+sends the request again; only answered requests count in the latencies and throughput
+(each level sends at least 8 requests per client, so that this is the steady state).
 Ray starts in Serve's throughput-optimized mode, as every node deepfusion starts
 (``deepfusion.ray_runtime.SERVE_ENVIRONMENT``). The last line is one JSON object.
 
@@ -98,10 +99,12 @@ def run_concurrency(url: str, samples: list[dict], concurrency: int, total: int)
     sessions = [requests.Session() for _ in range(concurrency)]
     jobs = [(sessions[i % concurrency], samples[i % len(samples)]) for i in range(total)]
     refusals: list = []
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(lambda job: post(job[0], url, job[1], refusals), jobs))
     wall = time.perf_counter() - started
+    # The load generator shares the machine's cores with the server: its own CPU per request.
+    client_cpu_ms = 1000 * (time.process_time() - cpu_started) / total
     latencies = [r[0] for r in results]
     stages = {k: round(float(np.median([r[1]["latency_ms"][k] for r in results])), 1)
               for k in ("preprocess", "video", "audio_text", "fusion", "total")}
@@ -110,14 +113,16 @@ def run_concurrency(url: str, samples: list[dict], concurrency: int, total: int)
         refused |= {"refused_p50_ms": round(float(np.median([r[0] for r in refusals])), 1),
                     "retry_after_s": max(r[1] for r in refusals)}
     return {"concurrency": concurrency, "requests": total, **percentiles(latencies),
-            "rps": round(total / wall, 2), "stages_p50_ms": stages, **refused}
+            "rps": round(total / wall, 2), "stages_p50_ms": stages, "client_cpu_ms": round(client_cpu_ms, 1),
+            **refused}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/serve.yaml")
     parser.add_argument("--meld", default="work/demo/data/meld", help="a MELD-layout folder with mp4s")
-    parser.add_argument("--requests", type=int, default=48, help="requests per concurrency level")
+    parser.add_argument("--requests", type=int, default=48,
+                        help="requests per concurrency level (at least 8 per client)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
     experiment = load_config(args.config, args.overrides)
@@ -161,11 +166,14 @@ def main() -> int:
     for sample in samples[:8]:  # warm-up: first calls load kernels, fill caches
         post(session, url, sample)
 
-    levels = [run_concurrency(url, samples, c, max(args.requests, 2 * c)) for c in (1, 8, 32)]
+    # At least 8 requests per client: a refused client sits out its Retry-After, which in a
+    # level of 2 requests per client would be a third of the wall time, not its steady state.
+    levels = [run_concurrency(url, samples, c, max(args.requests, 8 * c)) for c in (1, 8, 32)]
     for level in levels:
         print(f"concurrency {level['concurrency']:>2}: p50 {level['p50_ms']} ms, p95 {level['p95_ms']} ms, "
               f"p99 {level['p99_ms']} ms, {level['rps']} req/s ({level['rps'] / ceiling_rps:.2f} of the ceiling), "
-              f"{level['refused']} refused with 503; stages p50 {level['stages_p50_ms']}", flush=True)
+              f"{level['refused']} refused with 503; stages p50 {level['stages_p50_ms']}; "
+              f"client CPU {level['client_cpu_ms']} ms/request", flush=True)
     print(f"seed budget (RTX 3060): {SEED_BUDGET_MS}", flush=True)
     serve.shutdown()
 
@@ -183,6 +191,8 @@ def main() -> int:
         "rps_c32_over_ceiling": round(levels[2]["rps"] / ceiling_rps, 3),
         "refused_c8": levels[1]["refused"], "refused_c32": levels[2]["refused"],
         "refused_p50_ms_c32": levels[2].get("refused_p50_ms"), "stages_p50_ms_c1": c1["stages_p50_ms"],
+        "client_cpu_ms_c8": levels[1]["client_cpu_ms"], "client_cpu_ms_c32": levels[2]["client_cpu_ms"],
+        "admission_max_in_flight": cfg.admission.max_in_flight,
         "serve_throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
         "preset": "cpu-small",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",

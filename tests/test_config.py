@@ -168,6 +168,10 @@ def test_serve_config_serves_what_the_shipped_jobs_export():
     # a queue length Serve would refuse when deploying is refused when the file is read
     with pytest.raises(ConfigError, match=r"serve\.ingress\.max_queued_requests.*-1 for no limit"):
         load_config(REPO_ROOT / "configs" / "serve.yaml", ["serve.ingress.max_queued_requests=0"])
+    # admission must refuse before Serve's own limit holds requests back in the proxy
+    assert serve.admission.max_in_flight < serve.ingress.max_ongoing_requests
+    with pytest.raises(ConfigError, match=r"max_in_flight \(32\) must be below serve\.ingress\.max_ongoing_requests"):
+        load_config(REPO_ROOT / "configs" / "serve.yaml", ["serve.admission.max_in_flight=32"])
 
 
 def test_tracking_is_tensorboard_by_default_and_mlflow_on_request(tmp_path):

@@ -490,9 +490,11 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
 
 
 def test_overload_gets_quick_503s_not_a_pile_up(served, http):
-    """Beyond the ingress' max_ongoing_requests + max_queued_requests, Serve answers 503 at
-    once, telling the client when to retry (serve.ingress.retry_after_s, 1 s by default).
-    (Runs last here: it replaces the module's application with a small one.)"""
+    """Past serve.admission.max_in_flight model requests, the ingress answers 503 at once,
+    before reading the body, telling the client when to retry; past the ingress'
+    max_ongoing_requests + max_queued_requests, Serve itself does. Health and model info
+    are not counted. (Runs last here: it replaces the module's application with a small one.)"""
+    import time
     from concurrent.futures import ThreadPoolExecutor
 
     from ray import serve
@@ -501,19 +503,32 @@ def test_overload_gets_quick_503s_not_a_pile_up(served, http):
 
     serve.delete("deepfusion")
     small = served["cfg"].model_copy(update={
-        "textile_checkpoint": None,
-        "ingress": served["cfg"].ingress.model_copy(update={"max_ongoing_requests": 1, "max_queued_requests": 1})})
+        "textile_checkpoint": None, "admission": served["cfg"].admission.model_copy(update={"max_in_flight": 2}),
+        "ingress": served["cfg"].ingress.model_copy(update={"max_ongoing_requests": 3, "max_queued_requests": 1})})
     serve.run(build_app(small), name="overload", route_prefix="/")
     clip = demo_clip(served).read_bytes()
 
     def send(_):
-        return post_emotion(http, files={"video": ("v.mp4", clip, "video/mp4")}, text="again!")
+        started = time.perf_counter()
+        response = post_emotion(http, files={"video": ("v.mp4", clip, "video/mp4")}, text="again!")
+        return response, time.perf_counter() - started
 
     with ThreadPoolExecutor(16) as pool:
-        responses = list(pool.map(send, range(16)))
+        sent = list(pool.map(send, range(16)))
+    responses = [r for r, _ in sent]
     codes = sorted(r.status_code for r in responses)
-    assert set(codes) <= {200, 503} and codes.count(200) >= 1 and codes.count(503) >= 8, codes
-    assert {r.headers.get("retry-after") for r in responses if r.status_code == 503} == {"1"}
+    assert set(codes) <= {200, 503} and codes.count(200) >= 2 and codes.count(503) >= 8, codes
+    refused = [r for r in responses if r.status_code == 503]
+    assert {r.headers.get("retry-after") for r in refused} == {"1"}
+    # the admission's refusals are the app's JSON error; Serve's own are plain text
+    admitted_out = [r.json()["detail"] for r in refused if r.headers["content-type"] == "application/json"]
+    assert admitted_out and all(d == {**d, "deployment": "ingress", "retryable": True,
+                                      "limit": "serve.admission.max_in_flight"} for d in admitted_out), admitted_out
+    assert "limit of 2 model requests" in admitted_out[0]["error"]
+    # refused at once, not after waiting behind the admitted ones
+    answered = sorted(t for r, t in sent if r.status_code == 200)
+    assert min(t for r, t in sent if r.status_code == 503) < answered[-1], sent
+    assert requests.get(f"{http}/healthz", timeout=10).status_code == 200
     assert post_emotion(http, text="still alive").status_code == 200
 
 

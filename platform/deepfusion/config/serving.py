@@ -84,6 +84,17 @@ class AuthSection(StrictModel):
         return self
 
 
+class AdmissionSection(StrictModel):
+    """How much model work one ingress replica takes on at once. A /v1/emotion or
+    /v1/textile request that finds ``max_in_flight`` others in the replica is answered 503
+    at once, with ``Retry-After``, before its body is read: past the machine's capacity,
+    a request would only wait behind the others (at 32 clients on 2 cores, for 2 s).
+    About two model batches keep both backbones busy; raise it with the hardware."""
+
+    max_in_flight: int | None = Field(16, ge=1)  # None: no limit (Serve's own queue decides)
+    retry_after_s: int = Field(1, ge=1)  # whole seconds, as HTTP's Retry-After counts them
+
+
 class ServeSection(StrictModel):
     video_checkpoint: WorkPath  # MIMAMO Net
     audio_text_checkpoint: WorkPath  # Multimodal LSTM
@@ -92,6 +103,7 @@ class ServeSection(StrictModel):
     limits: RequestLimits = RequestLimits()
     # None: no authentication (fine on loopback; the app warns when it binds elsewhere).
     auth: AuthSection | None = None
+    admission: AdmissionSection = AdmissionSection()
     ingress: DeploymentSection = DeploymentSection(max_ongoing_requests=32, max_queued_requests=64)
     video: DeploymentSection = DeploymentSection()
     audio_text: DeploymentSection = DeploymentSection()
@@ -103,3 +115,14 @@ class ServeSection(StrictModel):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
     request_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _admission_below_serve_limit(self) -> ServeSection:
+        # At Serve's own limit the proxy holds requests back and polls the replica (backing
+        # off up to 0.5 s), so the admission limit must be reached first.
+        limit = self.admission.max_in_flight
+        if limit is not None and limit >= self.ingress.max_ongoing_requests:
+            raise ValueError(f"serve.admission.max_in_flight ({limit}) must be below "
+                             f"serve.ingress.max_ongoing_requests ({self.ingress.max_ongoing_requests}): "
+                             "raise the latter, or set max_in_flight to null for no admission limit")
+        return self

@@ -40,7 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from deepfusion import __version__
 from deepfusion.artifacts.batches import model_columns
 from deepfusion.artifacts.inference import CheckpointModel
-from deepfusion.config.serving import AuthSection, DeploymentSection, RequestLimits, ServeSection
+from deepfusion.config.serving import AdmissionSection, AuthSection, DeploymentSection, RequestLimits, ServeSection
 from deepfusion.inference.emotion import (
     EmotionDecoder,
     EmotionRequest,
@@ -156,7 +156,8 @@ class Textile:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, video, audio_text, fusion, textile, data_info: dict, columns: dict[str, list[str]],
-                 textile_image_size: int | None, limits: dict, auth: dict | None = None):
+                 textile_image_size: int | None, limits: dict, auth: dict | None = None,
+                 admission: dict | None = None):
         self.video, self.audio_text, self.fusion, self.textile = video, audio_text, fusion, textile
         # Each backbone is sent the decoded columns it reads, not the whole row (MIMAMO
         # Net no waveform, the Multimodal LSTM no frames): less to serialize per call.
@@ -167,8 +168,10 @@ class Ingress:
         self.image_types = image_types(self.limits.media.image_formats)
         # Read here, where the replica runs: the token never travels in the deployment's config.
         token = read_token(AuthSection(**auth)) if auth else None
+        admission = AdmissionSection(**(admission or {}))
         RequestGuard.configure(token=token, max_body_bytes=self.limits.request_bytes,
-                               require_length=self.limits.require_content_length)
+                               require_length=self.limits.require_content_length,
+                               max_in_flight=admission.max_in_flight, retry_after_s=admission.retry_after_s)
 
     @api.get("/", include_in_schema=False)
     async def demo_page(self):
@@ -328,6 +331,7 @@ def build_app(cfg: ServeSection):
         textile, video_card.data_info,
         {"video": model_columns(video_card.model_config), "audio_text": model_columns(audio_text_card.model_config)},
         image_size, cfg.limits.model_dump(), None if cfg.auth is None else cfg.auth.model_dump(mode="json"),
+        cfg.admission.model_dump(),
     )
 
 

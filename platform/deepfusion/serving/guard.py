@@ -1,11 +1,13 @@
-"""What every HTTP request passes before the application reads it: the bearer token and
-the body size limit.
+"""What every HTTP request passes before the application reads it: the bearer token, the
+body size limit and, for the model routes, admission.
 
 One ASGI middleware, added to the FastAPI app once; each ingress replica configures it
 from the ``serve`` section when it starts (``RequestGuard.configure``), since the app
 object itself is frozen when the deployment is declared. The size limit is Starlette's
 own ``RequestBodyLimitMiddleware``: a Content-Length over the limit is refused before
 any of the body is read, and a body without one is cut off as it passes the limit.
+Admission counts the model requests (``MODEL_PATHS``) the replica is working on; one past
+``serve.admission.max_in_flight`` is answered 503 with ``Retry-After`` straight away.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("ray.serve")
 # the token and sends it with its API calls.
 OPEN_PATHS = frozenset({"/healthz", "/", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 OPEN_PREFIXES = ("/ui/", "/static-offline-docs/")
+# The routes that put work on the models: what admission counts and refuses.
+MODEL_PATHS = frozenset({"/v1/emotion", "/v1/textile"})
 
 
 class TokenUnavailable(RuntimeError):
@@ -68,15 +72,22 @@ def is_open(path: str) -> bool:
 
 class RequestGuard:
     """ASGI middleware: 401 without the configured bearer token, 413 past the body limit,
-    411 for a body without a length (unless ``require_content_length`` is off)."""
+    411 for a body without a length (unless ``require_content_length`` is off), 503 for a
+    model request past the admission limit."""
 
     token: str | None = None
     max_body_bytes: int | None = None
     require_length: bool = False
+    max_in_flight: int | None = None
+    retry_after_s: int = 1
+    in_flight: int = 0  # model requests between admission and their answer (one event loop)
+    refused: int = 0
 
     @classmethod
-    def configure(cls, *, token: str | None, max_body_bytes: int, require_length: bool = True) -> None:
+    def configure(cls, *, token: str | None, max_body_bytes: int, require_length: bool = True,
+                  max_in_flight: int | None = None, retry_after_s: int = 1) -> None:
         cls.token, cls.max_body_bytes, cls.require_length = token, max_body_bytes, require_length
+        cls.max_in_flight, cls.retry_after_s = max_in_flight, retry_after_s
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -97,7 +108,18 @@ class RequestGuard:
         if declared is None and self.require_length and scope["method"] in ("POST", "PUT", "PATCH"):
             return await refusal(411, "body", "send the body with a Content-Length header (chunked uploads "
                                  "are not accepted)", limit="serve.limits.require_content_length")(scope, receive, send)
-        await RequestBodyLimitMiddleware(self.app, self.max_body_bytes)(scope, receive, send)
+        limited = RequestBodyLimitMiddleware(self.app, self.max_body_bytes)
+        if self.max_in_flight is None or scope["path"] not in MODEL_PATHS:
+            return await limited(scope, receive, send)
+        cls = type(self)
+        if cls.in_flight >= self.max_in_flight:
+            cls.refused += 1
+            return await busy(self.max_in_flight, self.retry_after_s)(scope, receive, send)
+        cls.in_flight += 1
+        try:
+            await limited(scope, receive, send)
+        finally:
+            cls.in_flight -= 1
 
     def _authorized(self, headers: Headers) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
@@ -108,6 +130,14 @@ def refusal(status: int, field: str, error: str, headers: dict | None = None, **
     """The app's error body (``{"detail": {"field", "error", ...}}``) for an answer given
     before FastAPI sees the request."""
     return JSONResponse({"detail": {"field": field, "error": error, **extra}}, status_code=status, headers=headers)
+
+
+def busy(limit: int, retry_after_s: int) -> JSONResponse:
+    """Admission's 503: the body of a retryable refusal (``RetryBody``), and when to retry."""
+    return JSONResponse({"detail": {
+        "deployment": "ingress", "retryable": True, "limit": "serve.admission.max_in_flight",
+        "error": f"the server is working on its limit of {limit} model requests; retry in {retry_after_s} s"}},
+        status_code=503, headers={"Retry-After": str(retry_after_s)})
 
 
 def too_large(limit: int) -> JSONResponse:

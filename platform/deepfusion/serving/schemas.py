@@ -99,9 +99,12 @@ class ErrorBody(BaseModel):
 
 
 class RetryDetail(BaseModel):
-    deployment: str = Field(description="the model deployment that could not answer", examples=["mimamo"])
+    deployment: str = Field(description="the deployment that could not answer (ingress: the admission limit)",
+                            examples=["mimamo"])
     retryable: bool
     error: str
+    limit: str | None = Field(None, description="the setting that refused it, when a limit did",
+                              examples=["serve.admission.max_in_flight"])
 
 
 class RetryBody(BaseModel):
@@ -134,7 +137,8 @@ UPLOADS = {
     411: _error("serve.limits.require_content_length: send the body with a Content-Length"),
     413: _error("the body or a file is over a limit (named in `limit`)"),
     415: _error("a file's content type is not accepted, or its bytes are not what it declares"),
-    503: _error("a model deployment could not answer (restarting, or its queue is full): retry", RetryBody,
+    503: _error("the server is at its admission limit (serve.admission.max_in_flight), or a model deployment "
+                "could not answer (restarting, or its queue is full): retry after Retry-After", RetryBody,
                 headers={"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}}),
 }
 EMOTION_RESPONSES = {**UPLOADS, 504: _error("decoding took longer than serve.limits.media.decode_timeout_s")}
