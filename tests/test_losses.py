@@ -1,5 +1,4 @@
-"""Training losses, optimizer groups and early stopping: focal loss, class weights, the encoder
-learning rate, the stop at patience or at a perfect validation score."""
+"""Training losses and optimizer groups: focal loss, class weights, the encoder learning rate."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from deepfusion.config.architectures import MultimodalLSTMConfig
 from deepfusion.config.train import OptimConfig
 from deepfusion.models import build_model
 from deepfusion.models.losses import build_loss, focal_loss
-from deepfusion.training.optimization import EarlyStopping, build_optimizer, monitor_ceiling, monitor_mode
+from deepfusion.training.optimization import build_optimizer
 
 
 def test_focal_loss_matches_a_hand_computed_value():
@@ -88,23 +87,3 @@ def test_encoder_lr_puts_the_pretrained_encoder_in_its_own_group():
     (only,) = build_optimizer(OptimConfig(encoder_lr=2e-5), frozen).param_groups
     assert only["name"] == "head"
     assert not {id(p) for p in frozen.text_encoder.parameters()} & {id(p) for p in only["params"]}
-
-
-def test_early_stopping_stops_at_patience_or_once_the_best_score_is_perfect():
-    patient = EarlyStopping(patience=2, mode="max", ceiling=None)
-    assert [patient.update(v, e) for e, v in enumerate([0.5, 0.7, 0.6, 0.7], 1)] == [True, True, False, False]
-    assert patient.should_stop and (patient.best, patient.best_epoch) == (0.7, 2)
-    # F1 1.0 at epoch 2: a later epoch can only tie, so the run stops there, best kept
-    metric = "val_weighted_f1"
-    stopper = EarlyStopping(patience=10, mode=monitor_mode(metric), ceiling=monitor_ceiling(metric))
-    assert [stopper.update(v, e) for e, v in enumerate([0.8, 1.0], 1)] == [True, True]
-    assert stopper.should_stop and stopper.at_ceiling and stopper.best_epoch == 2
-    # without a ceiling (stop_at_ceiling false, or a loss) the same run waits out its patience
-    unbounded = EarlyStopping(patience=10, mode="max", ceiling=None)
-    unbounded.update(1.0, 1)
-    assert not unbounded.should_stop
-    assert (monitor_mode("val_loss"), monitor_ceiling("val_loss")) == ("min", None)
-    # a resumed run takes the ceiling configured now, not the saved one
-    resumed = EarlyStopping(patience=10, mode="max", ceiling=None)
-    resumed.load_state_dict(stopper.state_dict())
-    assert resumed.best == 1.0 and resumed.ceiling is None and not resumed.should_stop

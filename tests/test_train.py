@@ -53,7 +53,7 @@ def train_config(tmp_path: Path, data: Path, model: dict, **overrides) -> TrainC
 
 def test_textile_two_workers_beat_chance_and_write_test_report(shards, tmp_path):
     cfg = train_config(tmp_path, shards / "textile", {"kind": "textile", "preset": "cpu-small"},
-                       epochs=6, early_stopping_patience=6, stop_at_ceiling=False)
+                       epochs=6, early_stopping_patience=6)
     outcome = train(cfg)
     assert outcome.epochs_completed == 6 and outcome.worker_resources == {"CPU": 0.5}
     best = outcome.best_metrics
@@ -77,7 +77,7 @@ def test_textile_two_workers_beat_chance_and_write_test_report(shards, tmp_path)
 
 def test_resume_continues_epochs_and_optimizer_state(shards, tmp_path):
     cfg = train_config(tmp_path, shards / "textile", {"kind": "textile", "preset": "cpu-small"},
-                       epochs=1, evaluate_test=False, stop_at_ceiling=False)
+                       epochs=1, evaluate_test=False)
     from mlflow.tracking import MlflowClient
 
     tracking = TrackingConfig(mlflow=True, local_store=tmp_path / "mlflow", experiment="resume-test")
@@ -204,7 +204,7 @@ def test_a_worker_killed_mid_epoch_restores_from_the_last_checkpoint(shards, tmp
 
     epochs = 5
     cfg = train_config(tmp_path, shards / "textile", {"kind": "textile", "preset": "cpu-small"},
-                       epochs=epochs, early_stopping_patience=epochs, evaluate_test=False, stop_at_ceiling=False,
+                       epochs=epochs, early_stopping_patience=epochs, evaluate_test=False,
                        scaling={"num_workers": 2, "cpus_per_worker": 0.5},
                        run={"storage_path": str(tmp_path / "runs"), "name": "killed", "max_failures": 1})
     run_dir = tmp_path / "runs" / "killed"

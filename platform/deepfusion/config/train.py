@@ -85,10 +85,6 @@ class TrainConfig(StrictModel):
     # Early stopping and the best checkpoint follow this validation metric.
     monitor: Literal["val_weighted_f1", "val_accuracy", "val_loss"] = "val_weighted_f1"
     early_stopping_patience: int = Field(10, ge=1)
-    # Stop as soon as the monitored accuracy or F1 reaches 1.0: no later epoch can score
-    # better, only tie, so waiting out the patience would only spend time; that epoch is the
-    # best checkpoint. False: run on to the patience or the last epoch (a loss has no ceiling).
-    stop_at_ceiling: bool = True
     # Hold the decoded splits in Ray's object store instead of re-reading Parquet each
     # epoch; "auto" does when they take under a fifth of the store's free memory.
     cache_dataset: Literal["auto", "always", "never"] = "auto"

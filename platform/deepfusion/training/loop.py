@@ -33,13 +33,7 @@ from deepfusion.ray_runtime import quiet_ray_train_reports
 from deepfusion.tracking.mlflow_runs import log_epoch
 from deepfusion.tracking.tensorboard import EpochCurves
 from deepfusion.training.epoch import run_epoch
-from deepfusion.training.optimization import (
-    EarlyStopping,
-    build_optimizer,
-    build_scheduler,
-    monitor_ceiling,
-    monitor_mode,
-)
+from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
 from deepfusion.training.text_states import text_state_cache
 
 # Ray Train routes worker logging (and print) to the driver's console and its log files.
@@ -85,8 +79,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     scheduler, step_each_batch = build_scheduler(cfg.optim, optimizer, epochs=cfg.epochs,
                                                  steps_per_epoch=steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    stopper = EarlyStopping(cfg.early_stopping_patience, monitor_mode(cfg.monitor),
-                            monitor_ceiling(cfg.monitor) if cfg.stop_at_ceiling else None)
+    stopper = EarlyStopping(cfg.early_stopping_patience, monitor_mode(cfg.monitor))
 
     # resumed_from: the epoch of every checkpoint this run restarted from (a worker failure
     # under FailureConfig, or the job started again): how a run got its epochs is auditable.
@@ -176,10 +169,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
                     saved = ray.train.Checkpoint.from_directory(folder)
                 ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
             if stopper.should_stop:
-                if rank == 0 and stopper.at_ceiling:
-                    log.info("early stop: %s reached its maximum, %.4f, at epoch %d: no later epoch can do better",
-                             cfg.monitor, stopper.best, stopper.best_epoch)
-                elif rank == 0:
+                if rank == 0:
                     log.info("early stop: no better %s for %d epochs (best %.4f at epoch %d)",
                              cfg.monitor, stopper.patience, stopper.best, stopper.best_epoch)
                 break

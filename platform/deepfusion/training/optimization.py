@@ -50,13 +50,10 @@ def build_scheduler(cfg: OptimConfig, optimizer, *, epochs: int, steps_per_epoch
 
 @dataclass
 class EarlyStopping:
-    """Stops after ``patience`` epochs without a new best of the monitored metric, or as
-    soon as the best reaches ``ceiling``, the most the metric can be (1.0 for an accuracy
-    or an F1): no later epoch could be a better checkpoint, only a tie."""
+    """Stops after ``patience`` epochs without a new best of the monitored metric."""
 
     patience: int
     mode: str  # "max" or "min"
-    ceiling: float | None = None
     best: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
@@ -71,27 +68,16 @@ class EarlyStopping:
         return improved
 
     @property
-    def at_ceiling(self) -> bool:
-        return self.ceiling is not None and self.best is not None and self.best >= self.ceiling
-
-    @property
     def should_stop(self) -> bool:
-        return self.bad_epochs >= self.patience or self.at_ceiling
+        return self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if key != "ceiling"}
+        return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
-        """The progress of a run being resumed; the ceiling stays the one configured now."""
         for key, value in state.items():
-            if key != "ceiling":
-                setattr(self, key, value)
+            setattr(self, key, value)
 
 
 def monitor_mode(metric: str) -> str:
     return "min" if metric.endswith("loss") else "max"
-
-
-def monitor_ceiling(metric: str) -> float | None:
-    """The most a monitored metric can be: 1.0 for accuracies and F1 scores; a loss has none."""
-    return None if metric.endswith("loss") else 1.0
