@@ -81,7 +81,6 @@ class RequestGuard:
     max_in_flight: int | None = None
     retry_after_s: int = 1
     in_flight: int = 0  # model requests between admission and their answer (one event loop)
-    refused: int = 0
 
     @classmethod
     def configure(cls, *, token: str | None, max_body_bytes: int, require_length: bool = True,
@@ -113,7 +112,6 @@ class RequestGuard:
             return await limited(scope, receive, send)
         cls = type(self)
         if cls.in_flight >= self.max_in_flight:
-            cls.refused += 1
             return await busy(self.max_in_flight, self.retry_after_s)(scope, receive, send)
         cls.in_flight += 1
         try:
