@@ -492,8 +492,8 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
 def test_overload_gets_quick_503s_not_a_pile_up(served, http):
     """Past serve.admission.max_in_flight model requests, the ingress answers 503 at once,
     before reading the body, telling the client when to retry; past the ingress'
-    max_ongoing_requests + max_queued_requests, Serve itself does. Health and model info
-    are not counted. (Runs last here: it replaces the module's application with a small one.)"""
+    max_ongoing_requests + max_queued_requests, Serve itself does; the app stays up.
+    (Runs last here: it replaces the module's application with a small one.)"""
     import time
     from concurrent.futures import ThreadPoolExecutor
 
