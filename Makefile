@@ -1,10 +1,13 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
-# Both create or refresh .venv first; a second run installs nothing (stamp file).
+# Both create or refresh .venv first; a second run installs nothing (stamp files).
+# `make demo` installs what the jobs need; `make test` adds the test extras on top
+# (pytest, the linters, Playwright, schemathesis, MLflow, optuna-dashboard: 30 s more).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deepfusion-installed
+TEST_STAMP := $(VENV)/.deepfusion-test-installed
 DEMO_CONFIG ?= configs/demo.yaml
 
 .PHONY: venv demo lint test test-all bench serve clean-work
@@ -17,26 +20,30 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch/torchvision first and pinned, so nothing below pulls another build
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
 	# A venv made before OpenCV's contrib build was a dependency holds both builds of cv2: keep contrib's
 	@if $(PY) -m pip show -q opencv-python-headless 2>/dev/null; then \
 	  $(PY) -m pip uninstall -y -q opencv-python-headless && \
 	  $(PY) -m pip install -q --force-reinstall --no-deps opencv-contrib-python-headless; fi
 	@touch $(STAMP)
 
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(TEST_STAMP)
+
 # The whole methodology on the SYNTHETIC offline corpora (stages already up to date are skipped)
 demo: $(STAMP)
 	$(PY) -m jobs.pipeline --config $(DEMO_CONFIG)
 
 # Style (ruff) and the package layering contracts (import-linter, see pyproject.toml)
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)
+test-all: $(TEST_STAMP)
 	$(PY) -m pytest -q -m ''
 
 # The HTTP application (needs the checkpoints of jobs.train and jobs.tune_fusion; see README)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -185,3 +188,30 @@ def test_tracking_is_tensorboard_by_default_and_mlflow_on_request(tmp_path):
     assert server.mlflow and server.tracking_uri == "http://mlflow:5000" and server.artifact_location is None
     with pytest.raises(ConfigError, match="tracking.experiment"):
         load_config(demo, ["tracking.experiment="], base=tmp_path)
+
+
+def test_mlflow_tracking_without_mlflow_installed_is_refused_when_the_config_is_read():
+    """`make demo`'s environment has no MLflow (it comes with the `tracking` and `test`
+    extras): turning it on there must fail at once, saying what to install, not minutes
+    into a job. A fresh interpreter whose import system refuses `mlflow` stands for it."""
+    script = textwrap.dedent("""
+        import importlib.abc, sys
+        class NoMlflow(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] == "mlflow":
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, NoMlflow())
+        from deepfusion.config import ConfigError, load_config
+        assert load_config("configs/demo.yaml").tracking.mlflow is False  # off: nothing to install
+        try:
+            load_config("configs/demo.yaml", ["tracking.mlflow=true"])
+        except ConfigError as err:
+            print(err)
+        else:
+            print("accepted")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "tracking.mlflow is on but MLflow is not installed" in done.stdout
+    assert "pip install -e '.[tracking]'" in done.stdout

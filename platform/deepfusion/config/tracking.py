@@ -8,6 +8,7 @@ folder store), ``tracking: {mlflow_uri: http://host:5000}`` in a tracking server
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -34,6 +35,14 @@ class TrackingConfig(StrictModel):
             data = {**data, "mlflow": True}  # a named tracking server wins over a file's `mlflow: false`
         return data
 
+    @model_validator(mode="after")
+    def _mlflow_is_installed(self):
+        # Checked when the config is read, not at the first run record minutes into a job.
+        if self.mlflow and not _installed("mlflow"):
+            raise ValueError("tracking.mlflow is on but MLflow is not installed in this environment: "
+                             "pip install -e '.[tracking]' (make test's environment has it)")
+        return self
+
     @property
     def tracking_uri(self) -> str | None:
         """The MLflow tracking URI, or None when MLflow is off."""
@@ -45,3 +54,10 @@ class TrackingConfig(StrictModel):
     def artifact_location(self) -> str | None:
         """Where a new experiment keeps artifacts: the local store's folder for the local store."""
         return None if self.mlflow_uri else (Path(self.local_store) / "artifacts").as_uri()
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a module stub without a spec
+        return False
