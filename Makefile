@@ -1,7 +1,7 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
 # Both create or refresh .venv first; a second run installs nothing (stamp files).
 # `make demo` installs what the jobs need; `make test` adds the test extras on top
-# (pytest, the linters, Playwright, schemathesis, MLflow, optuna-dashboard: 30 s more).
+# (pytest, the linters, Playwright, schemathesis, MLflow: about 30 s more).
 
 PYTHON ?= python3
 VENV := .venv
