@@ -13,6 +13,11 @@ every core): the best of these is ``ceiling_rps``, what this machine computes pe
 with nothing else to do. A client answered 503 (over capacity) waits its Retry-After and
 sends the request again; only answered requests count in the latencies and throughput
 (each level sends at least 8 requests per client, so that this is the steady state).
+Where the CPU goes: around each level, every process's CPU time on this machine (from
+``/proc``) is read and grouped (each Serve deployment's replicas, the HTTP proxy, Serve's
+controller, Ray's own daemons, this bench's client threads, anything else), then divided
+by the answered requests; beside it, the ceiling's CPU per request. Their ratio bounds what
+share of the ceiling the server can reach on these cores.
 Ray starts in Serve's throughput-optimized mode, as every node deepfusion starts
 (``deepfusion.ray_runtime.SERVE_ENVIRONMENT``). The last line is one JSON object.
 
@@ -80,15 +85,63 @@ def ceiling(pipeline, requests_: list[dict], total: int, sizes=(1, 2, 4, 8, 16))
     on the whole batch (``predict_batch``). No Ray, no HTTP; torch on every core."""
     from deepfusion.inference.emotion import EmotionRequest
 
-    rates = {}
+    rates, cpu_ms = {}, {}
     for size in sizes:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for first in range(0, total, size):
             rows = [pipeline.decoder.row(EmotionRequest(video_path=r["video"], text=r["text"], speaker=r["speaker"]))
                     for r in (requests_[i % len(requests_)] for i in range(first, min(first + size, total)))]
             pipeline.predict_batch({column: [row[column] for row in rows] for column in rows[0]})
         rates[size] = round(total / (time.perf_counter() - started), 2)
-    return rates
+        cpu_ms[size] = round(1000 * (time.process_time() - cpu_started) / total, 1)  # every thread of this process
+    return rates, cpu_ms
+
+
+def process_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """Every process on this machine: pid -> (its group, CPU seconds used so far, user + system)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        comm, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        found[int(entry.name)] = (_process_group(int(entry.name), comm, cmdline.strip()),
+                                  (int(fields[11]) + int(fields[12])) / tick)
+    return found
+
+
+def _process_group(pid: int, comm: str, cmdline: str) -> str:
+    """Ray names its workers by their actor (``ray::ServeReplica:<app>:<deployment>``, then
+    ``.<method>`` while one runs)."""
+    if pid == os.getpid():
+        return "client"
+    if cmdline.startswith("ray::ServeReplica:"):
+        return cmdline.split()[0].split(":")[-1].split(".")[0]
+    if cmdline.startswith("ray::ProxyActor"):
+        return "proxy"
+    if cmdline.startswith("ray::ServeController"):
+        return "controller"
+    if (comm in ("raylet", "gcs_server") or comm.startswith("ray-dashboard") or "/ray/" in cmdline
+            or cmdline.startswith(("ray::DashboardAgent", "ray::RuntimeEnvAgent"))):
+        return "Ray daemons"
+    if cmdline.startswith("ray::"):
+        return "other Ray workers"
+    return "outside Ray"
+
+
+def cpu_ms_per_request(before: dict, after: dict, answered: int) -> dict:
+    """CPU per answered request, by group, between two ``process_cpu_seconds`` readings
+    (a process started meanwhile counts from zero; one that ended is missing from both)."""
+    groups: dict[str, float] = {}
+    for pid, (group, seconds) in after.items():
+        groups[group] = groups.get(group, 0.0) + seconds - before.get(pid, (group, 0.0))[1]
+    per_request = {group: round(1000 * seconds / answered, 1) for group, seconds in sorted(groups.items())}
+    return per_request | {"total": round(1000 * sum(groups.values()) / answered, 1)}
 
 
 def percentiles(values: list[float]) -> dict:
@@ -99,10 +152,12 @@ def run_concurrency(url: str, samples: list[dict], concurrency: int, total: int)
     sessions = [requests.Session() for _ in range(concurrency)]
     jobs = [(sessions[i % concurrency], samples[i % len(samples)]) for i in range(total)]
     refusals: list = []
+    processes_before = process_cpu_seconds()
     started, cpu_started = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(lambda job: post(job[0], url, job[1], refusals), jobs))
     wall = time.perf_counter() - started
+    cpu_by_group = cpu_ms_per_request(processes_before, process_cpu_seconds(), total)
     # The load generator shares the machine's cores with the server: its own CPU per request.
     client_cpu_ms = 1000 * (time.process_time() - cpu_started) / total
     latencies = [r[0] for r in results]
@@ -114,7 +169,9 @@ def run_concurrency(url: str, samples: list[dict], concurrency: int, total: int)
                     "retry_after_s": max(r[1] for r in refusals)}
     return {"concurrency": concurrency, "requests": total, **percentiles(latencies),
             "rps": round(total / wall, 2), "stages_p50_ms": stages, "client_cpu_ms": round(client_cpu_ms, 1),
-            **refused}
+            "cpu_ms_per_request": cpu_by_group,
+            # how busy the machine's cores were over the level (1: every core all the time)
+            "cores_busy": round(cpu_by_group["total"] * total / 1000 / wall / os.cpu_count(), 2), **refused}
 
 
 def main() -> int:
@@ -140,15 +197,19 @@ def main() -> int:
     for request in requests_[:8]:
         pipeline.predict(**request)
     inprocess = []
+    cpu_started = time.process_time()
     for i in range(args.requests):
         started = time.perf_counter()
         pipeline.predict(**requests_[i % len(requests_)])
         inprocess.append(1000 * (time.perf_counter() - started))
+    in_cpu_ms = 1000 * (time.process_time() - cpu_started) / args.requests
     in_p50 = float(np.percentile(inprocess, 50))
-    print(f"in-process pipeline: p50 {in_p50:.1f} ms (same utterances, one process, sequential)", flush=True)
-    ceilings = ceiling(pipeline, requests_, args.requests)
+    print(f"in-process pipeline: p50 {in_p50:.1f} ms, {in_cpu_ms:.1f} ms of CPU a request "
+          f"(same utterances, one process, sequential)", flush=True)
+    ceilings, ceiling_cpu = ceiling(pipeline, requests_, args.requests)
     ceiling_batch, ceiling_rps = max(ceilings.items(), key=lambda item: item[1])
-    print(f"compute ceiling: {ceiling_rps} req/s (batches of {ceiling_batch}; by batch size {ceilings})", flush=True)
+    print(f"compute ceiling: {ceiling_rps} req/s (batches of {ceiling_batch}; by batch size {ceilings}); "
+          f"{ceiling_cpu[ceiling_batch]} ms of CPU a request", flush=True)
     del pipeline
 
     from deepfusion.ray_runtime import connect, use_serve_environment
@@ -174,6 +235,8 @@ def main() -> int:
               f"p99 {level['p99_ms']} ms, {level['rps']} req/s ({level['rps'] / ceiling_rps:.2f} of the ceiling), "
               f"{level['refused']} refused with 503; stages p50 {level['stages_p50_ms']}; "
               f"client CPU {level['client_cpu_ms']} ms/request", flush=True)
+        print(f"    CPU ms per answered request, by process: {level['cpu_ms_per_request']}; "
+              f"cores busy {level['cores_busy']}", flush=True)
     print(f"seed budget (RTX 3060): {SEED_BUDGET_MS}", flush=True)
     serve.shutdown()
 
@@ -192,6 +255,11 @@ def main() -> int:
         "refused_c8": levels[1]["refused"], "refused_c32": levels[2]["refused"],
         "refused_p50_ms_c32": levels[2].get("refused_p50_ms"), "stages_p50_ms_c1": c1["stages_p50_ms"],
         "client_cpu_ms_c8": levels[1]["client_cpu_ms"], "client_cpu_ms_c32": levels[2]["client_cpu_ms"],
+        "inprocess_cpu_ms_per_request": round(in_cpu_ms, 1), "cpu_ms_per_request_c1": c1["cpu_ms_per_request"],
+        "ceiling_cpu_ms_per_request": ceiling_cpu[ceiling_batch],
+        "cpu_ms_per_request_c8": levels[1]["cpu_ms_per_request"],
+        "cpu_ms_per_request_c32": levels[2]["cpu_ms_per_request"],
+        "cores_busy_c8": levels[1]["cores_busy"], "cores_busy_c32": levels[2]["cores_busy"],
         "admission_max_in_flight": cfg.admission.max_in_flight,
         "serve_throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
         "preset": "cpu-small",
