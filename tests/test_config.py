@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from deepfusion.config import ConfigError, ExperimentConfig, PreprocessConfig, load_config, validate_config
+from deepfusion.config.serving import ServeSection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -175,6 +176,10 @@ def test_serve_config_serves_what_the_shipped_jobs_export():
     assert serve.admission.max_in_flight < serve.ingress.max_ongoing_requests
     with pytest.raises(ConfigError, match=r"max_in_flight \(32\) must be below serve\.ingress\.max_ongoing_requests"):
         load_config(REPO_ROOT / "configs" / "serve.yaml", ["serve.admission.max_in_flight=32"])
+    # sizing only the ingress's CPUs keeps the ingress's own request limit above admission's
+    sized = validate_config(ServeSection, {**serve.model_dump(mode="json", exclude={"ingress"}),
+                                           "ingress": {"num_cpus": 0.5}})
+    assert sized.ingress.max_ongoing_requests == 32 > sized.admission.max_in_flight
 
 
 def test_tracking_is_tensorboard_by_default_and_mlflow_on_request(tmp_path):

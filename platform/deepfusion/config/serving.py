@@ -42,6 +42,13 @@ class DeploymentSection(StrictModel):
     graceful_shutdown_timeout_s: float = Field(5.0, ge=0)
 
 
+class IngressSection(DeploymentSection):
+    """The ingress deployment: room above ``serve.admission.max_in_flight`` (which must stay
+    below its ``max_ongoing_requests``), whichever of its fields a config sets."""
+
+    max_ongoing_requests: int = Field(32, ge=1)
+
+
 class RequestLimits(StrictModel):
     """What one HTTP request may cost the application."""
 
@@ -104,7 +111,7 @@ class ServeSection(StrictModel):
     # None: no authentication (fine on loopback; the app warns when it binds elsewhere).
     auth: AuthSection | None = None
     admission: AdmissionSection = AdmissionSection()
-    ingress: DeploymentSection = DeploymentSection(max_ongoing_requests=32, max_queued_requests=64)
+    ingress: IngressSection = IngressSection()
     video: DeploymentSection = DeploymentSection()
     audio_text: DeploymentSection = DeploymentSection()
     fusion: DeploymentSection = DeploymentSection(num_cpus=0.1)
