@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from deepfusion.config import load_config
-from deepfusion.preprocess.datasets import preprocess
+from deepfusion.preprocess.datasets import check_layout, preprocess
 from deepfusion.ray_runtime import connect
 from jobs._cli import job_parser, parse_job_args, run_job
 
@@ -17,6 +17,8 @@ def main() -> int:
     args = parse_job_args(parser)
     experiment = load_config(args.config, args.overrides)
     cfg = experiment.require("preprocess", args.config)
+    for dataset in cfg.datasets:  # a wrong layout is refused before Ray starts
+        check_layout(dataset)
     connect(experiment.ray)
     for result in preprocess(cfg, force=args.force):
         m = result.manifest

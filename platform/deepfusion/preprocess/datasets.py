@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deepfusion.artifacts.shards import EMOTION_SCHEMA, IMAGE_SCHEMA, read_manifest
-from deepfusion.config import ImageFolderDataset, PreprocessConfig
+from deepfusion.config import (
+    DatasetConfig,
+    ImageFolderDataset,
+    ManifestDataset,
+    MeldDataset,
+    PreprocessConfig,
+    SpeechDataset,
+)
 from deepfusion.preprocess.emotion import build_emotion_shards
 from deepfusion.preprocess.images import build_image_shards
 from deepfusion.preprocess.writer import (
@@ -27,6 +34,20 @@ class PreprocessResult:
     out_dir: Path
     skipped: bool  # True: inputs and config unchanged, nothing was redone
     manifest: dict
+
+
+def check_layout(dataset: DatasetConfig) -> None:
+    """Refuse a dataset whose layout is wrong as a whole (missing root, csv, class or media
+    folder, table) with the ``LayoutError`` its scan would raise, reading no file: what a job
+    checks before it starts Ray."""
+    from deepfusion.sources.image_folder import check_image_folder_layout
+    from deepfusion.sources.manifest import check_manifest_layout
+    from deepfusion.sources.meld import check_meld_layout
+    from deepfusion.sources.speech import check_speech_layout
+
+    checks = {ImageFolderDataset: check_image_folder_layout, MeldDataset: check_meld_layout,
+              SpeechDataset: check_speech_layout, ManifestDataset: check_manifest_layout}
+    checks[type(dataset)](dataset)
 
 
 def preprocess(cfg: PreprocessConfig, force: bool = False) -> list[PreprocessResult]:

@@ -8,13 +8,8 @@ from deepfusion.config import ImageFolderDataset
 from deepfusion.sources import LayoutError, Quarantined
 
 
-def scan_image_folder(cfg: ImageFolderDataset) -> tuple[dict[str, list[str]], list[Quarantined]]:
-    """Return ``{class: [image paths]}`` and the quarantined entries.
-
-    Files directly under ``root`` (manifests, licences) are not samples and are ignored.
-    A sub-folder that is not a configured class holds samples of an unknown label: each
-    of its files is quarantined. So is a file with an unsupported extension.
-    """
+def check_image_folder_layout(cfg: ImageFolderDataset) -> Path:
+    """The root and a folder per configured class exist (nothing is listed); returns the root."""
     root = Path(cfg.root)
     if not root.is_dir():
         raise LayoutError(f"image folder root not found: {root}")
@@ -24,6 +19,17 @@ def scan_image_folder(cfg: ImageFolderDataset) -> tuple[dict[str, list[str]], li
             f"{root}: missing class folder(s) {missing}; expected {root}/<class>/ for each of "
             f"{list(cfg.classes)}"
         )
+    return root
+
+
+def scan_image_folder(cfg: ImageFolderDataset) -> tuple[dict[str, list[str]], list[Quarantined]]:
+    """Return ``{class: [image paths]}`` and the quarantined entries.
+
+    Files directly under ``root`` (manifests, licences) are not samples and are ignored.
+    A sub-folder that is not a configured class holds samples of an unknown label: each
+    of its files is quarantined. So is a file with an unsupported extension.
+    """
+    root = check_image_folder_layout(cfg)
     extensions = {e.lower() for e in cfg.extensions}
     paths_by_class: dict[str, list[str]] = {c: [] for c in cfg.classes}
     quarantined: list[Quarantined] = []

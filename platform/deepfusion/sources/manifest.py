@@ -63,6 +63,14 @@ def _cell(value) -> str:
     return str(value).strip()
 
 
+def check_manifest_layout(cfg: ManifestDataset) -> Path:
+    """The table exists (it is not read); returns its path."""
+    path = Path(cfg.manifest)
+    if not path.is_file():
+        raise LayoutError(f"manifest not found: {path}")
+    return path
+
+
 def scan_manifest(cfg: ManifestDataset, require_labels: bool = True):
     """Return ``(records, quarantined, info)``; ``info`` says how splits were made and
     which columns were ignored (the data manifest records it).
@@ -74,9 +82,7 @@ def scan_manifest(cfg: ManifestDataset, require_labels: bool = True):
     from deepfusion.sources.meld import add_dialogue_context
     from deepfusion.splits import stratified_speaker_split, stratified_split
 
-    path = Path(cfg.manifest)
-    if not path.is_file():
-        raise LayoutError(f"manifest not found: {path}")
+    path = check_manifest_layout(cfg)
     rows, columns, position = read_table(path)
     if "sample_id" not in columns or not {"video", "audio", "text"} & set(columns):
         raise LayoutError(f"{path}: needs a sample_id column and at least one of video, audio, text; "

@@ -28,25 +28,28 @@ def _media_paths(media_dir: Path | None, dialogue_id: int, utterance_id: int):
     return video, audio
 
 
-def scan_meld(cfg: MeldDataset) -> tuple[list[dict], list[Quarantined]]:
+def check_meld_layout(cfg: MeldDataset) -> Path:
+    """The root, each split's csv and media folder exist (no file is read); returns the root."""
     root = Path(cfg.root)
     if not root.is_dir():
         raise LayoutError(f"MELD root not found: {root}")
+    for split, csv_name in cfg.csv_files.items():
+        if not (root / csv_name).is_file():
+            raise LayoutError(f"MELD csv for split {split!r} not found: {root / csv_name}")
+        if cfg.media_dirs is not None and not (root / cfg.media_dirs[split]).is_dir():
+            raise LayoutError(f"MELD media folder for split {split!r} not found: {root / cfg.media_dirs[split]} "
+                              f"(set media_dirs: null for a text-only corpus)")
+    return root
+
+
+def scan_meld(cfg: MeldDataset) -> tuple[list[dict], list[Quarantined]]:
+    root = check_meld_layout(cfg)
     labels = LabelMap(EMOTIONS)
     records: list[dict] = []
     quarantined: list[Quarantined] = []
     for split, csv_name in cfg.csv_files.items():
         csv_path = root / csv_name
-        if not csv_path.is_file():
-            raise LayoutError(f"MELD csv for split {split!r} not found: {csv_path}")
-        media_dir = None
-        if cfg.media_dirs is not None:
-            media_dir = root / cfg.media_dirs[split]
-            if not media_dir.is_dir():
-                raise LayoutError(
-                    f"MELD media folder for split {split!r} not found: {media_dir} "
-                    f"(set media_dirs: null for a text-only corpus)"
-                )
+        media_dir = None if cfg.media_dirs is None else root / cfg.media_dirs[split]
         seen: set[tuple[int, int]] = set()
         with open(csv_path, encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)

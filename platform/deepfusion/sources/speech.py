@@ -25,11 +25,17 @@ def _parse_age(raw: str | None) -> float | None:
         return None
 
 
-def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
-    root = Path(cfg.root)
-    manifest = root / cfg.manifest
+def check_speech_layout(cfg: SpeechDataset) -> Path:
+    """The manifest file exists (it is not read); returns its path."""
+    manifest = Path(cfg.root) / cfg.manifest
     if not manifest.is_file():
         raise LayoutError(f"speech manifest not found: {manifest}")
+    return manifest
+
+
+def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
+    manifest = check_speech_layout(cfg)
+    root = Path(cfg.root)
     labels = LabelMap(EMOTIONS)
     records: list[dict] = []
     quarantined: list[Quarantined] = []
