@@ -158,10 +158,13 @@ def optuna_storage_url(cfg: FusionConfig) -> str:
 
 
 def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh: bool = False,
-               tracking: TrackingConfig | None = None, tags: dict | None = None) -> SearchOutcome:
+               tracking: TrackingConfig | None = None, tags: dict | None = None,
+               callbacks: list | None = None) -> SearchOutcome:
     """Run (or resume) the sweep on ``splits`` (each trial fits on ``splits.fit`` and is scored
     on ``splits.select``); Ray must be up. With MLflow on (``tracking``), every trial is an
-    MLflow run (Ray's ``MLflowLoggerCallback``) tagged with ``tags``."""
+    MLflow run (Ray's ``MLflowLoggerCallback``) tagged with ``tags``. ``callbacks``: more
+    ``ray.tune.Callback``s for the driver's loop (a user's own logger or monitor) of a new
+    search; a resumed search runs with those it was started with (Tune restores its RunConfig)."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
@@ -183,11 +186,11 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
     # the experiment state after every finished trial, so a killed driver loses none. That
     # is intended here; Tune would warn about it on every trial.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    callbacks = None
+    callbacks = list(callbacks or [])
     if tracking is not None and tracking.tracking_uri is not None:
         from deepfusion.tracking.mlflow_runs import tune_callback
 
-        callbacks = [tune_callback(tracking, {"deepfusion.stage": "fusion", "deepfusion.search": str(experiment_dir),
+        callbacks += [tune_callback(tracking, {"deepfusion.stage": "fusion", "deepfusion.search": str(experiment_dir),
                                               **(tags or {})})]
     if resuming and tune.Tuner.can_restore(str(experiment_dir)):
         log.info("resuming the search in %s", experiment_dir)
@@ -208,7 +211,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
             ),
             run_config=tune.RunConfig(
                 name=search.name, storage_path=str(experiment_dir.parent), verbose=search.verbose,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks or None,
             ),
         )
     grid = tuner.fit()

@@ -43,10 +43,11 @@ class FusionOutcome:
 
 def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = False,
                 tracking: TrackingConfig | None = None, tags: dict | None = None,
-                out_of_fold: SplitLogits | None = None) -> FusionOutcome:
+                out_of_fold: SplitLogits | None = None, callbacks: list | None = None) -> FusionOutcome:
     """Ray must be up. ``fresh`` restarts the search; ``rebuild_cache`` recomputes logits;
     ``tracking`` with MLflow on records every trial, tagged with ``tags``; ``out_of_fold``:
-    the train split's cross-fitted logits (``fit_data.source: out_of_fold``)."""
+    the train split's cross-fitted logits (``fit_data.source: out_of_fold``); ``callbacks``:
+    more ``ray.tune.Callback``s for the search."""
     cache, built = open_or_build(cfg, force=rebuild_cache)
     logits = cache.load_all()
     names = cache.label_names
@@ -63,7 +64,7 @@ def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool =
     late = fit_fusion("late_fusion", splits.fit, splits.select, cfg.late_fusion, names, seed=cfg.search.seed)
     rows.append(_fusion_row("Late Fusion", late.model, logits, names))
 
-    outcome = run_search(cfg, cache, splits, fresh=fresh, tracking=tracking, tags=tags)
+    outcome = run_search(cfg, cache, splits, fresh=fresh, tracking=tracking, tags=tags, callbacks=callbacks)
     best_model, card = load_fusion(outcome.best_checkpoint)
     enhanced = _fusion_row("Enhanced Late Fusion", best_model, logits, names)
     rows.append(enhanced)

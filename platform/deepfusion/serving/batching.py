@@ -40,6 +40,11 @@ class Batcher:
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch (not those in the batch computing now)."""
+        return 0 if self._queue is None else self._queue.qsize()
+
     async def __call__(self, item: Any) -> Any:
         if self._task is None or self._task.done():
             self._queue = asyncio.Queue()

@@ -80,11 +80,13 @@ def _resume_key(cfg: TrainConfig) -> dict:
 
 
 def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResources = DataResources(),
-          tracking: TrackingConfig | None = None, tags: dict | None = None) -> TrainOutcome:
+          tracking: TrackingConfig | None = None, tags: dict | None = None,
+          callbacks: list[ray.train.UserCallback] | None = None) -> TrainOutcome:
     """Train ``cfg.model`` on ``cfg.data`` with Ray Train (Ray must be up).
 
     ``tracking``: TensorBoard curves (default) and the MLflow record; ``tags``: added to the
-    MLflow run.
+    MLflow run; ``callbacks``: Ray Train user callbacks, called on the run's controller after
+    each epoch's report (its metrics and the checkpoint just registered).
     """
     tracking = tracking or TrackingConfig()
     data = ShardDataset.open(cfg.data)
@@ -121,7 +123,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
         scaling_config=scaling,
         torch_config=torch_config,
         run_config=ray.train.RunConfig(
-            name=cfg.run.name, storage_path=str(storage),
+            name=cfg.run.name, storage_path=str(storage), callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.run.checkpoints_to_keep, checkpoint_score_attribute=cfg.monitor,
