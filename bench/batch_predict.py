@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.chdir(REPO_ROOT)
@@ -101,7 +102,8 @@ def main() -> None:
     cfg = experiment.predict or PredictSection()
     loop_load_s = loaded - started_loop
     print(json.dumps({
-        "bench": "batch_predict", "samples": clips, "repeat": args.repeat,
+        "bench": "batch_predict",
+        "calibration": calibration(), "samples": clips, "repeat": args.repeat,
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "loop_clips_per_s": round(clips / loop_s, 3), "loop_load_s": round(loop_load_s, 2),
         "ray_clips_per_s": round(result.predicted / ray_s, 3), "ratio": round((result.predicted / ray_s) /

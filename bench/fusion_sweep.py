@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -133,7 +135,8 @@ def main() -> int:
                                              "fusion.search.reuse_actors=false", "fusion.search.cpus_per_trial=1",
                                              "fusion.search.max_concurrent_trials=2"])
     result = {
-        "bench": "fusion_sweep", "trials": configured["trials"], "wall_s": configured["wall_s"],
+        "bench": "fusion_sweep",
+        "calibration": calibration(), "trials": configured["trials"], "wall_s": configured["wall_s"],
         "search_s": configured["search_s"], "ray_start_s": configured["ray_start_s"],
         "large_trials": large["trials"], "large_wall_s": large["wall_s"], "large_search_s": large["search_s"],
         "large_over_base_wall": round(large["wall_s"] / configured["wall_s"], 2),

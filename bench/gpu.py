@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "platform"))  # the library without installing it
@@ -267,7 +268,8 @@ def main() -> None:
         results.update(ray_parts(args, device))
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     print(json.dumps({
-        "bench": "gpu", "device": gpu or "cpu", "torch": torch.__version__,
+        "bench": "gpu",
+        "calibration": calibration(), "device": gpu or "cpu", "torch": torch.__version__,
         "cuda": torch.version.cuda, "steps": args.steps, "frame_size": args.frame_size,
         "text_length": args.text_length, "audio_seconds": args.audio_seconds,
         "half_rtx3060_budget_gib": HALF_RTX3060_GIB, "cuda_context_gib_assumed": CUDA_CONTEXT_GIB,

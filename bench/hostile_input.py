@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.chdir(REPO_ROOT)
@@ -193,7 +194,8 @@ def main() -> int:
     ray.shutdown()
     ok = all(r["status"] == r["expected"] and r["good_request_after"] == 200 for r in rows)
     print(json.dumps({
-        "bench": "hostile_input", "all_as_expected": ok, "max_peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
+        "bench": "hostile_input",
+        "calibration": calibration(), "all_as_expected": ok, "max_peak_rss_mib": max(r["peak_rss_mib"] for r in rows),
         "rows": rows, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}",
     }))
     return 0 if ok else 1

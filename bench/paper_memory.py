@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "platform"))
 GIB = 1024 ** 3
@@ -88,7 +90,8 @@ def main() -> None:
             results[name] = json.loads(run.stdout.strip().splitlines()[-1])
             results[name]["fits_half_rtx3060_fp32"] = results[name]["peak_gib"] + 0.5 <= 6.0
         print(f"{name:16s} {json.dumps(results[name])}", flush=True)
-    print(json.dumps({"bench": "paper_memory", "device": "cpu", "precision": "fp32", "models": results,
+    print(json.dumps({"bench": "paper_memory",
+        "calibration": calibration(), "device": "cpu", "precision": "fp32", "models": results,
                       "half_rtx3060_gib": 6.0, "cuda_context_gib_assumed": 0.5,
                       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, python {platform.python_version()}"}))
 

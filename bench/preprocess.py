@@ -37,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.chdir(REPO_ROOT)
@@ -242,7 +243,7 @@ def main() -> None:
         ray.shutdown()
 
     figures = {
-        "bench": "preprocess",
+        "bench": "preprocess", "calibration": calibration(),
         "clips": ray_clips,
         "ray_clips_per_s": round(ray_clips / ray_s, 2),
         "loop_clips_per_s": round(loop_clips / loop_s, 2),

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import requests
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.chdir(REPO_ROOT)
@@ -245,7 +246,8 @@ def main() -> int:
     ray.shutdown()
     c1 = levels[0]
     print(json.dumps({
-        "bench": "serve_latency", "p50_ms": c1["p50_ms"], "p95_ms": c1["p95_ms"], "p99_ms": c1["p99_ms"],
+        "bench": "serve_latency",
+        "calibration": calibration(), "p50_ms": c1["p50_ms"], "p95_ms": c1["p95_ms"], "p99_ms": c1["p99_ms"],
         "inprocess_p50_ms": round(in_p50, 1), "overhead_ms": round(c1["p50_ms"] - in_p50, 1),
         "rps_c1": c1["rps"], "p50_ms_c8": levels[1]["p50_ms"], "p99_ms_c8": levels[1]["p99_ms"],
         "rps_c8": levels[1]["rps"], "p50_ms_c32": levels[2]["p50_ms"], "p99_ms_c32": levels[2]["p99_ms"],

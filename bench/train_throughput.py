@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+from calibrate import calibration  # bench/calibrate.py: the machine's yardstick
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.chdir(REPO_ROOT)
@@ -129,7 +130,7 @@ def main() -> int:
     ray.shutdown()  # flush the workers' log lines now, so the JSON below is the last line
     plain = float(np.mean(plain_rates[1:] or plain_rates))
     print(json.dumps({
-        "bench": "train_throughput",
+        "bench": "train_throughput", "calibration": calibration(),
         "model": f"{cfg.model.kind}/{cfg.model.preset}", "data": str(cfg.data),
         "train_rows": data.total("train"), "batch_size": cfg.batch_size, "epochs_measured": args.epochs - 1,
         "ray_layout": configured["layout"], "ray_samples_per_s": configured["samples_per_s"],
