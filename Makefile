@@ -10,7 +10,7 @@ STAMP := $(VENV)/.deepfusion-installed
 TEST_STAMP := $(VENV)/.deepfusion-test-installed
 DEMO_CONFIG ?= configs/demo.yaml
 
-.PHONY: venv demo lint test test-all bench serve clean-work
+.PHONY: venv demo lint test test-fast bench serve clean-work
 
 venv: $(STAMP)
 
@@ -40,11 +40,14 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
+# The whole suite: lint, then every test against a real local Ray, HTTP and browser
 test: lint
 	$(PY) -m pytest -q
 
-test-all: $(TEST_STAMP)
-	$(PY) -m pytest -q -m ''
+# The inner loop while editing: the tests that need no Ray cluster, no job of their own and
+# no Serve app (pytest -m "not cluster"); a couple of minutes. `make test` before a commit.
+test-fast: $(TEST_STAMP)
+	$(PY) -m pytest -q -m "not cluster"
 
 # The HTTP application (needs the checkpoints of jobs.train and jobs.tune_fusion; see README)
 serve: $(STAMP)
