@@ -1,27 +1,47 @@
-"""Shared fixtures: a real local Ray, small synthetic corpora, the real data in ../shared/data."""
+"""The session's shared fixtures: one in-process Ray, one `ray start --head` that every CLI,
+job-submit and deploy check joins, the small SYNTHETIC corpora and their shards (built once,
+read-only: a test that writes works on a copy), the Serve app's checkpoints, and the real
+data in ../shared/data. Plain helpers are in tests/helpers.py.
+
+Tiers: a test that needs a Ray cluster, Serve or a job of its own is marked ``cluster``
+(by the fixtures it uses, or explicitly); ``make test-fast`` runs the rest."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import ray
 import requests
+from helpers import (
+    BIN,
+    DEMO_MELD,
+    DEMO_TEXTILE,
+    SHARED_DATA,
+    SMALL_DEMO,
+    bootstrap_file,
+    bootstrap_file_set_aside,
+    free_ports,
+    image_dataset,
+    meld_dataset,
+    preprocess_config,
+    save_backbone,
+    start_local_ray,
+)
 
-from deepfusion.config import DemoDataConfig, PreprocessConfig, validate_config
+from deepfusion.config import validate_config
 from deepfusion.demo.image_corpus import write_image_corpus
 from deepfusion.demo.meld_corpus import write_meld_corpus
-from deepfusion.ray_runtime import remove_stale_bootstrap_file, use_serve_environment
+from deepfusion.ray_runtime import use_serve_environment
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("DEEPFUSION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+# Fixtures that start or use a Ray cluster, a Serve app or a job's own Ray node
+CLUSTER_FIXTURES = {"ray_local", "ray_head", "private_node", "demo_shards", "served"}
 
 
 def pytest_configure(config):
@@ -35,15 +55,16 @@ def pytest_configure(config):
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 
-def start_local_ray() -> None:
-    """The session's single-node Ray, sized like the 2-core machines here."""
-    remove_stale_bootstrap_file()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
 
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real single-node Ray for the session (tests/test_multinode.py pauses it)."""
+    """One real single-node Ray for the session, in this process (tests/test_multinode.py
+    pauses it)."""
     start_local_ray()
     yield
     ray.shutdown()
@@ -54,12 +75,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder not found: {SHARED_DATA} (set DEEPFUSION_SHARED_DATA)")
     return SHARED_DATA
-
-
-SMALL_DEMO = DemoDataConfig(
-    out=Path("unused"), seed=0, dialogues={"train": 10, "dev": 3, "test": 3},
-    utterances_per_dialogue=(3, 5), frame_size=48, image_scale=0.05, image_size=64,
-)
 
 
 @pytest.fixture(scope="session")
@@ -77,88 +92,22 @@ def corpus_copy(demo_corpus, tmp_path) -> Path:
     return Path(shutil.copytree(demo_corpus, tmp_path / "corpus"))
 
 
-def preprocess_config(output_dir: Path, *datasets: dict, **data) -> PreprocessConfig:
-    return validate_config(PreprocessConfig, {
-        "output_dir": str(output_dir),
-        "data": {"num_cpus": 0.5, "concurrency": 2, "batch_size": 8, **data},
-        "datasets": list(datasets),
-    })
+@pytest.fixture(scope="session")
+def demo_shards(demo_corpus, tmp_path_factory, ray_local) -> dict:
+    """The demo corpus preprocessed once for the session (``meld_dataset`` and a textile
+    folder at 60 images per class, 64 px): ``{"root", "meld", "textile", "results"}``.
+    Read-only: every consumer writes its own outputs elsewhere."""
+    from deepfusion.preprocess.datasets import preprocess
 
-
-def image_dataset(root: Path, name: str = "textile", **kw) -> dict:
-    return {"kind": "image_folder", "name": name, "root": str(root), "target_per_class": 30,
-            "image_size": 32, **kw}
-
-
-def meld_dataset(root: Path, name: str = "meld", **kw) -> dict:
-    return {"kind": "meld", "name": name, "root": str(root),
-            "video": {"num_frames": 8, "frame_size": 32},
-            "audio": {"sample_rate": 16000, "max_seconds": 3.0},
-            "text": {"tokenizer": "offline", "max_length": 32}, **kw}
-
-
-def read_shards(out_dir: Path, split: str) -> list[dict]:
-    """Rows of one split, ``split`` restored from the Hive folder name as readers do."""
-    import pyarrow.parquet as pq
-
-    folder = Path(out_dir) / f"split={split}"
-    if not folder.is_dir():
-        return []
-    return [row | {"split": split} for row in pq.read_table(folder).to_pylist()]
-
-
-def save_backbone(folder: Path, data, model_config, seed: int) -> Path:
-    """A backbone checkpoint as jobs.train writes it, with untrained weights: what the
-    fusion and serving tests need is real checkpoints, not good ones (learning is tested
-    elsewhere)."""
-    import torch
-
-    from deepfusion.artifacts.checkpoint import save_checkpoint
-    from deepfusion.models import build_model
-
-    torch.manual_seed(seed)
-    model_config = data.resolve_model_config(model_config)
-    save_checkpoint(folder, build_model(model_config), model_config=model_config, label_names=data.label_names,
-                    data_info=data.checkpoint_info(), train_config={}, training_state={})
-    return folder
-
-
-def ray_actors(class_name_part: str, state: str | None = None) -> list[dict]:
-    """Actors of this Ray cluster as the GCS records them (class name, state, pid, node id,
-    dead ones too). Ray's public State API needs the dashboard, which the test Rays leave off."""
-    from ray._private import state as gcs_state
-
-    return [{"class_name": a["ActorClassName"], "state": a["State"], "pid": a["Pid"], "actor_id": a["ActorID"],
-             "node_id": a["Address"]["NodeID"]}
-            for a in gcs_state.actors().values()
-            if class_name_part in a["ActorClassName"] and (state is None or a["State"] == state)]
-
-
-def wait_for_job(client, job_id: str, timeout_s: float) -> tuple:
-    """Poll a submitted Ray job to a terminal status; returns (status, logs). Fails the
-    test with the job's log tail when it runs past ``timeout_s``."""
-    from ray.job_submission import JobStatus
-
-    deadline = time.monotonic() + timeout_s
-    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
-                                                             JobStatus.STOPPED}:
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-4000:]
-        time.sleep(2)
-    return status, client.get_job_logs(job_id)
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    root = tmp_path_factory.mktemp("demo_shards")
+    results = preprocess(preprocess_config(root, meld_dataset(demo_corpus / "meld", **DEMO_MELD),
+                                           image_dataset(demo_corpus / "textile", **DEMO_TEXTILE)))
+    return {"root": root, "meld": root / "meld", "textile": root / "textile",
+            "results": {result.name: result for result in results}}
 
 
 @pytest.fixture(scope="session")
-def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
+def served(demo_corpus, demo_shards, tmp_path_factory) -> dict:
     """Checkpoints for the Serve app (both backbones, a fusion model, the textile net), with a
     ``ServeSection`` for them. Built once: tests/test_serving.py and tests/test_hostile_input.py
     each deploy them under their own configuration."""
@@ -169,12 +118,9 @@ def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
     from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig, TextileNetConfig
     from deepfusion.config.serving import ServeSection
     from deepfusion.models.fusion import EnhancedLateFusion
-    from deepfusion.preprocess.datasets import preprocess
 
     root = tmp_path_factory.mktemp("serving")
-    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld"),
-                                 image_dataset(demo_corpus / "textile", name="textile")))
-    meld, textile = ShardDataset.open(root / "shards" / "meld"), ShardDataset.open(root / "shards" / "textile")
+    meld, textile = ShardDataset.open(demo_shards["meld"]), ShardDataset.open(demo_shards["textile"])
     video = save_backbone(root / "mimamo", meld, MimamoConfig(kind="mimamo", preset="cpu-small"), 0)
     audio_text = save_backbone(root / "lstm", meld, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)
     textile_ckpt = save_backbone(root / "textile", textile, TextileNetConfig(kind="textile", preset="cpu-small"), 2)
@@ -194,38 +140,80 @@ def served(demo_corpus, tmp_path_factory, ray_local) -> dict:
                 "limits": {"max_upload_mb": 1, "max_text_chars": 200}})}
 
 
-def demo_clip(served) -> Path:
-    return sorted((served["demo"] / "meld" / "train").glob("*.mp4"))[0]
+@pytest.fixture(scope="session")
+def serve_port(ray_local):
+    """The HTTP port of the session's Serve instance on the in-process Ray: modules deploy
+    their applications on it (``helpers.deploy``) and delete them when done, so Serve's
+    controller and proxy start once."""
+    from ray import serve
+
+    [port] = free_ports(1)
+    yield port
+    if ray.is_initialized():
+        serve.shutdown()
 
 
-@pytest.fixture
-def ray_head(tmp_path):
-    """A separate ``ray start --head`` on its own ports; --block ties its life to this process."""
+# -- the session's `ray start --head` ---------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def session_head(tmp_path_factory):
+    """One ``ray start --head`` on its own ports for the session (started when a test first
+    needs it): the CLI, job-submit, dashboard and deploy checks join it as users do. Its
+    bootstrap file makes a plain ``python -m jobs.X`` join it, so tests whose subject is a
+    node of the job's own use ``private_node``."""
+    log_path = tmp_path_factory.mktemp("ray_head") / "head.log"
     gcs_port, dashboard_port, agent_port, client_port = free_ports(4)
-    head_log = (tmp_path / "head.log").open("w")  # the child keeps its own copy of the descriptor
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
-         f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
-         f"--ray-client-server-port={client_port}", "--min-worker-port=20000",
-         "--max-worker-port=20999", "--num-cpus=2", "--disable-usage-stats",
-         "--include-dashboard=true"],
-        stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
-        # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
-        env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
-    head_log.close()
+    with log_path.open("w") as head_log:  # the child keeps its own copy of the descriptor
+        head = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}",
+             f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
+             f"--ray-client-server-port={client_port}", "--min-worker-port=20000",
+             "--max-worker-port=20999", "--num-cpus=2", "--disable-usage-stats",
+             "--include-dashboard=true"],
+            stdout=head_log, stderr=subprocess.STDOUT, start_new_session=True,
+            # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
+            env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     address = f"http://127.0.0.1:{dashboard_port}"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while True:
         try:
             requests.get(f"{address}/api/version", timeout=2)
             break
         except requests.ConnectionError:
-            time.sleep(1)
-    else:
-        head.kill()
-        pytest.fail(f"ray head did not start: {(tmp_path / 'head.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline or head.poll() is not None:
+                os.killpg(head.pid, signal.SIGKILL)
+                pytest.fail(f"ray head did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
     yield address
-    # `ray start --block` stops its node gracefully on SIGTERM (~30 s); the test is done
+    # `ray start --block` stops its node gracefully on SIGTERM (~30 s); the session is done
     # with it, and every process of the node is in this process group.
     os.killpg(head.pid, signal.SIGKILL)
     head.wait(timeout=60)
+    bootstrap_file().unlink(missing_ok=True)
+
+
+@functools.cache
+def _head_headers() -> dict:
+    token = subprocess.run([str(BIN / "ray"), "get-auth-token"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def ray_head(session_head):
+    """The session head's dashboard address. After the test, any Serve application it left
+    on the head is deleted, so the next test finds the head's CPUs free."""
+    yield session_head
+    headers = _head_headers()
+    apps = requests.get(f"{session_head}/api/serve/applications/", headers=headers, timeout=30)
+    if apps.status_code == 200 and apps.json().get("applications"):
+        requests.delete(f"{session_head}/api/serve/applications/", headers=headers, timeout=120)
+
+
+@pytest.fixture
+def private_node():
+    """A job started by this test starts a Ray node of its own (the node is what the test is
+    about: a stale bootstrap file, a fake GPU, a driver killed with its node): Ray's
+    bootstrap file is set aside for the test and put back after."""
+    with bootstrap_file_set_aside() as path:
+        yield path

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import ray.autoscaler
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 from ray.autoscaler._private.commands import _bootstrap_config
 from ray.autoscaler._private.util import validate_config
 
@@ -49,6 +49,9 @@ def test_a_command_that_yaml_reads_as_a_mapping_is_refused():
         validate_config(broken)
 
 
+# a head of its own (the node's token is what is tested); private_node keeps the session
+# head's bootstrap file, which this `ray start` would otherwise overwrite
+@pytest.mark.usefixtures("private_node")
 def test_the_token_reaches_each_node_by_file_mount_and_ray_refuses_clients_without_it(cluster, tmp_path):
     """No shared placeholder secret: the operator's token file is mounted to Ray's default
     token path, setup stops without it, and a head started as cluster.yaml starts it
@@ -60,7 +63,7 @@ def test_the_token_reaches_each_node_by_file_mount_and_ray_refuses_clients_witho
     import time
 
     import requests
-    from conftest import free_ports
+    from helpers import free_ports
 
     text = (REPO_ROOT / "cluster.yaml").read_text()
     assert "replace-with" not in text and "> ~/.ray/auth_token" not in text  # no token is made up on a node

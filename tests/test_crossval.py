@@ -4,8 +4,6 @@ by a model that never heard its speaker; pooled figures add up from the folds.""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import numpy as np
 import pyarrow.dataset as pads
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, run_cli
 
 from deepfusion.config import load_config
 from deepfusion.evaluation.metrics import classification_metrics
@@ -75,13 +73,16 @@ def test_two_fold_speaker_crossval_tests_every_clip_once_pools_the_folds_and_lea
     assert result.confusion_path.stat().st_size > 10_000
 
 
-def test_crossval_cli_refuses_a_dataset_without_folds(tmp_path):
+def test_crossval_cli_refuses_a_dataset_without_folds_before_ray_starts(tmp_path, capsys):
+    import ray
+
+    was_up = ray.is_initialized()
     config = yaml.safe_load(CONFIG.read_text())
     del config["preprocess"]["datasets"][0]["folds"]
     path = tmp_path / "no_folds.yaml"
     path.write_text(yaml.safe_dump(config))
-    job = subprocess.run([sys.executable, "-m", "jobs.crossval", "--config", str(path)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert job.returncode == 2, job.stderr[-2000:]
-    assert "preprocess.datasets 'speech_cv': cross-validation needs a speech dataset with `folds" in job.stderr
-    assert "Traceback" not in job.stderr
+    code, _, stderr = run_cli(["crossval", "--config", str(path)], capsys)
+    assert code == 2, stderr[-2000:]
+    assert "preprocess.datasets 'speech_cv': cross-validation needs a speech dataset with `folds" in stderr
+    assert "Traceback" not in stderr
+    assert ray.is_initialized() == was_up, "the job started Ray before refusing its config"

@@ -4,29 +4,24 @@ tests/test_predict.py has the other layouts)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
+from helpers import run_cli, save_backbone
 
 from deepfusion.config import ConfigError
 from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 
 
 @pytest.fixture(scope="module")
-def trained(ray_local, demo_corpus, tmp_path_factory) -> dict:
-    """The demo MELD corpus preprocessed as training would see it, and a Multimodal LSTM
-    and a MIMAMO Net checkpoint of that data."""
+def trained(demo_shards, tmp_path_factory) -> dict:
+    """The demo MELD corpus preprocessed as training would see it (the session's shards), and
+    a Multimodal LSTM and a MIMAMO Net checkpoint of that data."""
     from deepfusion.artifacts.dataset import ShardDataset
-    from deepfusion.preprocess.datasets import preprocess
 
     root = tmp_path_factory.mktemp("evaluate")
-    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld")))
-    data = ShardDataset.open(root / "shards" / "meld")
+    data = ShardDataset.open(demo_shards["meld"])
     lstm = save_backbone(root / "lstm", data, MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 0)
     # video only: on a csv without --media it would see nothing
     mimamo = save_backbone(root / "mimamo", data, MimamoConfig(kind="mimamo", preset="cpu-small", use_text=False), 1)
@@ -53,7 +48,7 @@ def test_a_csv_evaluates_exactly_as_the_same_rows_preprocessed_for_training(trai
     assert result.confusion_path.stat().st_size > 1000
 
 
-def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, tmp_path):
+def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, tmp_path, capsys):
     lines = (demo_corpus / "meld" / "dev_sent_emo.csv").read_text().splitlines()
     header = lines[0].split(",")
     bad = [""] * len(header)
@@ -62,17 +57,16 @@ def test_cli_quarantines_bad_rows_and_prints_per_class_f1(trained, demo_corpus, 
         bad[header.index(column)] = value
     csv_path = tmp_path / "reannotated.csv"
     csv_path.write_text("\n".join(lines + [",".join(bad)]) + "\n")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([sys.executable, "-m", "jobs.evaluate", "--checkpoint", str(trained["lstm"]),
-                           "--data", str(csv_path), "--out", str(tmp_path / "out")],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    # `deepfusion evaluate`, in this process (it joins the session's Ray)
+    code, stdout, stderr = run_cli(["evaluate", "--checkpoint", str(trained["lstm"]), "--data", str(csv_path),
+                                    "--out", str(tmp_path / "out")], capsys)
+    assert code == 0, (stdout + stderr)[-3000:]
     rows = len(lines) - 1
     assert (f"(meld; n={rows}; text-only: {rows}): {rows} predicted, 0 already done, 1 quarantined, see "
-            in done.stdout), done.stdout
-    assert f"labeled n={rows}" in done.stdout
-    assert "weighted F1" in done.stdout and "per-class F1 anger" in done.stdout
-    assert "note: no sample has audio; the model saw only its other inputs" in done.stdout  # text-only csv
+            in stdout), stdout
+    assert f"labeled n={rows}" in stdout
+    assert "weighted F1" in stdout and "per-class F1 anger" in stdout
+    assert "note: no sample has audio; the model saw only its other inputs" in stdout  # text-only csv
     quarantine = (tmp_path / "out" / "quarantine.jsonl").read_text()
     assert "reannotated.csv" in quarantine and "unknown label Emotion='bored'" in quarantine
     assert (tmp_path / "out" / "reannotated_confusion.png").is_file()

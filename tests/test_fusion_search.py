@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 import requests
 import torch
 import yaml
-from conftest import REPO_ROOT, meld_dataset, preprocess_config, save_backbone
+from helpers import job_env, run_cli, run_in_own_session, save_backbone
 
 from deepfusion.artifacts.batches import model_batch_inputs
 from deepfusion.artifacts.checkpoint import load_model
@@ -28,16 +27,14 @@ from deepfusion.config import ConfigError, FusionConfig, validate_config
 from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 from deepfusion.fusion.logit_cache import open_or_build
 from deepfusion.fusion.study import load_study, open_storage, study_location
-from deepfusion.preprocess.datasets import preprocess
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
-def backbones(demo_corpus, tmp_path_factory, ray_local) -> dict:
+def backbones(demo_shards, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("fusion")
-    preprocess(preprocess_config(root / "shards", meld_dataset(demo_corpus / "meld", name="meld")))
-    data = ShardDataset.open(root / "shards" / "meld")
+    data = ShardDataset.open(demo_shards["meld"])
     return {
         "root": root, "data": data.path,
         "video": save_backbone(root / "mimamo", data, MimamoConfig(kind="mimamo", preset="cpu-small"), 0),
@@ -127,6 +124,9 @@ def test_eight_trial_sweep_exports_the_best_trial(sweep):
 
     model, card = load_fusion(outcome.export_dir)
     assert card.kind == "enhanced_late_fusion" and sum(p.numel() for p in model.parameters()) == 9
+    # the class order of the data the backbones were fitted on, through the cache to the export
+    assert card.label_names == outcome.cache.label_names == ShardDataset.open(
+        outcome.cache.inputs["data"]["path"]).label_names
     assert card.hyperparameters["lr"] == pytest.approx(search.best_config["lr"])
     assert set(card.metrics) >= {"val", "test", "search"}
     assert card.backbones["video_checkpoint"]["sha256"] == outcome.cache.inputs["video_checkpoint"]["sha256"]
@@ -208,29 +208,12 @@ def test_optuna_dashboard_serves_the_study(sweep):
         dashboard.wait(timeout=10)
 
 
-def run_in_own_session(command: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """``subprocess.run`` whose timeout kills the driver with the Ray node it started and
-    still shows what it printed (a bare TimeoutExpired shows nothing)."""
-    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f"{command} still running after {timeout} s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
-
-
 def terminated_trials(experiment_dir: Path) -> dict[str, str]:
     """trial id -> its folder, for the trials the last experiment snapshot calls TERMINATED."""
     states = sorted(experiment_dir.glob("experiment_state-*.json"))
     if not states:
         return {}
-    try:
-        data = json.loads(states[-1].read_text())
-    except json.JSONDecodeError:  # caught mid-write
-        return {}
+    data = json.loads(states[-1].read_text())
     out = {}
     for trial_json, _ in data["trial_data"]:
         trial = json.loads(trial_json)
@@ -239,73 +222,117 @@ def terminated_trials(experiment_dir: Path) -> dict[str, str]:
     return out
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_path):
+# A user's driver script whose search kills itself (and the Ray node it started: its
+# process group) at the start of the Tune step after the experiment state on disk first
+# records ``after`` finished trials: what a resume reads is then known, whatever the timing
+# of Tune's snapshots. Tune restores a search's callbacks when it resumes it; the marker file
+# keeps this to one kill.
+KILLED_SEARCH = """
+import glob, json, os, signal, sys
+from pathlib import Path
+from ray import tune
+from deepfusion.config import load_config
+from deepfusion.fusion.tune import tune_fusion
+from deepfusion.ray_runtime import connect
+
+config, marker, after, experiment_dir = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def finished_on_disk():
+    states = sorted(glob.glob(os.path.join(experiment_dir, "experiment_state-*.json")))
+    try:
+        trials = json.loads(Path(states[-1]).read_text())["trial_data"] if states else []
+    except (OSError, ValueError):  # being replaced: the next step reads it again
+        return 0
+    return sum(json.loads(trial)["status"] == "TERMINATED" for trial, _ in trials)
+
+class KillTheDriver(tune.Callback):
+    def on_step_begin(self, iteration, trials, **info):
+        if not marker.exists() and (finished := finished_on_disk()) >= after:
+            marker.write_text(str(finished))
+            os.killpg(0, signal.SIGKILL)
+
+experiment = load_config(config)
+connect(experiment.ray)
+tune_fusion(experiment.fusion, callbacks=[KillTheDriver()])
+"""
+
+
+@pytest.mark.usefixtures("private_node")
+def test_killed_driver_resumes_without_rerunning_finished_trials(backbones, tmp_path, capsys, caplog):
     import optuna
 
-    cfg = fusion_config(backbones, tmp_path, num_samples=16, max_concurrent_trials=2)
+    trials = 8
+    cfg = fusion_config(backbones, tmp_path, num_samples=trials, max_concurrent_trials=2)
     config = tmp_path / "fusion.yaml"
     config.write_text(yaml.safe_dump({"ray": {"num_cpus": 2}, "fusion": cfg.model_dump(mode="json")}))
-    command = [sys.executable, "-m", "jobs.tune_fusion", "--config", str(config)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    tune = ["tune", "--config", str(config)]
     experiment_dir = tmp_path / "tune" / "sweep"
 
-    nothing = subprocess.run(command + ["--resume"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                             timeout=120)
-    assert nothing.returncode == 2 and "--resume: no search to resume in" in nothing.stderr, nothing.stderr[-2000:]
+    code, _, err = run_cli(tune + ["--resume"], capsys)
+    assert code == 2 and "--resume: no search to resume in" in err, err
 
-    driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 300
-    while len(terminated_trials(experiment_dir)) < 4:
-        assert driver.poll() is None, driver.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no 4 finished trials within 300 s"
-        time.sleep(0.1)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray node it started
-    driver.wait(timeout=30)
+    marker = tmp_path / "killed"
+    killed = run_in_own_session([sys.executable, "-c", KILLED_SEARCH, str(config), str(marker), "3",
+                                 str(experiment_dir)], env=job_env(), timeout=600)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
     finished = terminated_trials(experiment_dir)
-    assert len(finished) < 16, "killed mid-sweep"
+    assert int(marker.read_text()) == len(finished) and 3 <= len(finished) < trials, (marker.read_text(), finished)
     before = {t: (experiment_dir / d / "result.json").stat() for t, d in finished.items()}
 
-    resumed = run_in_own_session(command + ["--resume"], env=env, timeout=600)
-    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
-    assert "resuming the search" in resumed.stderr
-    assert "search: 16 trials (0 errored)" in resumed.stdout
+    # the search resumes (here in this process, on the session's Ray) and finishes
+    with caplog.at_level("INFO"):
+        code, out, err = run_cli(tune + ["--resume"], capsys)
+    assert code == 0, (out + err)[-4000:]
+    assert "resuming the search" in caplog.text
+    assert f"search: {trials} trials (0 errored)" in out
     after = terminated_trials(experiment_dir)
     rerun = [t for t, stat in before.items()
              if ((now := (experiment_dir / finished[t] / "result.json").stat()).st_mtime_ns, now.st_size)
              != (stat.st_mtime_ns, stat.st_size)]
-    print("FAULT " + json.dumps({"fault": "tune_driver_killed", "trials": 16, "finished_at_kill": len(finished),
+    print("FAULT " + json.dumps({"fault": "tune_driver_killed", "trials": trials, "finished_at_kill": len(finished),
                                  "finished_trials_rerun": len(rerun), "finished_after_resume": len(after)}))
-    assert len(after) == 16 and set(finished) <= set(after)
+    assert len(after) == trials and set(finished) <= set(after)
     assert not rerun, f"trials {rerun} ran again"
     study = load_study("sweep", str(experiment_dir / "optuna.journal"))
-    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 16
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == trials
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 
     # a changed search is refused rather than mixed into this one
-    changed = subprocess.run(command + ["--set", "fusion.search.space.lr=[1e-4,1e-2]"], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert changed.returncode == 2 and "different space" in changed.stderr, changed.stderr[-2000:]
+    code, _, err = run_cli(tune + ["--set", "fusion.search.space.lr=[1e-4,1e-2]"], capsys)
+    assert code == 2 and "different space" in err, err[-2000:]
 
 
-def test_a_logit_cache_build_killed_mid_way_is_never_read_and_the_rerun_completes(backbones, tmp_path):
-    """SIGKILL of the fusion driver while Ray Data writes the logit cache: the staging
-    folder has no card, so nothing reads it; the next build completes and removes it."""
+# A driver that dies (SIGKILL, with its Ray node) the moment Ray Data has written every
+# split's logits and before the cache's card is written: the cache is complete on disk but
+# for its card, the state a reader must never take for a cache.
+KILLED_CACHE_BUILD = """
+import os, signal, sys
+import deepfusion.fusion.logit_cache as logit_cache
+from deepfusion.config import load_config
+from deepfusion.ray_runtime import connect
+
+def die(folder):
+    os.killpg(0, signal.SIGKILL)
+
+logit_cache._count_rows = die  # called once every split is written, before the card
+experiment = load_config(sys.argv[1])
+connect(experiment.ray)
+logit_cache.open_or_build(experiment.fusion)
+"""
+
+
+@pytest.mark.usefixtures("private_node")
+def test_a_logit_cache_build_killed_before_its_card_is_never_read_and_the_rerun_completes(backbones, tmp_path):
+    """SIGKILL of the fusion driver after Ray Data wrote the logit cache's files and before
+    its card: the staging folder has no card, so nothing reads it; the next build completes
+    and removes it."""
     cfg = fusion_config(backbones, tmp_path, num_samples=2, max_concurrent_trials=2)
     config = tmp_path / "fusion.yaml"
     config.write_text(yaml.safe_dump({"ray": {"num_cpus": 2}, "fusion": cfg.model_dump(mode="json")}))
-    command = [sys.executable, "-m", "jobs.tune_fusion", "--config", str(config)]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cache_dir = Path(cfg.cache_dir)
-    driver = subprocess.Popen(command, cwd=REPO_ROOT, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 180
-    while not list(cache_dir.glob("*.staging/split=*/*.parquet")):
-        assert driver.poll() is None, "the job ended before it was killed"
-        assert time.monotonic() < deadline, "no cache file written within 180 s"
-        time.sleep(0.05)
-    os.killpg(driver.pid, signal.SIGKILL)
-    driver.wait(timeout=30)
+    killed = run_in_own_session([sys.executable, "-c", KILLED_CACHE_BUILD, str(config)], env=job_env(), timeout=300)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert list(cache_dir.glob("*.staging/split=*/*.parquet")), "the killed build wrote no logits"
     assert not list(cache_dir.glob("*/cache.json")), "a half-written cache looks complete"
 
     cache, built = open_or_build(cfg)  # the rerun's first step, on this session's Ray

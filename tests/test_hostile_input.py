@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import requests
 import soundfile
-from conftest import free_ports, image_dataset, meld_dataset, preprocess_config, ray_actors
+from helpers import deploy, image_dataset, meld_dataset, preprocess_config, ray_actors
 from PIL import Image
 
 from deepfusion.config import MediaLimits
@@ -158,7 +158,7 @@ def test_ingestion_quarantines_hostile_files_with_the_reason_and_goes_on(corpus_
 # -- the Serve app over HTTP -------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def guarded(served, tmp_path_factory):
+def guarded(served, serve_port, tmp_path_factory):
     """The app with a bearer token and tight limits: 1 MB per file, 2 MB per request."""
     from ray import serve
 
@@ -172,12 +172,10 @@ def guarded(served, tmp_path_factory):
     cfg = served["cfg"].model_copy(update={
         "auth": AuthSection(token_file=token_file),
         "limits": RequestLimits(max_upload_mb=1, max_request_mb=2, max_text_chars=200, media=TIGHT)})
-    [port] = free_ports(1)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(cfg), name="guarded", route_prefix="/")
-    yield {"url": f"http://127.0.0.1:{port}", "port": port, "headers": {"Authorization": f"Bearer {token}"},
+    url = deploy(build_app(cfg), "guarded", serve_port)
+    yield {"url": url, "port": serve_port, "headers": {"Authorization": f"Bearer {token}"},
            "served": served, "cfg": cfg}
-    serve.shutdown()
+    serve.delete("guarded")
 
 
 def post(guarded, route: str, files=None, **data) -> requests.Response:
@@ -344,8 +342,18 @@ def test_requests_generated_from_the_openapi_schema_never_get_a_5xx_and_get_what
     assert_still_answers(guarded)
 
 
-def test_the_ingress_replica_stays_within_its_memory_bound(guarded):
-    """Runs after the hostile requests above: the replica's peak RSS (VmHWM) over all of them."""
+def test_the_ingress_replica_stays_within_its_memory_bound(guarded, tmp_path):
+    """The replica's peak RSS (VmHWM, since it started) after the heaviest hostile uploads,
+    sent here (whatever ran before): decompression bombs, video over the frame and pixel
+    caps, audio over the length cap, each refused."""
+    heavy = [("/v1/textile", "image", ("x.png", png_bomb(), "image/png")),
+             ("/v1/textile", "image", ("x.jpg", jpeg_bomb(), "image/jpeg")),
+             ("/v1/emotion", "video", ("v.mp4", clip(tmp_path / "long.mp4", 150, 32, 32), "video/mp4")),
+             ("/v1/emotion", "video", ("v.mp4", clip(tmp_path / "wide.mp4", 4, 320, 240), "video/mp4")),
+             ("/v1/emotion", "audio", ("a.wav", wav(tmp_path / "a.wav", 30), "audio/wav"))]
+    for route, field, upload in heavy:
+        response = post(guarded, route, files={field: upload})
+        assert response.status_code == 413 and response.json()["detail"]["field"] == field, response.text
     [replica] = ray_actors("ServeReplica:guarded:ingress", state="ALIVE")
     status = Path(f"/proc/{replica['pid']}/status").read_text()
     peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
@@ -356,7 +364,7 @@ def test_the_ingress_replica_stays_within_its_memory_bound(guarded):
 
 def test_with_chunked_uploads_allowed_the_stream_is_cut_off_at_the_limit(guarded):
     """``require_content_length: false``: a chunked body is counted as it arrives and the app
-    stops reading it at the limit with a 413. (Redeploys the app: runs last in the module.)"""
+    stops reading it at the limit with a 413. (Redeploys the app for the test, and back.)"""
     from ray import serve
 
     from deepfusion.serving.app import build_app
@@ -364,11 +372,14 @@ def test_with_chunked_uploads_allowed_the_stream_is_cut_off_at_the_limit(guarded
     cfg = guarded["cfg"]
     serve.run(build_app(cfg.model_copy(update={
         "limits": cfg.limits.model_copy(update={"require_content_length": False})})), name="guarded", route_prefix="/")
-    connection = start_post(guarded, **{"Transfer-Encoding": "chunked"})
-    send_chunked(connection, 8 * 1024 * 1024)
-    status, detail = answer(connection)
-    assert status == 413 and detail["field"] == "body", detail
-    assert_still_answers(guarded)
+    try:
+        connection = start_post(guarded, **{"Transfer-Encoding": "chunked"})
+        send_chunked(connection, 8 * 1024 * 1024)
+        status, detail = answer(connection)
+        assert status == 413 and detail["field"] == "body", detail
+        assert_still_answers(guarded)
+    finally:
+        serve.run(build_app(cfg), name="guarded", route_prefix="/")
 
 
 def test_the_token_file_must_be_readable_and_long_enough(tmp_path):

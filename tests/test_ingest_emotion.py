@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import meld_dataset, preprocess_config, read_shards
+from helpers import meld_dataset, preprocess_config, read_shards
 
 from deepfusion.artifacts.shards import EMOTION_SCHEMA, frames_from_bytes
 from deepfusion.labels import EMOTIONS
@@ -32,9 +32,11 @@ def all_rows(out_dir: Path) -> list[dict]:
     return [r for split in ("train", "val", "test") for r in read_shards(out_dir, split)]
 
 
-def test_demo_meld_schema_counts_and_modality_masks(demo_corpus, tmp_path):
+def test_demo_meld_schema_counts_and_modality_masks(demo_corpus, demo_shards):
+    """The session's demo shards (``meld_dataset`` of the demo corpus), read back."""
     root = demo_corpus / "meld"
-    [result] = preprocess(preprocess_config(tmp_path / "s", meld_dataset(root)))
+    result = demo_shards["results"]["meld"]
+    assert not result.skipped
     rows = {r["sample_id"]: r for r in all_rows(result.out_dir)}
     shard = next((result.out_dir / "split=train").glob("*.parquet"))
     assert pq.read_schema(shard).remove_metadata().equals(
@@ -59,10 +61,10 @@ def test_demo_meld_schema_counts_and_modality_masks(demo_corpus, tmp_path):
     assert masks[(True, True)] > 0
 
 
-def test_decoded_media_equal_the_shared_decoders(demo_corpus, tmp_path):
+def test_decoded_media_equal_the_shared_decoders(demo_corpus, demo_shards):
     """What lands in a shard is exactly what the shared decoders (used by Serve) produce."""
     root = demo_corpus / "meld"
-    [result] = preprocess(preprocess_config(tmp_path / "s", meld_dataset(root)))
+    result = demo_shards["results"]["meld"]
     rows = [r for r in all_rows(result.out_dir) if r["has_video"]]
     with_wav = next(r for r in rows if r["split"] == "train"
                     and (root / "train" / (r["sample_id"].split("/")[-1] + ".wav")).is_file())

@@ -1,22 +1,57 @@
-"""The two README commands install what they need once: a second run installs nothing."""
+"""The two README commands install what they need once: a second run installs nothing, a
+changed pyproject.toml installs again. Checked on a copy of the Makefile with stamps the test
+sets itself (``make -n`` prints what would run, running nothing), so neither the state of
+this checkout's .venv nor the `make test` that runs the suite can decide the outcome."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import pytest
+from helpers import REPO_ROOT
+
+STAMPS = (".venv/.deepfusion-installed", ".venv/.deepfusion-test-installed")
 
 
-def test_venv_is_up_to_date_after_install():
-    # `make -q` exits 0 only if the target needs no work: the .venv stamp is newer than
-    # pyproject.toml, so `make demo` / `make test` run now would install nothing.
-    result = subprocess.run(["make", "-q", "venv"], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, "make venv would reinstall: .venv stamp older than pyproject.toml"
+@pytest.fixture
+def project(tmp_path) -> Path:
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(REPO_ROOT / name, tmp_path / name)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    return tmp_path
 
 
-def test_venv_target_would_rebuild_when_dependencies_change(tmp_path):
-    # Same Makefile, a pyproject.toml newer than the stamp: make must want to reinstall.
-    result = subprocess.run(
-        ["make", "-q", "venv", "-W", "pyproject.toml"], cwd=REPO_ROOT, capture_output=True, text=True)
-    assert result.returncode == 1
+def set_times(project: Path, pyproject: float, stamps: float) -> None:
+    os.utime(project / "pyproject.toml", (pyproject, pyproject))
+    for stamp in STAMPS:
+        (project / stamp).touch()
+        os.utime(project / stamp, (stamps, stamps))
+
+
+def make(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", *args], cwd=project, capture_output=True, text=True, timeout=60)
+
+
+def installs(output: str) -> list[str]:
+    return [line for line in output.splitlines() if "pip install" in line]
+
+
+def test_a_second_run_installs_nothing(project):
+    set_times(project, pyproject=1_000_000, stamps=2_000_000)  # installed after the last change
+    assert make(project, "-q", "venv").returncode == 0  # up to date
+    for target in ("demo", "test", "test-fast", "lint"):
+        dry = make(project, "-n", target)
+        assert dry.returncode == 0, dry.stderr
+        assert installs(dry.stdout) == [], (target, dry.stdout)
+
+
+def test_a_changed_pyproject_installs_again_and_test_adds_its_extras(project):
+    set_times(project, pyproject=2_000_000, stamps=1_000_000)  # pyproject.toml changed since
+    assert make(project, "-q", "venv").returncode == 1  # make wants to reinstall
+    demo = installs(make(project, "-n", "demo").stdout)
+    assert any("-e ." in line for line in demo) and not any("[test]" in line for line in demo), demo
+    for target in ("test", "test-fast"):
+        assert any("'.[test]'" in line for line in installs(make(project, "-n", target).stdout)), target

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import preprocess_config, read_shards
+from helpers import preprocess_config, read_shards
 
 from deepfusion.config import ManifestDataset, SpeechDataset, SplitRatios, validate_config
 from deepfusion.sources import LayoutError
@@ -184,7 +184,7 @@ def test_shared_meld_and_speech_converted_to_manifests_give_the_same_shards(shar
 
     # jobs.evaluate reads the speech layout too: an LSTM of these shards on the speech
     # folder gives, for each test clip, what batch evaluation of the test split gives
-    from conftest import save_backbone
+    from helpers import save_backbone
 
     from deepfusion.artifacts.dataset import ShardDataset
     from deepfusion.config import DataResources

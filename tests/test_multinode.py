@@ -2,8 +2,8 @@
 GPUs and two worker nodes advertising one GPU each, like cluster.yaml's RTX 3060 workers.
 torch sees no CUDA here, so the models run on CPU; what is tested is where Ray puts them.
 
-Slow (three raylets, four Train workers, Tune trials and a Serve app on 2 cores):
-``pytest -m slow tests/test_multinode.py``.
+Three raylets, four Train workers, Tune trials and a Serve app on 2 cores: the session's
+single-node Ray is paused for the module (its Serve app and actors go with it).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from pathlib import Path
 import pytest
 import ray
 import requests
-from conftest import (
+from helpers import (
+    bootstrap_file_set_aside,
     free_ports,
-    image_dataset,
-    meld_dataset,
-    preprocess_config,
     ray_actors,
     save_backbone,
     start_local_ray,
@@ -28,7 +26,7 @@ from deepfusion.config import FusionConfig, TrainConfig, validate_config
 from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
 from deepfusion.config.serving import ServeSection
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +38,16 @@ def cluster(tmp_path_factory):
     session_ray = ray.is_initialized()
     if session_ray:
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
-    gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1, resources={"rtx3060": 1}) for _ in range(2)]
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield {"head": cluster.head_node.node_id, "gpu_nodes": {n.node_id for n in gpu_nodes}}
-    ray.shutdown()
-    cluster.shutdown()
+    # the test cluster records itself as "the local cluster": the session head's record is
+    # set aside meanwhile, and put back, so jobs submitted to the head later still find it
+    with bootstrap_file_set_aside():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+        gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1, resources={"rtx3060": 1}) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        yield {"head": cluster.head_node.node_id, "gpu_nodes": {n.node_id for n in gpu_nodes}}
+        ray.shutdown()
+        cluster.shutdown()
     if session_ray:
         start_local_ray()
 
@@ -57,13 +58,9 @@ def placement(per_node: Counter, cluster: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def shards(cluster, demo_corpus, tmp_path_factory) -> Path:
-    from deepfusion.preprocess.datasets import preprocess
-
-    out = tmp_path_factory.mktemp("multinode_shards")
-    preprocess(preprocess_config(out, image_dataset(demo_corpus / "textile", name="textile", image_size=32),
-                                 meld_dataset(demo_corpus / "meld", name="meld")))
-    return out
+def shards(cluster, demo_shards) -> Path:
+    """The session's demo shards (made on whichever Ray was up first)."""
+    return demo_shards["root"]
 
 
 def test_four_train_workers_at_half_a_gpu_place_two_per_gpu_node(cluster, shards, tmp_path):

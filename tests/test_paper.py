@@ -1,5 +1,5 @@
 """The paper's configuration (configs/paper): every file validates and builds the
-methodology's models; the slow test runs the whole paper pipeline on a tiny synthetic slice."""
+methodology's models; one test runs the whole paper pipeline on a tiny synthetic slice."""
 
 from __future__ import annotations
 
@@ -11,17 +11,22 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, free_ports
+from helpers import REPO_ROOT, SMALL_DEMO, free_ports, job_env, run_in_own_session
 
 from deepfusion.artifacts.batches import model_batch_inputs
 from deepfusion.config import load_config
 from deepfusion.config.architectures import random_init_overrides
+from deepfusion.demo.meld_corpus import write_meld_corpus
 from deepfusion.models import build_model
 from deepfusion.workflows.pipeline_plan import plan_pipeline
 
 PAPER = REPO_ROOT / "configs" / "paper"
 PIPELINE = PAPER / "pipeline.yaml"
 MODELS = ("textile", "mimamo", "multimodal_lstm")
+# The SYNTHETIC MELD slice the paper pipeline runs on: a third of the session's small demo
+# (about 12 training clips), as every epoch of the paper-size models costs seconds per clip.
+PAPER_SLICE = SMALL_DEMO.model_copy(update={"dialogues": {"train": 4, "dev": 2, "test": 2},
+                                            "utterances_per_dialogue": (2, 4)})
 
 
 def test_the_paper_files_hold_the_methodologys_settings():
@@ -87,12 +92,17 @@ def test_the_paper_models_build_offline_and_give_one_logit_per_class(name):
     assert parameters > {"textile": 24e6, "mimamo": 130e6, "multimodal_lstm": 200e6}[name], parameters
 
 
-@pytest.mark.slow
+@pytest.mark.usefixtures("ray_head")
 def test_the_paper_pipeline_end_to_end_on_a_tiny_slice(demo_corpus, tmp_path):
     """preprocess -> the three paper backbones (random weights, one epoch, CPU) -> a fusion
-    sweep of 3 trials -> Serve answers one request. Frames and images are 48-64 px (the
+    sweep of 3 trials -> Serve answers one request, as `python -m jobs.pipeline` on this
+    machine runs it: joining the session's head. The MELD slice is its own, smaller than the
+session's demo corpus. Frames and images are 48-64 px (the
     synthetic slice's own size) so that ResNet-50 runs in minutes on 2 cores."""
     (port,) = free_ports(1)
+    meld = tmp_path / "meld"
+    rows = write_meld_corpus(PAPER_SLICE, meld)
+    assert rows["train"] >= 8, rows
     stage = {name: [*random_init_overrides(name), "train.epochs=1", "train.scaling.num_workers=1",
                     "train.scaling.torch_threads=2", "ray.num_cpus=2"] for name in MODELS}
     stage["textile"] += ["train.batch_size=8"]
@@ -102,7 +112,7 @@ def test_the_paper_pipeline_end_to_end_on_a_tiny_slice(demo_corpus, tmp_path):
         "ray.num_cpus=2", "tracking.mlflow=false", "preprocess.data.num_cpus=0.5", "preprocess.data.concurrency=2",
         f"preprocess.datasets.0.root={demo_corpus / 'textile'}", "preprocess.datasets.0.target_per_class=12",
         "preprocess.datasets.0.image_size=64",
-        f"preprocess.datasets.1.root={demo_corpus / 'meld'}",
+        f"preprocess.datasets.1.root={meld}",
         'preprocess.datasets.1.media_dirs={"train": "train", "val": "dev", "test": "test"}',
         "preprocess.datasets.1.video.frame_size=48", "preprocess.datasets.1.audio.max_seconds=2.0",
         *[f"pipeline.train.{i}.overrides={json.dumps(stage[name])}"
@@ -117,11 +127,9 @@ def test_the_paper_pipeline_end_to_end_on_a_tiny_slice(demo_corpus, tmp_path):
             "serve.ingress.num_cpus=0.25"]),
         f"pipeline.serve.url=http://127.0.0.1:{port}",
     ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "jobs.pipeline", "--config", str(PIPELINE), "--workdir", str(tmp_path)]
-        + [arg for o in overrides for arg in ("--set", o)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3000)
+    run = run_in_own_session([sys.executable, "-m", "jobs.pipeline", "--config", str(PIPELINE), "--workdir",
+                              str(tmp_path)] + [arg for o in overrides for arg in ("--set", o)],
+                             env=job_env(), timeout=800)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     summary = json.loads((tmp_path / "work/paper/pipeline/summary.json").read_text())
     assert [row["model"] for row in summary["comparison"]] == ["MIMAMO Net", "Multimodal LSTM", "Late Fusion",

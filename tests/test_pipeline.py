@@ -4,7 +4,6 @@ methodology end to end, submitted with `ray job submit`, then re-run after a cha
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, free_ports, wait_for_job
+from helpers import REPO_ROOT, free_ports, job_env, run_in_own_session, wait_for_job
 
 from deepfusion.artifacts.freshness import StageLedger, content_key
 from deepfusion.config import ConfigError, load_config
@@ -89,6 +88,7 @@ def _stage_lines(output: str) -> dict[str, str]:
 
 
 @pytest.mark.usefixtures("ray_local")  # token auth on in this process, as the `ray` CLI does
+@pytest.mark.timeout(1200)  # above the job's wait and the re-run's together: a hang shows the job's log
 def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_head, tmp_path):
     from ray.job_submission import JobStatus, JobSubmissionClient
 
@@ -105,7 +105,7 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
                    + " ".join(f"--set '{o}'" for o in overrides),
         runtime_env={"working_dir": str(REPO_ROOT), "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
     )
-    status, logs = wait_for_job(client, job_id, timeout_s=900)
+    status, logs = wait_for_job(client, job_id, timeout_s=600)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
     assert _stage_lines(logs) == {"demo_data": "ran", "preprocess": "ran", "train/textile": "ran",
                                   "train/mimamo": "ran", "train/multimodal_lstm": "ran", "fusion": "ran",
@@ -140,11 +140,10 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     # A re-run with the LSTM trained longer: the LSTM and the fusion (its input) redo, nothing else.
     changed = [o for o in SMALL if not o.startswith("pipeline.train.2")]
     changed += ['pipeline.train.2.overrides=["train.epochs=2"]', "pipeline.serve.deploy=false"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    rerun = subprocess.run(
-        [sys.executable, "-m", "jobs.pipeline", "--config", str(DEMO), "--workdir", str(work)]
-        + [arg for o in changed for arg in ("--set", o)],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900)
+    # `python -m jobs.pipeline` on this machine joins the session's head, as a user's would
+    rerun = run_in_own_session([sys.executable, "-m", "jobs.pipeline", "--config", str(DEMO), "--workdir", str(work)]
+                               + [arg for o in changed for arg in ("--set", o)], env=job_env(), timeout=500)
+    assert "joined the running Ray cluster" in rerun.stderr, rerun.stderr[-3000:]
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     assert _stage_lines(rerun.stdout) == {
         "demo_data": "up to date", "preprocess": "up to date", "train/textile": "skipped",

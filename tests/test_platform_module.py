@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import pytest
+from helpers import REPO_ROOT, job_env
+
 STDLIB = Path(sysconfig.get_paths()["stdlib"]).resolve()
 
+# What a fresh interpreter resolves, started in the repository root: there ``sys.path[0]`` is
+# that folder, platform/ included.
+PROBE = """
+import json, os, platform, sys
+import deepfusion
+print("RESULT " + json.dumps({"file": platform.__file__, "system": platform.system(), "cwd": os.getcwd(),
+                              "path0": sys.path[0], "deepfusion": deepfusion.__file__}))
+"""
 
-def describe_platform() -> dict:
-    import platform  # noqa: PLC0415 - the point is what this import resolves to
 
-    import deepfusion
-
-    return {"file": platform.__file__, "system": platform.system(), "cwd": os.getcwd(),
-            "deepfusion": deepfusion.__file__}
+def result_of(output: str) -> dict:
+    return json.loads(output.split("RESULT ", 1)[1].splitlines()[0])
 
 
 def test_no_platform_package_in_the_repository():
@@ -28,18 +33,23 @@ def test_no_platform_package_in_the_repository():
     assert not list((REPO_ROOT / "datasets").glob("*.py")), "datasets/ holds cards, never code"
 
 
-def test_driver_gets_the_standard_library(monkeypatch):
-    monkeypatch.chdir(REPO_ROOT)
-    info = describe_platform()
-    assert Path(info["file"]).resolve().parent == STDLIB
-    assert info["system"] == "Linux"
+def test_a_driver_started_in_the_repository_root_gets_the_standard_library():
+    """A new interpreter whose first import path is the repository root (``python -c`` there,
+    as ``python -m jobs.X`` is): ``platform`` is still the standard library's."""
+    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = result_of(done.stdout)
+    assert info["path0"] in ("", str(REPO_ROOT)) and Path(info["cwd"]).resolve() == REPO_ROOT
+    assert (Path(info["cwd"]) / "platform" / "deepfusion").is_dir()  # the folder is right there...
+    assert Path(info["file"]).resolve().parent == STDLIB and info["system"] == "Linux"  # ...and not imported
 
 
 DRIVER = """
 import json, os, platform, ray
-ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env={"working_dir": "."})
+ray.init(address="auto", runtime_env={"working_dir": "."}, log_to_driver=False)
 
-@ray.remote
+@ray.remote(num_cpus=0.1)
 def probe():
     import platform
     import deepfusion
@@ -51,12 +61,14 @@ print("RESULT " + json.dumps({"driver": {"file": platform.__file__, "system": pl
 """
 
 
+@pytest.mark.usefixtures("ray_head")
 def test_ray_task_with_repo_working_dir_gets_the_standard_library():
-    """A driver started from the repository root ships it as the job's working_dir."""
+    """A driver started from the repository root ships it as the job's working_dir to the
+    session's head; its task runs inside that copy."""
     result = subprocess.run([sys.executable, "-c", DRIVER], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, env=job_env())
     assert result.returncode == 0, result.stderr[-3000:]
-    info = json.loads(result.stdout.split("RESULT ", 1)[1])
+    info = result_of(result.stdout)
     driver, task = info["driver"], info["task"]
     assert Path(driver["file"]).resolve().parent == STDLIB and driver["system"] == "Linux"
     # The task runs inside the uploaded copy of the repository, platform/ folder included...

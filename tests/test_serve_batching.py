@@ -34,7 +34,9 @@ async def _first_then(batcher, model, later: list[int]):
     first = asyncio.create_task(batcher(0))
     await asyncio.to_thread(model.started.wait, 10)
     rest = [asyncio.create_task(batcher(i)) for i in later]
-    await asyncio.sleep(0.05)  # all of them queued behind the running batch
+    while batcher.queued < len(later):  # each task runs up to its enqueue at its first turn
+        await asyncio.sleep(0)
+    assert len(model.batches) == 1  # all of them queued behind the running batch
     model.release.set()
     return first, rest
 
@@ -82,7 +84,7 @@ def test_a_request_cancelled_while_queued_is_left_out_of_its_batch():
     assert model.batches == [[0], [1, 3]]
 
 
-def test_a_wait_collects_a_batch_from_requests_that_arrive_within_it():
+def test_a_wait_collects_a_batch_from_requests_that_arrive_within_it_and_ends_at_its_deadline():
     seen = []
 
     def model(items):
@@ -90,14 +92,19 @@ def test_a_wait_collects_a_batch_from_requests_that_arrive_within_it():
         return items
 
     async def scenario():
-        batcher = Batcher(model, max_batch_size=8, wait_s=0.5)
+        # a lone request waits for company: here until the batch is full (the wait is far longer)
+        batcher = Batcher(model, max_batch_size=3, wait_s=60)
         calls = []
-        for i in range(3):  # a lone request waits up to 0.5 s for company
+        for i in range(3):
+            assert seen == []  # nothing computed while the batch is not full
             calls.append(asyncio.create_task(batcher(i)))
-            await asyncio.sleep(0.02)
-        return await asyncio.gather(*calls)
+            await asyncio.sleep(0)  # the request arrives while the batch is forming
+        full = await asyncio.gather(*calls)
+        # ... and, alone, until its wait ends
+        alone = await Batcher(model, max_batch_size=8, wait_s=0.01)(7)
+        return full, alone
 
-    assert asyncio.run(scenario()) == [0, 1, 2] and seen == [[0, 1, 2]]
+    assert asyncio.run(scenario()) == ([0, 1, 2], 7) and seen == [[0, 1, 2], [7]]
 
 
 def test_a_model_that_returns_the_wrong_number_of_results_is_an_error_for_each_request():

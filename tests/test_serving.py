@@ -3,10 +3,12 @@ the in-process pipeline, the model listing, and 4xx answers to bad input."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -14,11 +16,14 @@ import pytest
 import requests
 import torch
 import yaml
-from conftest import (
+from helpers import (
     REPO_ROOT,
     demo_clip,
+    deploy,
     free_ports,
+    job_env,
     ray_actors,
+    run_in_own_session,
     save_backbone,
 )
 
@@ -61,16 +66,13 @@ def test_a_file_reaches_the_model_as_the_same_tensors_served_or_ingested(served)
 
 
 @pytest.fixture(scope="module")
-def http(served):
+def http(served, serve_port):
     from ray import serve
 
     from deepfusion.serving.app import build_app
 
-    [port] = free_ports(1)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(served["cfg"]), name="deepfusion", route_prefix="/")
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    yield deploy(build_app(served["cfg"]), "deepfusion", serve_port)
+    serve.delete("deepfusion")
 
 
 def post_emotion(http, files=None, **data):
@@ -98,8 +100,9 @@ def test_emotion_over_http_equals_the_in_process_pipeline(served, http):
     assert body["modalities"]["video"] and body["modalities"]["text"]
 
 
+@pytest.mark.usefixtures("ray_head")
 def test_batch_prediction_gives_what_the_served_app_answers_over_http(served, http, tmp_path):
-    """`deepfusion predict` (its own Ray, Ray Data decoders and model actors) on demo clips
+    """`deepfusion predict` (on the session's head: Ray Data decoders and model actors) on demo clips
     with transcripts and speakers, and the same clips POSTed to /v1/emotion: the same
     predictions, probabilities to 1e-5, per-model predictions and fusion weights."""
     import pandas as pd
@@ -111,11 +114,10 @@ def test_batch_prediction_gives_what_the_served_app_answers_over_http(served, ht
     config = tmp_path / "predict.yaml"
     config.write_text("ray: {num_cpus: 1}\npredict:\n  decode: {num_cpus: 0.25, concurrency: 1}\n"
                       "  model: {num_cpus: 0.25, batch_size: 4}\n")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    done = subprocess.run([str(Path(sys.executable).parent / "deepfusion"), "predict", "--config", str(config),
-                           "--checkpoint", str(served["cfg"].fusion_checkpoint), "--data", str(tmp_path / "clips.csv"),
-                           "--out", str(tmp_path / "out"), "--csv"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = run_in_own_session([str(Path(sys.executable).parent / "deepfusion"), "predict", "--config", str(config),
+                               "--checkpoint", str(served["cfg"].fusion_checkpoint), "--data",
+                               str(tmp_path / "clips.csv"), "--out", str(tmp_path / "out"), "--csv"],
+                              env=job_env(), timeout=300, cwd=tmp_path)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     assert "(manifest; n=5; video+audio: 5): 5 predicted, 0 already done, 0 quarantined" in done.stdout, done.stdout
     table = pd.read_csv(tmp_path / "out" / "predictions.csv").set_index("sample_id")
@@ -411,13 +413,18 @@ def test_serve_deploy_of_a_written_config_file_from_another_folder_comes_up_heal
     deployed = subprocess.run([cli, "deploy", str(config_file), "--address", ray_head], env=env, cwd=elsewhere,
                               capture_output=True, text=True, timeout=120)
     assert deployed.returncode == 0, deployed.stderr[-2000:]
-    deadline, status = time.monotonic() + 240, ""
-    while time.monotonic() < deadline:
-        status = subprocess.run([cli, "status", "--address", ray_head], env=env, capture_output=True,
-                                text=True, timeout=60).stdout
-        if "status: RUNNING" in status or "DEPLOY_FAILED" in status:
-            break
-        time.sleep(2)
+    # wait on Serve's REST API (what `serve status` reads), then show it as users see it
+    headers = {"Authorization": "Bearer " + subprocess.run([str(Path(sys.executable).parent / "ray"),
+                                                            "get-auth-token"], capture_output=True, text=True,
+                                                           check=True).stdout.strip()}
+    deadline, app = time.monotonic() + 240, {}
+    while app.get("status") not in ("RUNNING", "DEPLOY_FAILED"):
+        assert time.monotonic() < deadline, f"the app is not up within 240 s: {app}"
+        time.sleep(0.25)
+        apps = requests.get(f"{ray_head}/api/serve/applications/", headers=headers, timeout=30).json()
+        app = apps.get("applications", {}).get("deepfusion", {})
+    status = subprocess.run([cli, "status", "--address", ray_head], env=env, capture_output=True, text=True,
+                            timeout=60).stdout
     assert "status: RUNNING" in status, status
     assert status.count("status: HEALTHY") >= 5, status  # the five deployments
     assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
@@ -451,11 +458,19 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
                     outcome = (type(err).__name__, None)
                 records.append((started, time.monotonic(), *outcome))
 
+    def wait_for(answered: int, since: float, timeout: float = 120) -> None:
+        """Until ``answered`` requests sent after ``since`` have their answer (traffic, not time)."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for r in records if r[0] >= since) < answered:
+            assert time.monotonic() < deadline, f"fewer than {answered} answers within {timeout} s: {records}"
+            time.sleep(0.02)
+
     [victim] = mimamo_replicas()
     clients = [threading.Thread(target=client) for _ in range(2)]
+    started = time.monotonic()
     for thread in clients:
         thread.start()
-    time.sleep(3)  # steady state
+    wait_for(4, started)  # steady state: both clients answered
     killed_at = time.monotonic()
     os.kill(victim["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 120
@@ -467,7 +482,7 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
         assert time.monotonic() < deadline, "no healthy replacement replica within 120 s"
         time.sleep(0.2)
     recovered_at = time.monotonic()
-    time.sleep(4)  # steady traffic on the replacement
+    wait_for(4, recovered_at)  # steady traffic on the replacement
     stop.set()
     for thread in clients:
         thread.join(timeout=150)
@@ -489,47 +504,70 @@ def test_a_killed_model_replica_is_replaced_and_only_its_in_flight_requests_fail
     assert post_emotion(http, text="after the fault").status_code == 200
 
 
-def test_overload_gets_quick_503s_not_a_pile_up(served, http):
-    """Past serve.admission.max_in_flight model requests, the ingress answers 503 at once,
-    before reading the body, telling the client when to retry; past the ingress'
-    max_ongoing_requests + max_queued_requests, Serve itself does; the app stays up.
-    (Runs last here: it replaces the module's application with a small one.)"""
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-
+@pytest.fixture
+def small_app(served, http):
+    """The module's application replaced, for one test, by one that admits 2 model requests
+    at a time (serve.admission.max_in_flight) and has no textile model; put back after."""
     from ray import serve
 
     from deepfusion.serving.app import build_app
 
-    serve.delete("deepfusion")
     small = served["cfg"].model_copy(update={
-        "textile_checkpoint": None, "admission": served["cfg"].admission.model_copy(update={"max_in_flight": 2}),
-        "ingress": served["cfg"].ingress.model_copy(update={"max_ongoing_requests": 3, "max_queued_requests": 1})})
-    serve.run(build_app(small), name="overload", route_prefix="/")
+        "textile_checkpoint": None, "admission": served["cfg"].admission.model_copy(update={"max_in_flight": 2})})
+    serve.run(build_app(small), name="deepfusion", route_prefix="/")
+    yield http
+    serve.run(build_app(served["cfg"]), name="deepfusion", route_prefix="/")  # the module's app again
+
+
+def held_upload(url: str, clip: bytes) -> tuple[HTTPConnection, bytes]:
+    """A POST /v1/emotion whose headers and first bytes are sent: admitted, and in flight
+    until the rest of its body (returned) is sent."""
+    prepared = requests.Request("POST", f"{url}/v1/emotion", files={"video": ("v.mp4", clip, "video/mp4")},
+                                data={"text": "held"}).prepare()
+    host, port = url.removeprefix("http://").split(":")
+    connection = HTTPConnection(host, int(port), timeout=120)
+    connection.putrequest("POST", "/v1/emotion")
+    for name, value in prepared.headers.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    connection.send(prepared.body[:64])
+    return connection, prepared.body[64:]
+
+
+def test_overload_gets_quick_503s_not_a_pile_up(served, small_app):
+    """Past serve.admission.max_in_flight model requests, the ingress answers 503 at once,
+    before reading the body, telling the client when to retry; the admitted ones are
+    answered when they complete, and the app stays up. Two uploads are held half-sent to
+    keep the limit reached for as long as the test needs (no race with their compute)."""
     clip = demo_clip(served).read_bytes()
+    held = [held_upload(small_app, clip) for _ in range(2)]
 
-    def send(_):
-        started = time.perf_counter()
-        response = post_emotion(http, files={"video": ("v.mp4", clip, "video/mp4")}, text="again!")
-        return response, time.perf_counter() - started
+    def refused_by_admission(response) -> bool:
+        return response.status_code == 503 and response.headers["content-type"] == "application/json" \
+            and response.json()["detail"].get("limit") == "serve.admission.max_in_flight"
 
-    with ThreadPoolExecutor(16) as pool:
-        sent = list(pool.map(send, range(16)))
-    responses = [r for r, _ in sent]
-    codes = sorted(r.status_code for r in responses)
-    assert set(codes) <= {200, 503} and codes.count(200) >= 2 and codes.count(503) >= 8, codes
-    refused = [r for r in responses if r.status_code == 503]
+    # the held two are admitted as soon as the ingress has their headers: until then a probe
+    # may itself be admitted (and answered 200)
+    deadline = time.monotonic() + 60
+    while not refused_by_admission(probe := post_emotion(small_app, text="probe")):
+        assert probe.status_code == 200 and time.monotonic() < deadline, probe.text
+    # every further model request is refused at once, while the admitted ones are still in flight
+    refused = [post_emotion(small_app, files={"video": ("v.mp4", clip, "video/mp4")}, text="again!")
+               for _ in range(6)]
+    assert all(refused_by_admission(r) for r in refused), [(r.status_code, r.text) for r in refused]
     assert {r.headers.get("retry-after") for r in refused} == {"1"}
-    # the admission's refusals are the app's JSON error; Serve's own are plain text
-    admitted_out = [r.json()["detail"] for r in refused if r.headers["content-type"] == "application/json"]
-    assert admitted_out and all(d == {**d, "deployment": "ingress", "retryable": True,
-                                      "limit": "serve.admission.max_in_flight"} for d in admitted_out), admitted_out
-    assert "limit of 2 model requests" in admitted_out[0]["error"]
-    # refused at once, not after waiting behind the admitted ones
-    answered = sorted(t for r, t in sent if r.status_code == 200)
-    assert min(t for r, t in sent if r.status_code == 503) < answered[-1], sent
-    assert requests.get(f"{http}/healthz", timeout=10).status_code == 200
-    assert post_emotion(http, text="still alive").status_code == 200
+    details = [r.json()["detail"] for r in refused]
+    assert all(d == {**d, "deployment": "ingress", "retryable": True} for d in details), details
+    assert "limit of 2 model requests" in details[0]["error"]
+    assert requests.get(f"{small_app}/healthz", timeout=10).status_code == 200  # not a model request
+    # the held uploads complete and are answered
+    for connection, rest in held:
+        connection.send(rest)
+        response = connection.getresponse()
+        assert response.status == 200, response.read()[:500]
+        assert json.loads(response.read())["modalities"]["video"]
+        connection.close()
+    assert post_emotion(small_app, text="still alive").status_code == 200
 
 
 def test_serve_environment_is_set_explicitly_and_puts_serve_in_throughput_optimized_mode():

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import preprocess_config, read_shards, save_backbone
+from helpers import preprocess_config, read_shards, save_backbone
 
 from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.config import ConfigError, SpeechMLPConfig, validate_config
@@ -160,13 +160,11 @@ def test_batch_prediction_normalises_per_speaker_as_preprocessing_did(speech_fea
     assert per_request_refusal(ShardDataset.open(speech_features["raw"]).checkpoint_info()) is None
 
 
-def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_path):
-    """Two models evaluated on the same corpus -> jobs.ensemble: the mean of their
-    probabilities, with metrics; members that predicted different inputs are refused."""
-    import subprocess
-    import sys
-
-    from conftest import REPO_ROOT
+def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_path, capsys):
+    """Two models evaluated on the same corpus -> `deepfusion ensemble` (in this process): the
+    mean of their probabilities, with metrics; members that predicted different inputs are
+    refused."""
+    from helpers import run_cli
 
     from deepfusion.workflows.evaluate import evaluate
     from deepfusion.workflows.predict import read_predictions
@@ -177,11 +175,10 @@ def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_pat
         checkpoint = save_backbone(tmp_path / f"mlp{seed}", data, SpeechMLPConfig(features="egemaps"), seed=seed)
         outs.append(tmp_path / f"eval{seed}")
         evaluate(checkpoint, speech_features["manifest"], outs[-1])
-    job = subprocess.run([sys.executable, "-m", "jobs.ensemble", "--predictions", *map(str, outs),
-                          "--out", str(tmp_path / "ensemble")], cwd=REPO_ROOT, capture_output=True, text=True,
-                         timeout=120)
-    assert job.returncode == 0, job.stderr[-2000:]
-    assert "ensemble of 2 over 11 samples" in job.stdout and job.stdout.count("  member ") == 2
+    code, stdout, stderr = run_cli(["ensemble", "--predictions", *map(str, outs), "--out",
+                                    str(tmp_path / "ensemble")], capsys)
+    assert code == 0, stderr[-2000:]
+    assert "ensemble of 2 over 11 samples" in stdout and stdout.count("  member ") == 2
     members = [read_predictions(o) for o in outs]
     table = pd.read_csv(tmp_path / "ensemble" / "predictions.csv")
     probs = [c for c in table.columns if c.startswith("prob_")]
@@ -193,10 +190,9 @@ def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_pat
     assert json.loads(metrics.read_text())["num_samples"] == 11
 
     # logit adjustment on one member: its probabilities over the training prior, renormalised
-    adjusted = subprocess.run([sys.executable, "-m", "jobs.ensemble", "--predictions", str(outs[0]),
-                               "--logit-adjustment", "1", "--out", str(tmp_path / "adjusted")], cwd=REPO_ROOT,
-                              capture_output=True, text=True, timeout=120)
-    assert adjusted.returncode == 0 and "logit adjustment tau=1" in adjusted.stdout, adjusted.stderr[-2000:]
+    code, stdout, stderr = run_cli(["ensemble", "--predictions", str(outs[0]), "--logit-adjustment", "1",
+                                    "--out", str(tmp_path / "adjusted")], capsys)
+    assert code == 0 and "logit adjustment tau=1" in stdout, stderr[-2000:]
     counts = data.manifest["counts"]["train"]
     prior = np.array([counts.get(p[len("prob_"):], 0) + 1 for p in probs], dtype=float)  # add-one
     prior /= prior.sum()
@@ -211,7 +207,6 @@ def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_pat
     lines = speech_features["manifest"].read_text().splitlines()
     other.write_text("\n".join(lines[:4]) + "\n")
     evaluate(tmp_path / "mlp0", other, tmp_path / "eval_other")
-    refused = subprocess.run([sys.executable, "-m", "jobs.ensemble", "--predictions", str(outs[0]),
-                              str(tmp_path / "eval_other"), "--out", str(tmp_path / "bad")], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=120)
-    assert refused.returncode == 2 and "not the same input" in refused.stderr, refused.stderr[-2000:]
+    code, _, stderr = run_cli(["ensemble", "--predictions", str(outs[0]), str(tmp_path / "eval_other"),
+                               "--out", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "not the same input" in stderr, stderr[-2000:]

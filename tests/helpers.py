@@ -1,0 +1,224 @@
+"""Plain helpers the tests share: configs for small datasets, checkpoints of untrained
+models, reading shards, Ray's actor table, waiting on jobs, free ports. No fixtures here
+(those live in conftest.py); tests import what they use: ``from helpers import ...``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deepfusion.config import DemoDataConfig, PreprocessConfig, validate_config
+from deepfusion.ray_runtime import remove_stale_bootstrap_file
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DEEPFUSION_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+BIN = Path(sys.executable).parent  # the venv's console scripts: deepfusion, ray, serve
+
+SMALL_DEMO = DemoDataConfig(
+    out=Path("unused"), seed=0, dialogues={"train": 10, "dev": 3, "test": 3},
+    utterances_per_dialogue=(3, 5), frame_size=48, image_scale=0.05, image_size=64,
+)
+
+# The session's shards of the demo corpus (the ``demo_shards`` fixture): what training,
+# fusion, evaluation and serving read.
+DEMO_MELD = {"name": "meld"}
+DEMO_TEXTILE = {"name": "textile", "target_per_class": 60, "image_size": 64}
+
+
+def start_local_ray() -> None:
+    """The session's in-process Ray (the ``ray_local`` fixture): a single node sized like
+    the 2-core machines here."""
+    import ray
+
+    remove_stale_bootstrap_file()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def bootstrap_file() -> Path:
+    """Where ``ray start --head`` (and ``ray.cluster_utils.Cluster``) record the local
+    cluster: what ``address="auto"`` and a job's supervisor resolve."""
+    from ray._common.utils import get_ray_address_file
+
+    return Path(get_ray_address_file(None))
+
+
+@contextlib.contextmanager
+def bootstrap_file_set_aside():
+    """Ray's bootstrap file is removed for the block and put back as it was after: a node
+    started inside (a job's own, a test cluster) neither joins the session head nor leaves
+    the head's record pointing elsewhere."""
+    path = bootstrap_file()
+    saved = path.read_text() if path.exists() else None
+    path.unlink(missing_ok=True)
+    try:
+        yield path
+    finally:
+        if saved is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(saved)
+
+
+def preprocess_config(output_dir: Path, *datasets: dict, **data) -> PreprocessConfig:
+    return validate_config(PreprocessConfig, {
+        "output_dir": str(output_dir),
+        "data": {"num_cpus": 0.5, "concurrency": 2, "batch_size": 8, **data},
+        "datasets": list(datasets),
+    })
+
+
+def image_dataset(root: Path, name: str = "textile", **kw) -> dict:
+    return {"kind": "image_folder", "name": name, "root": str(root), "target_per_class": 30,
+            "image_size": 32, **kw}
+
+
+def meld_dataset(root: Path, name: str = "meld", **kw) -> dict:
+    return {"kind": "meld", "name": name, "root": str(root),
+            "video": {"num_frames": 8, "frame_size": 32},
+            "audio": {"sample_rate": 16000, "max_seconds": 3.0},
+            "text": {"tokenizer": "offline", "max_length": 32}, **kw}
+
+
+def read_shards(out_dir: Path, split: str) -> list[dict]:
+    """Rows of one split, ``split`` restored from the Hive folder name as readers do."""
+    import pyarrow.parquet as pq
+
+    folder = Path(out_dir) / f"split={split}"
+    if not folder.is_dir():
+        return []
+    return [row | {"split": split} for row in pq.read_table(folder).to_pylist()]
+
+
+def save_backbone(folder: Path, data, model_config, seed: int) -> Path:
+    """A backbone checkpoint as jobs.train writes it, with untrained weights: what the
+    fusion and serving tests need is real checkpoints, not good ones (learning is tested
+    elsewhere)."""
+    import torch
+
+    from deepfusion.artifacts.checkpoint import save_checkpoint
+    from deepfusion.models import build_model
+
+    torch.manual_seed(seed)
+    model_config = data.resolve_model_config(model_config)
+    save_checkpoint(folder, build_model(model_config), model_config=model_config, label_names=data.label_names,
+                    data_info=data.checkpoint_info(), train_config={}, training_state={})
+    return folder
+
+
+def demo_clip(served) -> Path:
+    return sorted((served["demo"] / "meld" / "train").glob("*.mp4"))[0]
+
+
+def ray_actors(class_name_part: str, state: str | None = None) -> list[dict]:
+    """Actors of this Ray cluster as the GCS records them (class name, state, pid, node id,
+    dead ones too). Ray's public State API needs the dashboard, which the test Rays leave off."""
+    from ray._private import state as gcs_state
+
+    return [{"class_name": a["ActorClassName"], "state": a["State"], "pid": a["Pid"], "actor_id": a["ActorID"],
+             "node_id": a["Address"]["NodeID"]}
+            for a in gcs_state.actors().values()
+            if class_name_part in a["ActorClassName"] and (state is None or a["State"] == state)]
+
+
+def wait_for_job(client, job_id: str, timeout_s: float) -> tuple:
+    """Wait for a submitted Ray job to reach a terminal status; returns (status, logs).
+    Follows the job's log stream (no polling interval to wait out); fails the test with the
+    log's tail when the job runs past ``timeout_s``."""
+    import asyncio
+
+    from ray.job_submission import JobStatus
+
+    async def follow() -> None:
+        async for _ in client.tail_job_logs(job_id):  # ends when the job does
+            pass
+
+    try:
+        asyncio.run(asyncio.wait_for(follow(), timeout_s))
+    except TimeoutError:
+        raise AssertionError(f"job {job_id} still running after {timeout_s} s:\n"
+                             f"{client.get_job_logs(job_id)[-4000:]}") from None
+    deadline = time.monotonic() + 30  # the status follows the log's end within moments
+    while (status := client.get_job_status(job_id)) not in {JobStatus.SUCCEEDED, JobStatus.FAILED,
+                                                             JobStatus.STOPPED}:
+        assert time.monotonic() < deadline, f"job {job_id}: log ended, status still {status}"
+        time.sleep(0.2)
+    return status, client.get_job_logs(job_id)
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def job_env(**extra: str) -> dict:
+    """The environment a job started by a test gets: no RAY_ADDRESS of this process, quiet
+    Ray Data progress bars."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return env | {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"} | extra
+
+
+def run_job(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m <job> ...`` from the repository root, as users run it; its timeout kills
+    the driver with any Ray node it started and still shows what it printed."""
+    return run_in_own_session([sys.executable, "-m", *args], env=env or job_env(), timeout=timeout)
+
+
+def run_in_own_session(command: list[str], env: dict, timeout: float, cwd: Path = REPO_ROOT
+                       ) -> subprocess.CompletedProcess:
+    """``subprocess.run`` whose timeout kills the driver with the Ray node it started and
+    still shows what it printed (a bare TimeoutExpired shows nothing)."""
+    import signal
+
+    import pytest
+
+    proc = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{command} still running after {timeout} s:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``deepfusion <argv>`` in this process: the job joins this process's Ray (if up), and
+    its exit code, stdout and stderr come back. Where a separate process proves nothing more,
+    this saves a Python start, a torch import and a Ray node. The job's INFO log lines go
+    to pytest's log capture (``caplog``), not stderr."""
+    from jobs.cli import main
+
+    saved_argv, saved_cwd = sys.argv[:], os.getcwd()
+    capsys.readouterr()
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def deploy(app, name: str, port: int) -> str:
+    """Deploy a Serve application at ``/`` on the session's Serve instance (started on
+    ``port`` if this Ray has none yet); returns its base URL."""
+    from ray import serve
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(app, name=name, route_prefix="/")
+    return f"http://127.0.0.1:{port}"
