@@ -197,7 +197,8 @@ def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out:
         num_gpus=resources.num_gpus or None,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
     )
-    logits.write_parquet(str(out), partition_cols=["split"])
+    # write tasks at the workers' CPU share, not Ray Data's default whole CPU (see writer.py)
+    logits.write_parquet(str(out), partition_cols=["split"], ray_remote_args={"num_cpus": resources.num_cpus})
     for split in splits:  # an empty split still gets its (empty) folder
         (out / f"split={split}").mkdir(parents=True, exist_ok=True)
 

@@ -60,7 +60,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
         decoded = normalize_per_group(decoded, groups, EMOTION_SCHEMA)
         pooled = sorted(s for s, g in groups.items() if g == POOLED)
         normalization = {"groups": len(set(groups.values())), "pooled_speakers": pooled}
-    counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard)
+    counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard, data.num_cpus)
     modality = Counter(_MEDIA_KIND[bool(r["video_path"]), bool(r["audio_path"])] for r in records)
     extra = {
         "label_map": LabelMap(EMOTIONS).to_dict(),

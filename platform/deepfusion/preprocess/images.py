@@ -53,7 +53,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
                                "seed": cfg.seed, "quarantine": quarantine_log, "limits": cfg.limits},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
     )
-    counts, shards = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name", data.rows_per_shard)
+    counts, shards = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name", data.rows_per_shard, data.num_cpus)
     originals = {c: len(paths) for c, paths in usable_by_class.items()}
     extra = {
         "label_map": labels.to_dict(),

@@ -90,17 +90,18 @@ def publish(staging: Path, out_dir: Path) -> None:
 
 
 def write_shards(rows: ray.data.Dataset, schema: pa.Schema, staging: Path, class_column: str,
-                 rows_per_shard: int) -> tuple[dict, dict]:
+                 rows_per_shard: int, num_cpus: float) -> tuple[dict, dict]:
     """Stream ``rows`` into Hive-partitioned shards ``staging/split=<split>/*.parquet``.
 
     One pass: decoding and writing overlap, and nothing is materialized, so a corpus far
     larger than the object store streams through. Each Parquet file holds ``schema``
     minus ``split``, which readers (Ray Data, pyarrow.dataset, pandas, Spark) restore
     from the folder name. Returns (counts per split and class, shard files per split),
-    read back from the files written.
+    read back from the files written. Write tasks take ``num_cpus`` (the decoders' share),
+    not Ray Data's default whole CPU, which a 2-core node with a Serve app up never has free.
     """
     rows.write_parquet(str(staging), partition_cols=["split"], max_rows_per_file=rows_per_shard,
-                       schema=schema)
+                       schema=schema, ray_remote_args={"num_cpus": num_cpus})
     files = {split: sorted((staging / f"split={split}").glob("*.parquet")) for split in SPLITS}
     counts = {split: _class_counts(files[split], class_column) for split in SPLITS}
     shards = {split: [str(p.relative_to(staging)) for p in files[split]] for split in SPLITS if counts[split]}
