@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from deepfusion.config import ConfigError, load_config
-from deepfusion.ray_runtime import connect
+from deepfusion.ray_runtime import connect, start_serve
 from jobs._cli import job_parser, parse_job_args, run_job
 
 APP_NAME = "deepfusion"
@@ -65,11 +65,10 @@ def main() -> int:
 
     from deepfusion.serving.app import build_app
 
-    serve.start(http_options={"host": cfg.http_host, "port": cfg.http_port,
-                              "request_timeout_s": cfg.request_timeout_s})
+    url = start_serve(cfg.http_host, cfg.http_port, cfg.request_timeout_s)
     try:
         serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
-        print(f"deepfusion is served at http://{cfg.http_host}:{cfg.http_port} "
+        print(f"deepfusion is served at {url} "
               f"(POST /v1/emotion, POST /v1/textile, GET /v1/models, /docs); Ctrl-C stops it", flush=True)
         if args.detach:
             return 0

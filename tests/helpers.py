@@ -219,6 +219,8 @@ def deploy(app, name: str, port: int) -> str:
     ``port`` if this Ray has none yet); returns its base URL."""
     from ray import serve
 
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    from deepfusion.ray_runtime import start_serve
+
+    url = start_serve("127.0.0.1", port)
     serve.run(app, name=name, route_prefix="/")
-    return f"http://127.0.0.1:{port}"
+    return url

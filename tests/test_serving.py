@@ -174,6 +174,20 @@ def test_models_health_and_openapi(served, http):
     assert {"/v1/emotion", "/v1/textile", "/v1/models", "/healthz"} <= set(paths)
 
 
+def test_serve_already_up_on_another_port_keeps_it_and_the_url_says_so(http, caplog):
+    """Serve's HTTP options are fixed once it runs: asking for another port deploys where it
+    listens, says so, and hands back that URL rather than one nothing answers on."""
+    from deepfusion.ray_runtime import start_serve
+
+    (other,) = free_ports(1)
+    with caplog.at_level("WARNING", logger="deepfusion.ray_runtime"):
+        url = start_serve("127.0.0.1", other)
+    assert url == http != f"http://127.0.0.1:{other}"
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    assert f"Serve already runs on this cluster at 127.0.0.1:{http.rsplit(':', 1)[1]} (not 127.0.0.1:{other}" \
+        in caplog.text
+
+
 def test_concurrent_requests_reach_the_models_in_batches(served, http):
     """Requests that arrive while a backbone computes wait and form its next batch (with
     ``@serve.batch`` and no wait, Ray 2.60 computed each one alone). /v1/models says how

@@ -13,6 +13,10 @@ one fails loudly rather than silently):
 - ``ray.serve._private.constants`` (``serving.app.build_app``): read-only, to warn when
   ``ray.serve`` was imported before the throughput mode was set. Public replacement:
   none; dropping the check only loses the warning.
+- ``ray.serve.context._get_global_client`` (``start_serve``, here): the HTTP options of
+  the Serve instance actually running, which ``serve.start`` ignores when Serve is up
+  already. Public replacement: Serve's REST API (``GET /api/serve/applications/``), which
+  needs the dashboard's address and token.
 """
 
 from __future__ import annotations
@@ -47,6 +51,31 @@ def use_serve_environment() -> None:
     Called explicitly, never on import: by ``connect``, ``app_builder``, the pipeline's
     serve stage and (through ``python -m deepfusion.ray_runtime serve-env``) ``make serve``."""
     os.environ.update(serve_environment())
+
+
+def start_serve(host: str, port: int, request_timeout_s: float | None = None) -> str:
+    """Start Serve's HTTP proxies at ``host:port`` (if Serve is not up on this cluster yet)
+    and return the base URL clients reach it at.
+
+    Serve's HTTP options are cluster-wide and fixed once it runs: a cluster where Serve is up
+    on another port keeps it (Ray warns and ignores the new options). The app then goes there,
+    and the URL returned says so, rather than one nothing listens on.
+    """
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    options = {"host": host, "port": port}
+    if request_timeout_s is not None:
+        options["request_timeout_s"] = request_timeout_s
+    serve.start(http_options=options)
+    running = _get_global_client().http_config
+    if (running.host, running.port) != (host, port):
+        log.warning("Serve already runs on this cluster at %s:%s (not %s:%s as asked); the app is deployed "
+                    "there. Its HTTP options change only with a new Serve instance (`serve shutdown`).",
+                    running.host, running.port, host, port)
+    # a proxy bound to every interface is reached at the host the caller named
+    reach = host if running.host in (host, "0.0.0.0", "::") else running.host
+    return f"http://{reach}:{running.port}"
 
 
 def local_head_address() -> str | None:

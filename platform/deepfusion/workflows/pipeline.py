@@ -87,9 +87,9 @@ def pipeline(plan: PipelinePlan, *, redo: frozenset[str] = frozenset()) -> Pipel
         from deepfusion.workflows.serve_check import deploy_and_ask
 
         started = time.perf_counter()
-        run.serve_response = deploy_and_ask(plan)
+        run.serve_response = answered = deploy_and_ask(plan)
         run.stages.append(StageResult("serve", "ran", time.perf_counter() - started,
-                                      f"{plan.serve[1].url} answered {run.serve_response['response']['emotion']!r}"))
+                                      f"{answered['url']} answered {answered['response']['emotion']!r}"))
         run.report, run.summary = write_pipeline_report(plan, run.stages, run.serve_response)
     return run
 

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import requests
 
 from deepfusion.config.preprocess import MeldDataset
-from deepfusion.ray_runtime import use_serve_environment
+from deepfusion.ray_runtime import start_serve, use_serve_environment
 from deepfusion.workflows.pipeline_plan import PipelinePlan
 
 log = logging.getLogger("deepfusion.pipeline")
@@ -29,10 +29,10 @@ def deploy_and_ask(plan: PipelinePlan) -> dict:
 
     _, stage, cfg = plan.serve
     address = urlparse(stage.url)
-    serve.start(http_options={"host": address.hostname, "port": address.port or 80,
-                              "request_timeout_s": cfg.request_timeout_s})
+    # where Serve really listens: a cluster already serving on another port keeps that port
+    url = start_serve(address.hostname, address.port or 80, cfg.request_timeout_s)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
-    _wait_healthy(stage.url, stage.ready_timeout_s)
+    _wait_healthy(url, stage.ready_timeout_s)
     sample = test_utterance(plan)
     files = {}
     if sample["video_path"]:
@@ -43,20 +43,22 @@ def deploy_and_ask(plan: PipelinePlan) -> dict:
         from deepfusion.serving.guard import read_token
 
         headers["Authorization"] = f"Bearer {read_token(cfg.auth)}"
-    response = requests.post(f"{stage.url}/v1/emotion", files=files or None, headers=headers,
+    response = requests.post(f"{url}/v1/emotion", files=files or None, headers=headers,
                              data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
     if response.status_code != 200:
-        raise RuntimeError(f"the Serve app at {stage.url} answered {response.status_code}: {response.text[:500]}")
+        raise RuntimeError(f"the Serve app at {url} answered {response.status_code}: {response.text[:500]}")
     answer = response.json()
     if stage.keep_running:
-        log.info("the Serve app stays up at %s (serve status / serve shutdown)", stage.url)
+        log.info("the Serve app stays up at %s (serve status / serve shutdown)", url)
     else:
         # Not waiting for the replicas' graceful shutdown (~30 s here): the answer is in.
         # _blocking is private but documented in serve.delete's signature; the public
         # default (True) waits ~30 s for graceful replica shutdown after the answer is in.
         serve.delete(APP_NAME, _blocking=False)
-    return {"request": {"sample": sample["sample_id"], "video": sample["video_path"], "text": sample["text"],
-                        "speaker": sample["speaker"], "true_emotion": sample["emotion"]}, "response": answer}
+    return {"url": url,
+            "request": {"sample": sample["sample_id"], "video": sample["video_path"], "text": sample["text"],
+                        "speaker": sample["speaker"], "true_emotion": sample["emotion"]},
+            "response": answer}
 
 
 def test_utterance(plan: PipelinePlan) -> dict:
