@@ -48,12 +48,16 @@ def speech_features(shared_data, tmp_path_factory, ray_local):
                              "speaker": row["speaker"], "gender": row["gender"]})
     audio = {"sample_rate": 48000, "max_seconds": 10.0, "opensmile": {"feature_set": "egemaps", "lld": True}}
     dataset = {"kind": "speech", "root": str(root), "audio": audio}
-    cfg = preprocess_config(root / "shards", dataset | {"name": "raw"},
+    # "norm" is fold 0 of a 2-fold speaker cross-validation (the fold-view test derives fold 1)
+    shards = tmp_path_factory.mktemp("speech_features_shards")  # outside the corpus folder it fingerprints
+    cfg = preprocess_config(shards, dataset | {"name": "raw"},
                             dataset | {"name": "norm", "audio": audio | {"opensmile": audio["opensmile"] |
-                                                                         {"normalize": "speaker"}}})
+                                                                         {"normalize": "speaker"}},
+                                       "split": {"train": 0.5, "val": 0.3, "test": 0.2},
+                                       "folds": {"count": 2, "test": 0}})
     preprocess(cfg)
     return {"root": root, "manifest": manifest, "clips": chosen, "pooled": sorted(speakers[3:5]),
-            "raw": root / "shards" / "raw", "norm": root / "shards" / "norm"}
+            "raw": shards / "raw", "norm": shards / "norm", "norm_config": cfg.datasets[1]}
 
 
 def _file_of(row: dict) -> str:
@@ -210,3 +214,40 @@ def test_an_ensemble_averages_its_members_probabilities(speech_features, tmp_pat
     code, _, stderr = run_cli(["ensemble", "--predictions", str(outs[0]), str(tmp_path / "eval_other"),
                                "--out", str(tmp_path / "bad")], capsys)
     assert code == 2 and "not the same input" in stderr, stderr[-2000:]
+
+
+def test_a_fold_written_from_another_folds_shards_equals_the_fold_preprocessed(speech_features, tmp_path):
+    """Cross-validation decodes a corpus once: fold 1 written from fold 0's shards holds the
+    rows, ids, splits and speaker ids that Ray Data preprocessing of fold 1 gives, and is
+    then found up to date."""
+    from deepfusion.preprocess.datasets import preprocess
+    from deepfusion.preprocess.fold_views import write_fold_view
+
+    fold0 = speech_features["norm_config"]
+    fold1 = fold0.model_copy(update={"name": "norm_fold1", "folds": fold0.folds.model_copy(update={"test": 1})})
+    (preprocessed,) = preprocess(preprocess_config(tmp_path / "preprocessed", fold1.model_dump(mode="json")))
+    with pytest.raises(ValueError, match="norm_fold1: its settings differ from norm's beyond the fold"):
+        write_fold_view(speech_features["norm"], fold0, fold1.model_copy(update={"seed": 7}), tmp_path / "x", 2)
+
+    out = tmp_path / "view" / "norm_fold1"
+    manifest, written = write_fold_view(speech_features["norm"], fold0, fold1, out, 2)
+    assert written
+    want = {r["sample_id"]: r for r in _rows(preprocessed.out_dir)}
+    got = {r["sample_id"]: r for r in _rows(out)}
+    assert set(got) == set(want) and len(got) == 11
+    assert {r["split"] for r in got.values()} == {"train", "val", "test"}
+    assert sorted(r["split"] for r in got.values()) != sorted(r["split"] for r in _rows(speech_features["norm"]))
+    for sample_id, row in got.items():
+        for column, value in want[sample_id].items():
+            if isinstance(value, (list, np.ndarray)):
+                np.testing.assert_array_equal(row[column], value, err_msg=f"{sample_id} {column}")
+            else:
+                assert row[column] == value or (value != value and row[column] != row[column]), (sample_id, column)
+    for key in ("counts", "totals", "speakers", "quarantined", "freshness", "preprocess_config", "opensmile"):
+        assert manifest[key] == preprocessed.manifest[key], key
+    assert manifest["derived_from"]["dataset"] == "norm"
+    # written once: the same call again finds it up to date, as preprocessing of that fold would
+    again, written = write_fold_view(speech_features["norm"], fold0, fold1, out, 2)
+    assert not written and again == manifest
+    (skipped,) = preprocess(preprocess_config(tmp_path / "view", fold1.model_dump(mode="json")))
+    assert skipped.skipped

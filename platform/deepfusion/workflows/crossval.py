@@ -2,8 +2,9 @@
 
 A few hundred acted clips from a few dozen speakers make one speaker-disjoint test split
 tiny (17 clips: one clip moves accuracy by 6 points). Cross-validation tests every
-speaker exactly once: fold k is the dataset's ``folds.test = k`` view, preprocessed by the
-same Ray Data job into its own shards (``<name>_fold<k>``), trained by the same Ray Train
+speaker exactly once: fold k is the dataset's ``folds.test = k`` view in its own shards
+(``<name>_fold<k>``; the corpus is decoded once, by the Ray Data job, for fold 0, and the
+other folds are written from those shards: ``preprocess.fold_views``), trained by the same Ray Train
 run (``<run.name>_fold<k>``) and evaluated on its test speakers. The folds' confusion
 matrices add up to one over every clip, from which the pooled figures come; the per-fold
 spread and a majority baseline (each fold's most frequent train class) sit beside them.
@@ -52,18 +53,24 @@ def fold_dataset(experiment: ExperimentConfig, source: str = "<config>") -> tupl
 def crossval(experiment: ExperimentConfig, *, fresh: bool = False, source: str = "<config>") -> CrossValidation:
     """Preprocess, train and test every fold (Ray must be up); pool the test confusions."""
     from deepfusion.preprocess.datasets import preprocess
+    from deepfusion.preprocess.fold_views import write_fold_view
     from deepfusion.training.trainer import train
 
     preprocess_cfg, dataset = fold_dataset(experiment, source)
     train_cfg = experiment.train
-    folds, label_names = [], None
+    folds, label_names, first = [], None, None
     for k in range(dataset.folds.count):
         started = time.perf_counter()
         view = dataset.model_copy(update={"name": f"{dataset.name}_fold{k}",
                                           "folds": dataset.folds.model_copy(update={"test": k})})
-        (prepared,) = preprocess(preprocess_cfg.model_copy(update={"datasets": [view]}))
+        if first is None:  # decoded once, by Ray Data; the other folds differ in two columns
+            (first,) = preprocess(preprocess_cfg.model_copy(update={"datasets": [view]}))
+            first_view, out_dir, manifest = view, first.out_dir, first.manifest
+        else:
+            out_dir = Path(preprocess_cfg.output_dir) / view.name
+            manifest, _ = write_fold_view(first.out_dir, first_view, view, out_dir, preprocess_cfg.data.rows_per_shard)
         fold_cfg = train_cfg.model_copy(update={
-            "data": prepared.out_dir, "evaluate_test": True,
+            "data": out_dir, "evaluate_test": True,
             "run": train_cfg.run.model_copy(update={"name": f"{train_cfg.run.name}_fold{k}"})})
         outcome = train(fold_cfg, fresh=fresh, data_resources=preprocess_cfg.data, tracking=experiment.tracking,
                         tags={"deepfusion.crossval": train_cfg.run.name, "deepfusion.fold": str(k)})
@@ -71,10 +78,10 @@ def crossval(experiment: ExperimentConfig, *, fresh: bool = False, source: str =
         label_names = label_names or test["label_names"]
         if test["label_names"] != label_names:  # one preprocessing config: cannot differ, but never pool scrambled
             raise ConfigError(f"fold {k}: label map {test['label_names']} differs from fold 0's {label_names}")
-        counts = prepared.manifest["counts"]
+        counts = manifest["counts"]
         folds.append({
             "fold": k, "run_dir": str(outcome.run_dir), "best_epoch": outcome.best_metrics["epoch"],
-            "train_speakers": len(prepared.manifest["speakers"]),
+            "train_speakers": len(manifest["speakers"]),
             "clips": {split: sum(c.values()) for split, c in counts.items()},
             "accuracy": test["accuracy"], "weighted_f1": test["weighted_f1"], "macro_f1": test["macro_f1"],
             "confusion_matrix": test["confusion_matrix"],
