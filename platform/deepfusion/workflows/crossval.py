@@ -63,7 +63,7 @@ def crossval(experiment: ExperimentConfig, *, fresh: bool = False, source: str =
         started = time.perf_counter()
         view = dataset.model_copy(update={"name": f"{dataset.name}_fold{k}",
                                           "folds": dataset.folds.model_copy(update={"test": k})})
-        if first is None:  # decoded once, by Ray Data; the other folds differ in two columns
+        if first is None:  # decoded once, by Ray Data; the other folds differ in three columns
             (first,) = preprocess(preprocess_cfg.model_copy(update={"datasets": [view]}))
             first_view, out_dir, manifest = view, first.out_dir, first.manifest
         else:
