@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -48,7 +49,8 @@ def test_demo_images_exact_counts_balance_and_no_leakage(demo_corpus, tmp_path):
     assert np.array_equal(image, load_image(original["source"], 32))
     copy = next(r for r in rows["train"] if r["copy_index"] > 0)
     assert not np.array_equal(image_from_bytes(copy["image"], 32, 32), load_image(copy["source"], 32))
-    assert manifest["label_map"] == {"clothes_dump": 0, "textile_dye": 1, "textile_billboard": 2}
+    # no classes declared: the class folders, by name
+    assert manifest["label_map"] == {"clothes_dump": 0, "textile_billboard": 1, "textile_dye": 2}
     assert all(r["label"] == manifest["label_map"][r["label_name"]] for r in rows["train"])
 
 
@@ -71,7 +73,9 @@ def test_planted_bad_files_are_quarantined_and_counted(corpus_copy, tmp_path):
     (root / "clothes_dump" / "notes.txt").write_text("not a sample")
     (root / "smoke_stack").mkdir()
     (root / "smoke_stack" / "a.jpg").write_bytes(good.read_bytes())
-    [result] = preprocess(preprocess_config(tmp_path / "shards", image_dataset(root)))
+    # declared classes: a folder outside them holds samples of an unknown label
+    classes = ["clothes_dump", "textile_dye", "textile_billboard"]
+    [result] = preprocess(preprocess_config(tmp_path / "shards", image_dataset(root, classes=classes)))
     quarantine = [json.loads(line) for line in (result.out_dir / "quarantine.jsonl").open()]
     reasons = {Path(q["source"]).name: q["reason"] for q in quarantine}
     assert set(reasons) == {"truncated.jpg", "not_an_image.png", "notes.txt", "a.jpg"}
@@ -109,7 +113,12 @@ def test_wrong_layout_fails_fast_naming_the_path(corpus_copy, tmp_path):
         preprocess(preprocess_config(tmp_path / "s", image_dataset(tmp_path / "nowhere")))
     root = corpus_copy / "textile"
     (root / "textile_dye").rename(root / "dye")
+    classes = ["clothes_dump", "textile_dye", "textile_billboard"]
     with pytest.raises(LayoutError, match=r"missing class folder\(s\) \['textile_dye'\]"):
+        preprocess(preprocess_config(tmp_path / "s", image_dataset(root, classes=classes)))
+    for folder in ("dye", "textile_billboard"):  # one class folder left: no classifier
+        shutil.rmtree(root / folder)
+    with pytest.raises(LayoutError, match=r"found 1 class folder\(s\) \['clothes_dump'\].*at least two"):
         preprocess(preprocess_config(tmp_path / "s", image_dataset(root)))
 
 

@@ -1,8 +1,11 @@
-"""The label spaces of the two tasks, and explicit maps from a dataset's labels onto them.
+"""Class lists and explicit maps from a dataset's labels onto them.
 
-Class order is part of a model's contract: a checkpoint trained with one order and fused
-with another silently scrambles predictions. Every label id in the platform comes from
-a ``LabelMap`` defined here, never from ``sorted(set(...))`` of whatever a dataset holds.
+A dataset declares its classes (``classes: [...]``, or the ordered targets of its
+``label_map``); the constants here are only the defaults of the layouts that have one
+(MELD's seven emotions, the paper's three textile classes). Class order is part of a
+model's contract: a checkpoint trained with one order and fused with another silently
+scrambles predictions. Every label id in the platform comes from a ``LabelMap`` made from
+a dataset's declared classes, never from ``sorted(set(...))`` of whatever a dataset holds.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ EMOTIONS: tuple[str, ...] = ("anger", "disgust", "fear", "joy", "neutral", "sadn
 TEXTILE_CLASSES: tuple[str, ...] = ("clothes_dump", "textile_dye", "textile_billboard")
 
 # RAVDESS/TESS name their emotions differently; "calm" has no MELD counterpart and is
-# folded into "neutral" (documented in datasets/speech.md).
+# folded into "neutral" (documented in datasets/speech.md). Its targets first appear in
+# ``EMOTIONS``' order, so the classes it declares are MELD's seven in MELD's order.
 SPEECH_TO_EMOTION: dict[str, str] = {
+    "angry": "anger",
+    "disgust": "disgust",
+    "fearful": "fear",
+    "happy": "joy",
     "neutral": "neutral",
     "calm": "neutral",
-    "happy": "joy",
     "sad": "sadness",
-    "angry": "anger",
-    "fearful": "fear",
-    "disgust": "disgust",
     "surprised": "surprise",
 }
 
@@ -49,6 +53,12 @@ FER2013_TO_EMOTION: dict[str, str] = {
     "surprise": "surprise",
     "neutral": "neutral",
 }
+
+
+def ordered_targets(label_map: dict[str, str]) -> tuple[str, ...]:
+    """A label map's targets, each once, in the order they first appear: the classes a
+    dataset declares by its ``label_map`` alone."""
+    return tuple(dict.fromkeys(label_map.values()))
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,13 @@ class ShardDataset:
         if self.kind not in spec.datasets:
             raise ConfigError(f"{field}: a {kind} model cannot train on {self.path} (a {self.kind} dataset; "
                               f"expected {' or '.join(spec.datasets)})")
-        if model_cfg.num_classes != len(self.label_names):
+        classes = len(self.label_names)
+        if "num_classes" not in model_cfg.model_fields_set:  # the head is sized by the data's classes
+            model_cfg = model_cfg.model_copy(update={"num_classes": classes})
+        elif model_cfg.num_classes != classes:
             raise ConfigError(f"{field}.num_classes: {model_cfg.num_classes}, but {self.path} has "
-                              f"{len(self.label_names)} classes {self.label_names}")
+                              f"{classes} classes {self.label_names} (leave num_classes out: it is "
+                              f"the data's)")
         wants = model_inputs(model_cfg)
         if wants.get("image"):
             return model_cfg

@@ -132,6 +132,7 @@ class TextileNetConfig(_PresetModel):
     attention_kernel: int = Field(7, ge=1)
     hidden_dim: int = Field(512, ge=1)
     dropout: float = Field(0.5, ge=0, lt=1)
+    # Left out of a config: the training data's class count (its card's classes).
     num_classes: int = Field(3, ge=2)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -162,6 +163,7 @@ class MimamoConfig(_PresetModel):
     use_text: bool = True
     speaker: SpeakerEncoderConfig = SpeakerEncoderConfig()
     dropout: float = Field(0.3, ge=0, lt=1)
+    # Left out of a config: the training data's class count (its card's classes).
     num_classes: int = Field(7, ge=2)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu-small": {
@@ -194,6 +196,7 @@ class MultimodalLSTMConfig(_PresetModel):
     # (statistics pooling, robust for unseen speakers when clips are few).
     pooling: Literal["mean", "mean_std"] = "mean"
     dropout: float = Field(0.3, ge=0, lt=1)
+    # Left out of a config: the training data's class count (its card's classes).
     num_classes: int = Field(7, ge=2)
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"cpu-small": {
@@ -224,6 +227,7 @@ class SpeechMLPConfig(_PresetModel):
     dropout: float = Field(0.3, ge=0, lt=1)
     # Gaussian noise on the standardised inputs while training (0: none).
     input_noise: float = Field(0.0, ge=0)
+    # Left out of a config: the training data's class count (its card's classes).
     num_classes: int = Field(7, ge=2)
 
 

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from deepfusion.config.base import WorkPath
-from deepfusion.config.preprocess import MapsLabelsToEmotions, MediaLimits
+from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.preprocess import MediaLimits
 from deepfusion.config.resources import DataResources
-from deepfusion.labels import FACE_TO_EMOTION
+from deepfusion.labels import EMOTIONS, FACE_TO_EMOTION
 
 
-class FaceEvalConfig(MapsLabelsToEmotions):
+class FaceEvalConfig(StrictModel):
     # A MANIFEST.csv with path (relative to its folder) and label columns.
     manifest: WorkPath
     # photo label -> task emotion; a label missing here is quarantined (contempt, by default).
@@ -27,3 +27,11 @@ class FaceEvalConfig(MapsLabelsToEmotions):
     out_dir: WorkPath
     data: DataResources = DataResources()
     limits: MediaLimits = MediaLimits()
+
+    @model_validator(mode="after")
+    def _targets_are_the_networks_emotions(self) -> FaceEvalConfig:
+        # The pretrained network answers in MELD's seven emotions; labels map onto those.
+        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
+        if bad:
+            raise ValueError(f"label_map targets {bad} are not the network's emotions {list(EMOTIONS)}")
+        return self

@@ -99,7 +99,8 @@ class FitData(StrictModel):
 
 
 class FusionConfig(StrictModel):
-    # The MELD-layout dataset both backbones were trained on (manifest.json + split=*).
+    # The dataset both backbones were trained on (manifest.json + split=*): MELD, a manifest
+    # or any emotion layout whose rows carry what the two backbones read.
     data: WorkPath
     video_checkpoint: WorkPath  # a MIMAMO Net checkpoint folder, e.g. work/runs/mimamo/best
     audio_text_checkpoint: WorkPath  # a Multimodal LSTM checkpoint folder

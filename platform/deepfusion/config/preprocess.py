@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from deepfusion.config.augment import AugmentConfig
 from deepfusion.config.base import StrictModel, WorkPath
 from deepfusion.config.resources import DataResources
-from deepfusion.labels import EMOTIONS, SPEECH_TO_EMOTION, TEXTILE_CLASSES
+from deepfusion.labels import EMOTIONS, SPEECH_TO_EMOTION, ordered_targets
 
 
 class SplitRatios(StrictModel):
@@ -43,24 +43,51 @@ class MediaLimits(StrictModel):
     decode_timeout_s: float = Field(30.0, gt=0)
 
 
-class MapsLabelsToEmotions(StrictModel):
-    """A dataset whose own labels reach the task's emotions through its ``label_map``."""
+ClassList = tuple[Annotated[str, Field(min_length=1, max_length=64)], ...]
+
+
+def check_class_list(classes: tuple[str, ...], field: str = "classes") -> tuple[str, ...]:
+    if len(classes) < 2:
+        raise ValueError(f"{field}: {list(classes)}; a classifier needs at least two classes")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(f"{field}: {repeated} appear more than once in {list(classes)}")
+    return classes
+
+
+class MapsLabelsToClasses(StrictModel):
+    """A dataset whose own labels reach its classes through its ``label_map``
+    (dataset label -> class). The classes, in the model's output order, are ``classes``
+    when given (every ``label_map`` target must be one of them; a class no label reaches
+    is allowed), else the ``label_map``'s targets in the order they first appear."""
+
+    classes: ClassList | None = None
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes if self.classes is not None else ordered_targets(self.label_map)
 
     @model_validator(mode="after")
-    def _targets_are_emotions(self):
-        bad = sorted({v for v in self.label_map.values() if v not in EMOTIONS})
+    def _targets_are_classes(self):
+        if self.classes is None:
+            check_class_list(self.class_names, "the label_map's targets (its classes)")
+            return self
+        check_class_list(self.classes)
+        bad = sorted({v for v in self.label_map.values() if v not in self.classes})
         if bad:
-            raise ValueError(f"label_map targets {bad} are not task emotions {list(EMOTIONS)}")
+            raise ValueError(f"label_map targets {bad} are not among classes {list(self.classes)}")
         return self
 
 
 class ImageFolderDataset(StrictModel):
-    """``root/<class>/*.{jpg,png}`` -> balanced, stratified, resized image shards."""
+    """``root/<class>/*.{jpg,png}`` -> balanced, stratified, resized image shards.
+    ``classes`` (the model's output order): None, every folder under ``root``, sorted by
+    name; a list, exactly those folders (any other folder's images are quarantined)."""
 
     kind: Literal["image_folder"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     root: WorkPath
-    classes: tuple[str, ...] = TEXTILE_CLASSES
+    classes: ClassList | None = None
     extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png")
     image_size: int = Field(224, ge=16, le=1024)
     target_per_class: int = Field(800, ge=3)
@@ -68,6 +95,12 @@ class ImageFolderDataset(StrictModel):
     augment: AugmentConfig = AugmentConfig()
     seed: int = 0
     limits: MediaLimits = MediaLimits()
+
+    @model_validator(mode="after")
+    def _class_list(self) -> ImageFolderDataset:
+        if self.classes is not None:
+            check_class_list(self.classes)
+        return self
 
 
 class VideoConfig(StrictModel):
@@ -148,6 +181,9 @@ class MeldDataset(StrictModel):
     kind: Literal["meld"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     root: WorkPath
+    # The classes, in the model's output order: MELD's seven emotions. A subset trains on
+    # those alone (a row of another emotion is quarantined, with its reason).
+    classes: ClassList = EMOTIONS
     # our split name -> csv file under root. MELD calls validation "dev".
     csv_files: dict[Literal["train", "val", "test"], str] = {
         "train": "train_sent_emo.csv",
@@ -166,8 +202,13 @@ class MeldDataset(StrictModel):
     text: TextConfig = TextConfig()
     limits: MediaLimits = MediaLimits()
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.classes
+
     @model_validator(mode="after")
     def _media_for_every_split(self) -> MeldDataset:
+        check_class_list(self.classes)
         if self.media_dirs is not None and set(self.media_dirs) != set(self.csv_files):
             raise ValueError(
                 f"media_dirs splits {sorted(self.media_dirs)} must match csv_files splits "
@@ -192,7 +233,7 @@ class SpeakerFolds(StrictModel):
         return self
 
 
-class SpeechDataset(MapsLabelsToEmotions):
+class SpeechDataset(MapsLabelsToClasses):
     """A ``MANIFEST.csv`` (path,label,speaker,...) of speech clips, split by speaker."""
 
     kind: Literal["speech"]
@@ -202,7 +243,8 @@ class SpeechDataset(MapsLabelsToEmotions):
     # Only the rows whose ``corpus`` column is one of these (None: every row): train on one
     # corpus of a shared manifest and evaluate on another.
     corpora: tuple[str, ...] | None = None
-    # dataset label -> task emotion; a label missing here is quarantined, never guessed.
+    # dataset label -> class; a label missing here is quarantined, never guessed. The
+    # default: RAVDESS/TESS words onto MELD's seven emotions, in MELD's order.
     label_map: dict[str, str] = dict(SPEECH_TO_EMOTION)
     split: SplitRatios = SplitRatios()
     # None: one speaker-disjoint train/val/test split by ``split``; set: a fold of
@@ -214,16 +256,18 @@ class SpeechDataset(MapsLabelsToEmotions):
     limits: MediaLimits = MediaLimits()
 
 
-class ManifestDataset(MapsLabelsToEmotions):
+class ManifestDataset(MapsLabelsToClasses):
     """Any corpus, described by one table (``.csv``, ``.jsonl`` or ``.parquet``): a row per
     sample with ``sample_id`` and any of ``video``, ``audio``, ``text``; optional
     ``speaker``, ``gender``, ``age``, ``context`` (or ``dialogue_id`` + ``turn``), ``label``
-    and ``split``. Media paths are relative to the table's folder. See datasets/manifest.md."""
+    and ``split``. Media paths are relative to the table's folder. See datasets/manifest.md.
+    Its classes are its own: ``label_map: {hap: happy, ang: angry, ...}`` (or ``classes``)
+    makes a model of those classes; the default is MELD's seven emotion words."""
 
     kind: Literal["manifest"]
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     manifest: WorkPath
-    # dataset label -> task emotion; a label missing here is quarantined, never guessed.
+    # dataset label -> class; a label missing here is quarantined, never guessed.
     label_map: dict[str, str] = {emotion: emotion for emotion in EMOTIONS}
     # Used when the table has no ``split`` column: drawn per label (stratified) and, when
     # every row names its speaker, by whole speakers (no voice in two splits), seeded.

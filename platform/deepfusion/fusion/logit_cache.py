@@ -128,9 +128,15 @@ def cache_key(cfg: FusionConfig) -> tuple[str, dict]:
     return record["key"][:16], record
 
 
+# Which backbone feeds which input of the fusion (methodology, section 4).
+BACKBONE_KINDS = {"video_checkpoint": "mimamo", "audio_text_checkpoint": "multimodal_lstm"}
+
+
 def _check_backbones(cfg: FusionConfig, data: ShardDataset) -> list[str]:
-    expected = {"video_checkpoint": "mimamo", "audio_text_checkpoint": "multimodal_lstm"}
-    for field, kind in expected.items():
+    """Both backbones are the fusion's, of the data's classes, and can read its rows (its
+    layout, and the modalities they need: video for MIMAMO Net, audio for a Multimodal
+    LSTM that uses it), whatever the layout: MELD, a manifest, any emotion dataset."""
+    for field, kind in BACKBONE_KINDS.items():
         card = read_card(getattr(cfg, field))
         if card.kind != kind:
             raise ConfigError(f"fusion.{field}: {getattr(cfg, field)} holds a {card.kind} model; "
@@ -148,9 +154,7 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
     Returns the cache and whether it was (re)built. Needs Ray (connected) only to build.
     """
     data = ShardDataset.open(cfg.data, field="fusion.data")
-    if data.kind != "meld":
-        raise ConfigError(f"fusion.data: {cfg.data} is a {data.kind} dataset; fusion needs the MELD layout "
-                          f"(video for MIMAMO Net, audio and text for the Multimodal LSTM)")
+    label_names = _check_backbones(cfg, data)
     key, freshness = cache_key(cfg)
     folder = Path(cfg.cache_dir) / key
     card_file = folder / CACHE_CARD
@@ -158,7 +162,6 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
         log.info("logit cache %s is current (both checkpoints and the data unchanged)", folder)
         return LogitCache(folder, json.loads(card_file.read_text())), False
 
-    label_names = _check_backbones(cfg, data)
     started = time.perf_counter()
     staging = folder.with_name(folder.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)

@@ -25,7 +25,7 @@ class ModelSpec:
     kind: str
     config: type  # the pydantic config of the model (``config.architectures``)
     builder: str  # "module:Class", imported when a model is built (torch loads then)
-    task: str  # "textile" (3 classes of images) or "emotion" (MELD's 7 emotions)
+    task: str  # "textile" (classes of images) or "emotion" (a dataset's emotion classes)
     datasets: tuple[str, ...]  # dataset kinds (``manifest.json`` "kind") it learns from
     # Which modalities a config of this model reads: image, or text / video / audio.
     inputs: Callable[[object], dict[str, bool]]

@@ -50,6 +50,23 @@ def check_layout(dataset: DatasetConfig) -> None:
     checks[type(dataset)](dataset)
 
 
+def dataset_modalities(dataset: DatasetConfig) -> set[str]:
+    """What a dataset's samples can carry (``image``, or ``video`` / ``audio`` / ``text``),
+    known before it is preprocessed: from its layout, or a manifest table's non-empty
+    columns (a video's own sound track is audio). What a pipeline checks its models against."""
+    if isinstance(dataset, ImageFolderDataset):
+        return {"image"}
+    if isinstance(dataset, SpeechDataset):
+        return {"audio", "text"}
+    if isinstance(dataset, MeldDataset):
+        return {"text"} if dataset.media_dirs is None else {"video", "audio", "text"}
+    from deepfusion.sources.manifest import check_manifest_layout, read_table
+
+    rows, columns, _ = read_table(check_manifest_layout(dataset))
+    have = {c for c in ("video", "audio", "text") if c in columns and any(row.get(c) for row in rows)}
+    return have | ({"audio"} if "video" in have else set())
+
+
 def preprocess(cfg: PreprocessConfig, force: bool = False) -> list[PreprocessResult]:
     """Preprocess every dataset of ``cfg`` into ``cfg.output_dir/<name>/`` (Ray must be up)."""
     results = []

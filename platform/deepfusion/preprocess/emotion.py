@@ -9,7 +9,7 @@ import ray.data
 
 from deepfusion.artifacts.shards import EMOTION_SCHEMA
 from deepfusion.config import DataResources, ManifestDataset, MeldDataset, SpeechDataset, VideoConfig
-from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.labels import LabelMap
 from deepfusion.media.opensmile import opensmile_summary
 from deepfusion.preprocess.emotion_rows import EmotionRowDecoder
 from deepfusion.preprocess.feature_norm import POOLED, normalization_groups, normalize_per_group
@@ -63,7 +63,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
     counts, shards = write_shards(decoded, EMOTION_SCHEMA, staging, "emotion", data.rows_per_shard, data.num_cpus)
     modality = Counter(_MEDIA_KIND[bool(r["video_path"]), bool(r["audio_path"])] for r in records)
     extra = {
-        "label_map": LabelMap(EMOTIONS).to_dict(),
+        "label_map": LabelMap(cfg.class_names).to_dict(),
         "speakers": speakers,
         "media_by_sample": dict(modality),
         "video": {"num_frames": video.num_frames, "frame_size": video.frame_size},

@@ -20,6 +20,7 @@ from deepfusion.splits import exact_split_counts, plan_balanced_split
 def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Path):
     """Scan, probe, split, augment and write; returns (counts, shards, quarantined, extra)."""
     paths_by_class, quarantined = scan_image_folder(cfg)
+    classes = tuple(paths_by_class)
     items = [{"path": p, "label_name": c} for c, paths in paths_by_class.items() for p in paths]
 
     # 1. Decode every original once, in parallel, before any split is drawn.
@@ -32,7 +33,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
     bad = probed[probed["error"].notna()]
     quarantined += [Quarantined(p, e, stage="decode") for p, e in zip(bad["path"], bad["error"])]
     usable = probed[probed["error"].isna()]
-    usable_by_class = {c: sorted(usable.loc[usable["label_name"] == c, "path"]) for c in cfg.classes}
+    usable_by_class = {c: sorted(usable.loc[usable["label_name"] == c, "path"]) for c in classes}
 
     # 2. Split the originals, then plan augmented copies for train only.
     plan, unused = plan_balanced_split(usable_by_class, cfg.target_per_class, cfg.split, cfg.seed)
@@ -45,7 +46,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
 
     # 3. Resize (and augment) in parallel and write.
     quarantine_log = remote_quarantine_log()
-    labels = LabelMap(tuple(cfg.classes))
+    labels = LabelMap(classes)
     rendered = ray.data.from_items(planned).map_batches(
         ImageRowRenderer, batch_format="pandas", batch_size=data.batch_size,
         fn_constructor_kwargs={"dataset_name": cfg.name, "labels": labels,
@@ -59,7 +60,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
         "label_map": labels.to_dict(),
         "image_shape": [cfg.image_size, cfg.image_size, 3],
         "usable_originals": originals,
-        "augmented_copies": {c: sum(1 for p in plan if p.label_name == c and p.copy_index) for c in cfg.classes},
+        "augmented_copies": {c: sum(1 for p in plan if p.label_name == c and p.copy_index) for c in classes},
         "unused_originals": unused,
         "split_counts_per_class": exact_split_counts(cfg.target_per_class, cfg.split),
     }

@@ -10,7 +10,7 @@ Columns (only ``sample_id`` and one of ``video`` / ``audio`` / ``text`` are requ
     context       the dialogue before this turn, as JSON [{"speaker": ..., "text": ...}, ...]
     dialogue_id, turn   integers: context built from the earlier turns of the same
                   dialogue (and split), when there is no context column
-    label         mapped onto the task's emotions by the config's ``label_map``
+    label         mapped onto the dataset's classes by the config's ``label_map``
     split         train / val (or dev) / test; without the column splits are drawn
 
 Other columns are ignored (and named in the data manifest). Every row that cannot become
@@ -24,7 +24,7 @@ import json
 from pathlib import Path
 
 from deepfusion.config import ManifestDataset
-from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.labels import LabelMap
 from deepfusion.sources import LayoutError, Quarantined
 
 COLUMNS = ("sample_id", "video", "audio", "text", "speaker", "gender", "age", "context", "dialogue_id", "turn",
@@ -89,7 +89,7 @@ def scan_manifest(cfg: ManifestDataset, require_labels: bool = True):
                           f"columns are {columns}")
     if ("dialogue_id" in columns) != ("turn" in columns):
         raise LayoutError(f"{path}: dialogue_id and turn go together (context is built from earlier turns)")
-    labels, root, first = LabelMap(EMOTIONS), path.parent, 1 if position == "row" else 2
+    labels, root, first = LabelMap(cfg.class_names), path.parent, 1 if position == "row" else 2
     records: list[dict] = []
     quarantined: list[Quarantined] = []
     seen: set[str] = set()

@@ -11,7 +11,7 @@ import csv
 from pathlib import Path
 
 from deepfusion.config import MeldDataset
-from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.labels import LabelMap
 from deepfusion.sources import LayoutError, Quarantined
 
 REQUIRED_COLUMNS = ("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID")
@@ -44,7 +44,7 @@ def check_meld_layout(cfg: MeldDataset) -> Path:
 
 def scan_meld(cfg: MeldDataset) -> tuple[list[dict], list[Quarantined]]:
     root = check_meld_layout(cfg)
-    labels = LabelMap(EMOTIONS)
+    labels = LabelMap(cfg.class_names)
     records: list[dict] = []
     quarantined: list[Quarantined] = []
     for split, csv_name in cfg.csv_files.items():
@@ -80,10 +80,10 @@ def scan_meld(cfg: MeldDataset) -> tuple[list[dict], list[Quarantined]]:
                         f"Utterance_ID={row[col['Utterance_ID']]!r} are not non-negative integers"))
                     continue
                 emotion = row[col["Emotion"]].strip().lower()
-                if emotion not in EMOTIONS:
+                if emotion not in labels.names:
                     quarantined.append(Quarantined(
                         where, f"unknown label Emotion={row[col['Emotion']]!r}; expected one of "
-                        f"{list(EMOTIONS)}"))
+                        f"classes {list(labels.names)}"))
                     continue
                 if (dialogue_id, utterance_id) in seen:
                     quarantined.append(Quarantined(

@@ -1,6 +1,6 @@
 """Speech corpora described by a ``MANIFEST.csv`` (path,label,speaker[,gender,age,text,...]).
 
-Labels are mapped onto the task's emotions through the config's explicit ``label_map``;
+Labels are mapped onto the dataset's classes through the config's explicit ``label_map``;
 splits are speaker-disjoint (within each corpus), so no voice is in train and test.
 Columns that carry the label in disguise (``intensity``: RAVDESS records "neutral" at
 normal intensity only) are not read.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from deepfusion.config import SpeechDataset
-from deepfusion.labels import EMOTIONS, LabelMap
+from deepfusion.labels import LabelMap
 from deepfusion.sources import LayoutError, Quarantined, csv_manifest_rows
 from deepfusion.splits import speaker_disjoint_split, speaker_fold_split
 
@@ -36,7 +36,7 @@ def check_speech_layout(cfg: SpeechDataset) -> Path:
 def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
     manifest = check_speech_layout(cfg)
     root = Path(cfg.root)
-    labels = LabelMap(EMOTIONS)
+    labels = LabelMap(cfg.class_names)
     records: list[dict] = []
     quarantined: list[Quarantined] = []
     required = REQUIRED_COLUMNS + (("corpus",) if cfg.corpora is not None else ())

@@ -2,8 +2,9 @@
 
 A pipeline file names the stage files (training runs, the fusion search, the Serve app);
 ``plan_pipeline`` loads every one of them and checks that each stage's inputs are made
-by an earlier stage or already exist, so that a typo fails in a second, not after an
-hour of training.
+by an earlier stage or already exist, and that every model can learn from the data it is
+given (its layout and the modalities it reads), so that a typo or an impossible stage fails
+in a second, not after an hour of training.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
 from deepfusion.config.serving import ServeSection
 from deepfusion.config.train import TrainConfig
+from deepfusion.models import model_inputs, model_spec
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ def plan_pipeline(experiment: ExperimentConfig, source: Path) -> PipelinePlan:
         serve = (serve_path, pipeline.serve, serve_section)
     plan = PipelinePlan(Path(source), experiment, pipeline, train, fusion, serve)
     _check_inputs(plan)
+    _check_models_fit_data(plan)
     return plan
 
 
@@ -89,3 +92,54 @@ def _check_inputs(plan: PipelinePlan) -> None:
         for field in ("video_checkpoint", "audio_text_checkpoint", "fusion_checkpoint", "textile_checkpoint"):
             if getattr(cfg, field) is not None:
                 need(getattr(cfg, field), f"serve.{field}", path, "make it in an earlier stage")
+
+
+def _check_models_fit_data(plan: PipelinePlan) -> None:
+    """Each training stage's model, and both fusion backbones, can read their dataset: its
+    layout is one the model learns from and it has the modalities the model needs. A
+    dataset this pipeline preprocesses is judged from its config and layout (a manifest's
+    columns); one that exists from its shards' manifest, as training itself checks it."""
+    from deepfusion.artifacts.checkpoint import read_card
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.fusion.logit_cache import BACKBONE_KINDS
+    from deepfusion.preprocess.datasets import dataset_modalities
+
+    made = {}
+    if plan.pipeline.preprocess:
+        pre = plan.experiment.preprocess
+        made = {(Path(pre.output_dir) / d.name).resolve(): d for d in pre.datasets}
+
+    def check(model_cfg, data: Path, stage_file: Path, field: str) -> None:
+        dataset = made.get(Path(data).resolve())
+        if dataset is None:
+            if (Path(data) / "manifest.json").is_file():
+                ShardDataset.open(data, field=f"{stage_file}: {field}").resolve_model_config(
+                    model_cfg, field=f"{stage_file}: {field}")
+            return
+        kind, spec = dataset.kind, model_spec(model_cfg.kind)
+        if kind not in spec.datasets:
+            raise ConfigError(f"{stage_file}: {field}: a {model_cfg.kind} model cannot learn from dataset "
+                              f"{dataset.name!r} (a {kind} dataset; expected {' or '.join(spec.datasets)})")
+        have, wants = dataset_modalities(dataset), model_inputs(model_cfg)
+        for modality in ("image", "video", "audio"):
+            if wants.get(modality) and modality not in have:
+                raise ConfigError(f"{stage_file}: {field}: {model_cfg.kind} needs {modality}, and dataset "
+                                  f"{dataset.name!r} has none (it carries {sorted(have) or 'nothing'})")
+
+    trained = {plan.best_checkpoint(cfg).resolve(): cfg.model for _, cfg in plan.train}
+    for path, cfg in plan.train:
+        check(cfg.model, cfg.data, path, "train.model")
+    if plan.fusion is None:
+        return
+    path, cfg = plan.fusion
+    for field, kind in BACKBONE_KINDS.items():
+        folder = Path(getattr(cfg, field))
+        model_cfg = trained.get(folder.resolve())
+        if model_cfg is None and folder.is_dir():
+            model_cfg = read_card(folder).model_config
+        if model_cfg is None:
+            continue
+        if model_cfg.kind != kind:
+            raise ConfigError(f"{path}: fusion.{field}: {folder} is a {model_cfg.kind} model; the fusion's "
+                              f"{field.removesuffix('_checkpoint')} input is a {kind}")
+        check(model_cfg, cfg.data, path, f"fusion.{field}")
