@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "ensemble": "jobs.ensemble",
     "average-checkpoints": "jobs.average_checkpoints",
     "predict": "jobs.predict",
+    "export": "jobs.export",
     "crossval": "jobs.crossval",
     "pipeline": "jobs.pipeline",
     "serve": "jobs.serve",

@@ -32,14 +32,28 @@ def prediction_parser(description: str, data_help: str, out_help: str, out_requi
     parser.add_argument("--data", required=True, type=Path, help=data_help)
     parser.add_argument("--out", required=out_required, type=Path, help=out_help)
     parser.add_argument("--media", type=Path, help="a MELD csv's folder of dia{D}_utt{U}.mp4 (+ .wav)")
+    parser.add_argument("--label-map", metavar="MAP",
+                        help="the data's labels onto the model's classes, overriding the map in the checkpoint's "
+                             "card: a .json/.yaml file {label: class} or inline hap=happy,ang=angry")
     parser.add_argument("--config", help="an experiment YAML whose ray: and predict: sections to use")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a value of --config, e.g. predict.model.num_gpus=0.5")
     return parser
 
 
+def label_map_option(args: argparse.Namespace) -> dict:
+    """``--label-map`` as predict()'s keyword arguments (none when not given)."""
+    if not args.label_map:
+        return {}
+    from deepfusion.workflows.predict_inputs import read_label_map
+
+    label_map, origin = read_label_map(args.label_map)
+    return {"label_map": label_map, "label_map_origin": origin}
+
+
 def prediction_setup(args: argparse.Namespace) -> PredictSection:
-    """The predict section of --config (or the defaults); checks --checkpoint, then joins Ray."""
+    """The predict section of --config (or the defaults); checks --checkpoint and
+    --label-map, then joins Ray."""
     ray_cfg, cfg = RayConfig(), PredictSection()
     if args.config:
         experiment = load_config(args.config, args.overrides)
@@ -47,6 +61,7 @@ def prediction_setup(args: argparse.Namespace) -> PredictSection:
     from deepfusion.artifacts.checkpoint import read_card
 
     read_card(args.checkpoint)  # not a checkpoint: say so before starting Ray
+    label_map_option(args)
     connect(ray_cfg)
     return cfg
 
@@ -77,7 +92,7 @@ def main() -> int:
     from deepfusion.workflows.predict import predict
 
     result = predict(args.checkpoint, args.data, args.out, media_dir=args.media, cfg=cfg, write_csv=args.csv,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, **label_map_option(args))
     print("\n".join(report_lines(args.checkpoint, args.data, result)))
     print(f"  predictions: {result.predictions_dir}" + (f" and {result.csv_path}" if result.csv_path else ""))
     return 0

@@ -79,7 +79,7 @@ def test_serving_refuses_a_fusion_model_with_another_class_order(meld):
                    "audio_text_checkpoint": {"path": str(audio_text.path), "sha256": audio_text.content_hash}},
         metrics={}, fusion_weights=[0.5, 0.5]))
     with pytest.raises(ConfigError, match=r"serve: label maps differ .* fusion \['disgust', 'anger'.*scrambled"):
-        check_servable(FusionModel(folder), video, audio_text)
+        check_servable(FusionModel(folder).card, video, audio_text)
 
 
 MODEL_CONFIGS = [TextileNetConfig(kind="textile", preset="cpu-small"),

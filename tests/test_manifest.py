@@ -49,7 +49,7 @@ def test_rows_that_cannot_be_samples_are_quarantined_with_line_and_reason(tmp_pa
     assert reasons == {
         "4": f"missing file audio='media/missing.wav' (looked for {tmp_path / 'media' / 'missing.wav'})",
         "5": "no input: video, audio and text are all empty",
-        "6": "unknown label 'bored'; label_map knows ['angry', 'happy']",  # never guessed
+        "6": "unknown label 'bored': not in label_map (happy -> joy, angry -> anger)",  # never guessed
         "7": "duplicate sample_id 'a'",
         "8": "no label (training data needs one per row)",
     }

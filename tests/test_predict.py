@@ -20,7 +20,7 @@ SMALL = validate_config(PredictSection, {"decode": {"num_cpus": 0.25, "concurren
 EMOTION_COLUMNS = ["sample_id", "emotion", "confidence", "prob_anger", "prob_disgust", "prob_fear", "prob_joy",
                    "prob_neutral", "prob_sadness", "prob_surprise", "video_emotion", "audio_text_emotion",
                    "fusion_weight_video", "fusion_weight_audio_text", "has_video", "has_audio", "has_text",
-                   "true_label", "source"]
+                   "true_label", "source", "input_key"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def clips(served, tmp_path_factory) -> Path:
 @pytest.mark.usefixtures("ray_local")
 def test_a_folder_of_clips_is_predicted_quarantined_and_a_rerun_skips_what_is_done(served, clips, tmp_path):
     from deepfusion.inference.emotion import EmotionRecognizer
-    from deepfusion.workflows.predict import predict
+    from deepfusion.workflows.predict import predict, read_predictions
 
     fusion, out = served["cfg"].fusion_checkpoint, tmp_path / "out"
     result = predict(fusion, clips, out, cfg=SMALL, write_csv=True)
@@ -81,6 +81,13 @@ def test_a_folder_of_clips_is_predicted_quarantined_and_a_rerun_skips_what_is_do
     third = predict(fusion, extended, out, cfg=SMALL)
     assert (third.predicted, third.already_done) == (1, 6)
     assert third.table()["sample_id"].tolist() == sorted([f"clip{i}" for i in range(6)] + ["late_arrival"])
+    # a changed input is predicted again (its content, not only its id), and replaces the old row
+    (extended / "clip2.txt").write_text("Not what it said before.\n")
+    fourth = predict(fusion, extended, out, cfg=SMALL)
+    assert (fourth.predicted, fourth.already_done) == (1, 6)
+    everything = sorted([f"clip{i}" for i in range(6)] + ["late_arrival"])
+    assert fourth.table()["sample_id"].tolist() == read_predictions(out)["sample_id"].tolist() == everything
+    assert "clip2" not in third.table()["sample_id"].tolist()  # what it was made from has changed
     with pytest.raises(ConfigError, match="holds predictions of another model"):
         predict(served["cfg"].video_checkpoint, clips, out, cfg=SMALL)
 

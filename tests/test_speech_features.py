@@ -143,8 +143,9 @@ def test_batch_prediction_normalises_per_speaker_as_preprocessing_did(speech_fea
 
     result = evaluate(checkpoint, manifest, tmp_path / "eval")
     assert [q.reason for q in result.quarantined] == [
-        "unknown label 'boredom'; label_map knows ['angry', 'calm', 'disgust', 'fearful', 'happy', 'neutral', "
-        "'sad', 'surprised']"]
+        "unknown label 'boredom': not in the label map of the checkpoint's card (angry -> anger, disgust -> "
+        "disgust, fearful -> fear, happy -> joy, neutral -> neutral, calm -> neutral, sad -> sadness, "
+        "surprised -> surprise)"]
     table = result.table()
     assert len(table) == 11 and result.evaluation.metrics["num_samples"] == 11
 

@@ -8,6 +8,7 @@
                  prediction and Serve share
     checkpoint   backbone and fusion checkpoints: one card schema, saving and loading
     inference    a checkpoint's frozen model turning shard rows into logits
+    bundle       a trained model as one self-contained folder (``deepfusion export``)
 
 Nothing here trains or serves; training, fusion, evaluation and serving read and write
 their files through this package. Content hashes come from ``deepfusion.hashing``.

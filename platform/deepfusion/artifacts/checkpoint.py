@@ -9,14 +9,16 @@
 A backbone's card holds its resolved model config (preset applied, speaker count filled)
 and its training data (``data_info``: dataset, preprocess settings, speaker ids, so a
 request is decoded as training data was). A fusion card holds the fusion hyperparameters,
-its metrics and weights, and both backbones' paths and content hashes, so Serve can
-refuse a fusion fitted on other backbones. ``checkpoint_hash`` covers the weights and the
+its metrics and weights, and both backbones' paths (relative to the fusion checkpoint's
+own folder, so the two move together; ``backbone_path`` resolves them) and content
+hashes, so Serve can refuse a fusion fitted on other backbones. ``checkpoint_hash`` covers the weights and the
 card: caches and ledgers keyed by it go stale exactly when a checkpoint changes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -105,8 +107,31 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, *, model_config, label
     return write_checkpoint(folder, model, card, train_config=train_config, training_state=training_state)
 
 
-def save_fusion(folder: Path, model: torch.nn.Module, card: CheckpointCard) -> Path:
+def save_fusion(folder: Path, model: torch.nn.Module, card: CheckpointCard, *,
+                relative_to: Path | None = None) -> Path:
+    """A fusion checkpoint. ``relative_to``: the folder it will be read from (``folder``,
+    or where it is moved once written aside); its backbones are then recorded relative to
+    it, so a tree holding both can be moved or copied whole. Without it, as ``card`` has
+    them (a search trial's checkpoint, which Tune copies into its own storage)."""
+    if relative_to is not None:
+        backbones = {field: entry | {"path": os.path.relpath(backbone_path(card, field), Path(relative_to).resolve())}
+                     for field, entry in card.backbones.items()}
+        card = replace(card, backbones=backbones)
     return write_checkpoint(folder, model, card)
+
+
+def backbone_path(card: CheckpointCard, field: str) -> Path:
+    """Where a fusion card's backbone is: its recorded path, relative to the fusion
+    checkpoint's folder (an absolute one, from older cards, as it is)."""
+    try:
+        recorded = Path(card.backbones[field]["path"])
+    except KeyError:
+        raise CheckpointError(f"{card.path / CARD}: names no {field} (a fusion card names both backbones)") from None
+    if recorded.is_absolute():
+        return recorded
+    if card.path is None:
+        raise CheckpointError(f"a card not read from disk cannot resolve its {field} path {recorded}")
+    return (Path(card.path) / recorded).resolve()
 
 
 def checkpoint_hash(folder: Path) -> str:

@@ -23,8 +23,11 @@ class CheckpointModel:
 
     def describe(self) -> dict:
         # The folder's name, not its path: a served listing shows nothing of this machine.
+        from deepfusion.models import model_reads
+
         return {"checkpoint": Path(self.card.path).name, "sha256": self.card.content_hash,
                 "kind": self.card.kind, "preset": self.card.preset, "labels": self.card.label_names,
+                "reads": model_reads(self.card.model_config),
                 "random_init": self.card.pretrained.get("random_init", [])}
 
     def logits(self, batch: dict) -> np.ndarray:

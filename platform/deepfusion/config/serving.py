@@ -1,5 +1,10 @@
 """The ``serve`` section: which checkpoints the HTTP application serves, its limits and sizes.
 
+Any trained subset is served: one emotion backbone alone (``video_checkpoint`` or
+``audio_text_checkpoint``: a video-only, audio-only, text-only or audio+text model), two
+backbones and their fusion (``fusion_checkpoint``; the backbones default to the ones its
+card names), an image classifier alone (``textile_checkpoint``), or emotion and images.
+
 Preprocessing settings (frames, frame size, audio rate, tokenizer, image size) are not
 configured here: they come from each checkpoint's card (``card.json``, its ``data_info``),
 the preprocessing its training data went through, so serving cannot drift from training.
@@ -103,10 +108,15 @@ class AdmissionSection(StrictModel):
 
 
 class ServeSection(StrictModel):
-    video_checkpoint: WorkPath  # MIMAMO Net
-    audio_text_checkpoint: WorkPath  # Multimodal LSTM
-    fusion_checkpoint: WorkPath  # Enhanced Late Fusion (jobs.tune_fusion's export)
-    textile_checkpoint: WorkPath | None = None  # TextilePollutionNet; None: no /v1/textile
+    # A backbone that reads video (MIMAMO Net); alone, or the fusion's video input.
+    video_checkpoint: WorkPath | None = None
+    # A backbone that reads audio and/or text (the Multimodal LSTM, a speech model); alone,
+    # or the fusion's audio-text input.
+    audio_text_checkpoint: WorkPath | None = None
+    # Enhanced Late Fusion (jobs.tune_fusion's export, or `deepfusion export`'s folder);
+    # its backbones are the two above when given, else the ones its card names.
+    fusion_checkpoint: WorkPath | None = None
+    textile_checkpoint: WorkPath | None = None  # an image classifier; None: no /v1/textile
     limits: RequestLimits = RequestLimits()
     # None: no authentication (fine on loopback; the app warns when it binds elsewhere).
     auth: AuthSection | None = None
@@ -122,6 +132,20 @@ class ServeSection(StrictModel):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=65535)
     request_timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _a_servable_subset(self) -> ServeSection:
+        backbones = [f for f in ("video_checkpoint", "audio_text_checkpoint") if getattr(self, f) is not None]
+        if not backbones and self.fusion_checkpoint is None and self.textile_checkpoint is None:
+            raise ValueError("nothing to serve: set a video_checkpoint, audio_text_checkpoint, fusion_checkpoint "
+                             "or textile_checkpoint")
+        if self.fusion_checkpoint is not None and len(backbones) == 1:
+            raise ValueError(f"fusion_checkpoint with only {backbones[0]}: give both backbones, or neither "
+                             f"(the ones the fusion card names are served)")
+        if self.fusion_checkpoint is None and len(backbones) == 2:
+            raise ValueError("two emotion backbones need their fusion to answer as one model: set "
+                             "fusion_checkpoint, or serve one backbone")
+        return self
 
     @model_validator(mode="after")
     def _admission_below_serve_limit(self) -> ServeSection:

@@ -102,7 +102,7 @@ def _export(target: Path, model, card) -> Path:
     target = Path(target)
     staging = target.with_name(target.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
-    save_fusion(staging, model, card)
+    save_fusion(staging, model, card, relative_to=target)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     log.info("best Enhanced Late Fusion exported to %s", target)

@@ -110,28 +110,63 @@ class FusionModel:
                        self.card.label_names)
 
 
-def check_servable(fusion: FusionModel, video_card, audio_text_card) -> None:
+def check_servable(fusion_card, video_card, audio_text_card) -> None:
     """Refuse a fusion model fitted on other backbones, or backbones whose training data
     was preprocessed differently (one request is decoded once, for both)."""
     for name, card in (("video_checkpoint", video_card), ("audio_text_checkpoint", audio_text_card)):
-        expected = fusion.card.backbones.get(name, {}).get("sha256")
+        expected = fusion_card.backbones.get(name, {}).get("sha256")
         if expected != card.content_hash:
             raise ConfigError(
-                f"serve.fusion_checkpoint: {fusion.path} was fitted on a {name} with sha256 "
+                f"serve.fusion_checkpoint: {fusion_card.path} was fitted on a {name} with sha256 "
                 f"{str(expected)[:12]}, but serve.{name} {card.path} has {card.content_hash[:12]}; "
                 f"re-run `python -m jobs.tune_fusion` for these backbones")
     for card in (video_card, audio_text_card):
         refusal = per_request_refusal(card.data_info)
         if refusal:
             raise ConfigError(f"serve: {card.path}: {refusal}")
-    if not (fusion.card.label_names == video_card.label_names == audio_text_card.label_names):
+    if not (fusion_card.label_names == video_card.label_names == audio_text_card.label_names):
         raise ConfigError(
-            f"serve: label maps differ (class order is part of a model): fusion {fusion.card.label_names}, "
+            f"serve: label maps differ (class order is part of a model): fusion {fusion_card.label_names}, "
             f"video {video_card.label_names}, audio_text {audio_text_card.label_names}; "
             f"predictions would be scrambled")
     if video_card.data_info.get("preprocess_config") != audio_text_card.data_info.get("preprocess_config"):
         raise ConfigError("serve: the two backbones were trained on differently preprocessed data; "
                           "one request cannot be decoded for both")
+
+
+def served_emotion_checkpoints(video: Path | None, audio_text: Path | None, fusion: Path | None,
+                               field: str = "serve") -> dict[str, Path]:
+    """The emotion checkpoints to serve, by role (``video``, ``audio_text``, ``fusion``),
+    checked: a fusion with its two backbones (the ones its card names unless given), or
+    one backbone alone in the role it plays (what it reads). Every one must answer single
+    requests (``per_request_refusal``). Reads cards only, no weights."""
+    from deepfusion.artifacts.checkpoint import backbone_path, read_card
+    from deepfusion.models import MODELS, model_reads
+
+    chosen = {"video": video, "audio_text": audio_text}
+    if fusion is not None:
+        fusion_card = read_card(Path(fusion))
+        if fusion_card.model_config is not None or not fusion_card.backbones:
+            raise ConfigError(f"{field}.fusion_checkpoint: {fusion} holds a {fusion_card.kind}, not a fusion model")
+        chosen = {role: Path(path) if path is not None else backbone_path(fusion_card, f"{role}_checkpoint")
+                  for role, path in chosen.items()}
+    cards = {role: read_card(Path(path)) for role, path in chosen.items() if path is not None}
+    for role, card in cards.items():
+        spec = MODELS.get(card.kind)
+        if spec is None or spec.task != "emotion" or card.model_config is None:
+            raise ConfigError(f"{field}.{role}_checkpoint: {card.path} holds a {card.kind} model, not an emotion "
+                              f"backbone")
+        plays = backbone_role(card.model_config)
+        if plays != role:
+            raise ConfigError(f"{field}.{role}_checkpoint: {card.path} is a {card.kind} that reads "
+                              f"{' and '.join(model_reads(card.model_config))}: serve it as {field}.{plays}_checkpoint")
+        refusal = per_request_refusal(card.data_info)
+        if refusal:
+            raise ConfigError(f"{field}: {card.path}: {refusal}")
+    if fusion is not None:
+        check_servable(fusion_card, cards["video"], cards["audio_text"])
+        return {**chosen, "fusion": Path(fusion)}
+    return {role: Path(path) for role, path in chosen.items() if path is not None}
 
 
 def backbone_answers(logits: np.ndarray, label_names: list[str], role: str) -> list[dict]:
@@ -164,7 +199,7 @@ class EmotionRecognizer:
         if self.fusion is not None:
             if set(self.backbones) != set(ROLES):
                 raise ConfigError("a fusion model needs both backbones (video_checkpoint, audio_text_checkpoint)")
-            check_servable(self.fusion, self.backbones["video"].card, self.backbones["audio_text"].card)
+            check_servable(self.fusion.card, self.backbones["video"].card, self.backbones["audio_text"].card)
         elif len(self.backbones) != 1:
             raise ConfigError("without a fusion checkpoint, give exactly one backbone checkpoint")
         first = next(iter(self.backbones.values()))
@@ -178,12 +213,12 @@ class EmotionRecognizer:
                         device: str | None = None) -> EmotionRecognizer:
         """A fusion checkpoint (``jobs.tune_fusion``'s export; its backbones are the ones its
         card names) or a MIMAMO Net / Multimodal LSTM checkpoint (``jobs.train``'s best/)."""
-        from deepfusion.artifacts.checkpoint import read_card
+        from deepfusion.artifacts.checkpoint import backbone_path, read_card
         from deepfusion.models.registry import FUSION_MODELS, MODELS
 
         card = read_card(Path(checkpoint))
         if card.kind in FUSION_MODELS:
-            paths = {f"{role}_checkpoint": Path(card.backbones[f"{role}_checkpoint"]["path"]) for role in ROLES}
+            paths = {f"{role}_checkpoint": backbone_path(card, f"{role}_checkpoint") for role in ROLES}
             return cls(fusion_checkpoint=Path(checkpoint), limits=limits, device=device, **paths)
         if card.kind not in MODELS or MODELS[card.kind].task != "emotion":
             raise ConfigError(f"{checkpoint}: a {card.kind} checkpoint does not recognise emotions")

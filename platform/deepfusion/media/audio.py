@@ -1,5 +1,5 @@
-"""Audio: mono float32 at a fixed sample rate, from a wav/flac/ogg (soundfile) or a
-container's audio track (PyAV).
+"""Audio: mono float32 at a fixed sample rate, from a wav/flac/ogg (soundfile), an mp3 or
+aac stream, or a container's audio track (mp4/mov/m4a, mkv/webm, avi, flv; PyAV).
 
 Bounded: a track longer than ``limits.max_audio_seconds`` by its header is refused, and
 only the first ``max_seconds`` (plus a short resampling margin) are ever decoded, block by
@@ -24,10 +24,10 @@ import soxr
 
 from deepfusion.config import MediaLimits
 from deepfusion.media import MediaError, NoAudioTrack
-from deepfusion.media.formats import SOUND_FILE_FORMATS, VIDEO_FORMATS, sniff_file
+from deepfusion.media.formats import AUDIO_STREAM_FORMATS, SOUND_FILE_FORMATS, VIDEO_FORMATS, sniff_file
 from deepfusion.media.limits import DEFAULT_LIMITS, Deadline, over_limit
 
-# Formats PyAV reads without a container magic of their own (raw AAC/ADTS, MP3).
+# Streams PyAV reads whose first bytes may not say what they are (an MP3 after junk bytes).
 _STREAM_SUFFIXES = {".aac", ".mp3", ".m4a"}
 # Decoded past max_seconds so that the resampler's filter sees real signal at the cut.
 _RESAMPLE_MARGIN_S = 0.05
@@ -146,11 +146,12 @@ def load_audio(
     deadline = Deadline(limits.decode_timeout_s, path)
     if kind in SOUND_FILE_FORMATS:
         samples, rate, seconds = _read_sound_file(path, max_seconds, limits, deadline)
-    elif kind in VIDEO_FORMATS or (kind is None and Path(path).suffix.lower() in _STREAM_SUFFIXES):
+    elif (kind in VIDEO_FORMATS or kind in AUDIO_STREAM_FORMATS
+          or (kind is None and Path(path).suffix.lower() in _STREAM_SUFFIXES)):
         samples, rate, seconds = _read_container_audio(path, max_seconds, limits, deadline)
     else:
-        raise MediaError(f"{path}: not a recognised audio file (its bytes are "
-                         f"{kind or 'of no known format'}; expected wav, flac, ogg or a video/audio container)")
+        raise MediaError(f"{path}: not a recognised audio file (its bytes are {kind or 'of no known format'}; "
+                         f"expected wav, flac, ogg, mp3, aac or a video/audio container)")
     if samples.size == 0:
         raise MediaError(f"{path}: audio has no samples")
     if not np.all(np.isfinite(samples)):

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 
-VIDEO_FORMATS = frozenset({"mp4", "matroska", "avi"})  # containers OpenCV/FFmpeg read frames from
+# Containers OpenCV/FFmpeg read frames from (mp4 is also MOV and M4A; matroska also WebM);
+# PyAV reads their sound tracks.
+VIDEO_FORMATS = frozenset({"mp4", "matroska", "avi", "flv"})
 SOUND_FILE_FORMATS = frozenset({"wav", "flac", "ogg"})  # read by libsndfile
+AUDIO_STREAM_FORMATS = frozenset({"mp3", "aac"})  # bare audio streams, read by PyAV
+AUDIO_FORMATS = SOUND_FILE_FORMATS | AUDIO_STREAM_FORMATS | VIDEO_FORMATS  # any of them has a sound track
 IMAGE_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "tiff": "TIFF", "gif": "GIF"}
 
 HEAD_BYTES = 16
@@ -32,6 +36,12 @@ def sniff(head: bytes) -> str | None:
         return "matroska"  # also WebM
     if head[:4] == b"fLaC":
         return "flac"
+    if head[:3] == b"FLV":
+        return "flv"
+    if head[:3] == b"ID3":
+        return "mp3"  # an ID3 tag, then MPEG audio frames
+    if head[:1] == b"\xff" and len(head) > 1 and head[1] & 0xE0 == 0xE0:  # an MPEG audio frame sync
+        return "aac" if head[1] & 0x06 == 0 else "mp3"  # layer bits 00: ADTS (AAC); else MPEG layer I-III
     if head[:4] == b"OggS":
         return "ogg"
     if head[:2] == b"BM":

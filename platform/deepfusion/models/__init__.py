@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from deepfusion.models.registry import MODELS, ModelSpec, model_spec
 
-__all__ = ["MODELS", "ModelSpec", "audio_features", "build_model", "model_inputs", "model_spec"]
+__all__ = ["MODELS", "ModelSpec", "audio_features", "build_model", "model_inputs", "model_reads", "model_spec"]
 
 
 def build_model(cfg):
@@ -20,6 +20,12 @@ def build_model(cfg):
 def model_inputs(cfg) -> dict[str, bool]:
     """Which modalities a model reads: ``{"image": True}`` or text / video / audio flags."""
     return model_spec(cfg.kind).inputs(cfg)
+
+
+def model_reads(cfg) -> list[str]:
+    """The modalities a model reads, in the order image, video, audio, text."""
+    wants = model_inputs(cfg)
+    return [m for m in ("image", "video", "audio", "text") if wants.get(m)]
 
 
 def audio_features(cfg) -> tuple[str, str] | None:

@@ -1,16 +1,21 @@
-"""The Ray Serve application: an HTTP ingress that decodes uploads, the two backbones, the
-fusion and the textile classifier, composed with ``DeploymentHandle``s.
+"""The Ray Serve application: an HTTP ingress that decodes uploads, and the models of the
+``serve`` section (any trained subset: one emotion backbone, two and their fusion, an image
+classifier, or emotion and images), composed with ``DeploymentHandle``s.
 
-    POST /v1/emotion   multipart: video (mp4), audio (wav), text, speaker, gender, age
+    POST /v1/emotion   multipart: video (mp4/mov, mkv/webm, avi, flv), audio (wav, flac,
+                       ogg, mp3, aac, m4a), text, speaker, gender, age, context
     POST /v1/textile   multipart: image
-    GET  /v1/models    every served model's checkpoint, hash, preset and labels
+    GET  /v1/models    every served model's checkpoint, hash, preset and classes
     GET  /healthz
     GET  /             the demo page (``serving/ui``): upload a clip or an image, see the answer
     GET  /docs, /redoc the API's documentation, its assets served by the app (no CDN)
 
 For one emotion request the ingress decodes the media (the ingestion code path), sends
-the row to MIMAMO Net and the Multimodal LSTM at once, and passes both logits to the
-fusion. Model deployments batch concurrent requests (``serving.batching``).
+the row to the served backbones at once and, with a fusion model, passes both logits to
+it; one backbone alone answers with its own probabilities. A request that carries none of
+the modalities the served models read is a 422 naming them. Classes are the checkpoints'
+own (their cards), in the answers, ``/v1/models``, the OpenAPI schema and the page. Model
+deployments batch concurrent requests (``serving.batching``).
 
 Every answer is JSON and documented (``serving.schemas``). Bad input is a 4xx naming the
 field (and the limit, for a 413); it never reaches a model. A declared content type must
@@ -45,12 +50,14 @@ from deepfusion.inference.emotion import (
     EmotionDecoder,
     EmotionRequest,
     FusionModel,
-    check_servable,
+    backbone_answers,
     modalities,
+    served_emotion_checkpoints,
 )
 from deepfusion.inference.textile import TextileClassifier, image_row
 from deepfusion.media import DecodeTimeout, MediaError
 from deepfusion.media.text import parse_context
+from deepfusion.models import model_reads
 from deepfusion.serving.answers import bad_request, internal_error, media_failure, model_call
 from deepfusion.serving.batching import Batcher
 from deepfusion.serving.guard import RequestGuard, is_loopback, read_token, too_large
@@ -62,6 +69,7 @@ from deepfusion.serving.schemas import (
     Health,
     ServedModels,
     TextileAnswer,
+    served_openapi,
 )
 from deepfusion.serving.uploads import AUDIO_TYPES, VIDEO_TYPES, image_types, read_upload, save_upload
 
@@ -155,17 +163,29 @@ class Textile:
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, video, audio_text, fusion, textile, data_info: dict, columns: dict[str, list[str]],
-                 textile_image_size: int | None, limits: dict, auth: dict | None = None,
-                 admission: dict | None = None):
-        self.video, self.audio_text, self.fusion, self.textile = video, audio_text, fusion, textile
-        # Each backbone is sent the decoded columns it reads, not the whole row (MIMAMO
-        # Net no waveform, the Multimodal LSTM no frames): less to serialize per call.
-        self.columns = columns
+    def __init__(self, models: dict, textile, emotion: dict | None, textile_image_size: int | None,
+                 served: dict[str, list[str]], limits: dict, auth: dict | None = None,
+                 admission: dict | None = None, image_classes: list[str] | None = None):
+        """``models``: role -> handle of the served emotion models (``video``, ``audio_text``,
+        ``fusion``; any subset ``served_emotion_checkpoints`` allows); ``emotion``: their
+        decoding (``data_info``), the columns each backbone reads, what each reads and
+        the classes, or None when no emotion model is served."""
+        self.models, self.textile = models, textile
+        self.backbones = [role for role in ("video", "audio_text") if role in models]
         self.limits = RequestLimits(**limits)
-        self.decoder = EmotionDecoder(data_info, self.limits.media)
+        self.emotion = emotion
+        if emotion is not None:
+            self.decoder = EmotionDecoder(emotion["data_info"], self.limits.media)
+            # Each backbone is sent the decoded columns it reads, not the whole row (MIMAMO
+            # Net no waveform, the Multimodal LSTM no frames): less to serialize per call.
+            self.columns = emotion["columns"]
+            self.reads = sorted({m for role in self.backbones for m in emotion["reads"][role]},
+                                key=("video", "audio", "text").index)
         self.textile_image_size = textile_image_size
         self.image_types = image_types(self.limits.media.image_formats)
+        # The OpenAPI schema of this deployment: what it serves, with the models' classes.
+        api.openapi_schema = None
+        api.openapi_schema = served_openapi(api.openapi(), served, emotion and emotion["classes"], image_classes)
         # Read here, where the replica runs: the token never travels in the deployment's config.
         token = read_token(AuthSection(**auth)) if auth else None
         admission = AdmissionSection(**(admission or {}))
@@ -183,7 +203,7 @@ class Ingress:
 
     @api.get("/v1/models", response_model=ServedModels, responses=MODELS_RESPONSES)
     async def models(self) -> dict:
-        handles = {"video": self.video, "audio_text": self.audio_text, "fusion": self.fusion}
+        handles = dict(self.models)
         if self.textile is not None:
             handles["textile"] = self.textile
         described = await asyncio.gather(*(model_call(name, h.describe.remote()) for name, h in handles.items()))
@@ -191,8 +211,10 @@ class Ingress:
 
     @api.post("/v1/emotion", response_model=EmotionAnswer, responses=EMOTION_RESPONSES)
     async def emotion(self, request: Request,
-                      video: UploadFile | None = File(None, description="the utterance's mp4"),
-                      audio: UploadFile | None = File(None, description="a wav; else the mp4's own audio"),
+                      video: UploadFile | None = File(None, description="the utterance's clip: mp4/mov, mkv/webm, "
+                                                      "avi or flv"),
+                      audio: UploadFile | None = File(None, description="wav, flac, ogg, mp3, aac or m4a; else the "
+                                                      "video's own sound track"),
                       text: str = Form("", description="the utterance's transcript"),
                       speaker: str = Form("", description="speaker name (known speakers get their embedding)"),
                       gender: str | None = Form(None), age: float | None = Form(None, ge=0, le=130),
@@ -200,18 +222,21 @@ class Ingress:
                                           '[{"speaker": "Ross", "text": "Hi."}, ...] (models trained with '
                                           'text.context_turns read it)')) -> dict:
         started = time.perf_counter()
+        if self.emotion is None:
+            raise bad_request(404, "video", "no emotion model is deployed (serve.video_checkpoint, "
+                                            "serve.audio_text_checkpoint or serve.fusion_checkpoint)")
         if len(text) > self.limits.max_text_chars:
             raise bad_request(422, "text", f"{len(text)} characters; the limit is {self.limits.max_text_chars}")
         try:
             turns = parse_context(context, self.limits.max_text_chars)
         except ValueError as err:
             raise bad_request(422, "context", str(err)) from None
-        if video is None and audio is None and not text.strip():
-            raise bad_request(422, "video", "nothing to recognise: send a video, an audio file or a text")
+        sent = {"video": video is not None, "audio": audio is not None or video is not None, "text": bool(text.strip())}
+        self._check_modalities(sent, "this request has none of them")
         # Removed on the way out, whatever happens (a refused upload, a failed decode).
         with tempfile.TemporaryDirectory(prefix="deepfusion_") as folder:
-            video_path = await save_upload(video, "video", VIDEO_TYPES, Path(folder) / "video.mp4", self.limits)
-            audio_path = await save_upload(audio, "audio", AUDIO_TYPES, Path(folder) / "audio.wav", self.limits)
+            video_path = await save_upload(video, "video", VIDEO_TYPES, Path(folder) / "video", self.limits)
+            audio_path = await save_upload(audio, "audio", AUDIO_TYPES, Path(folder) / "audio", self.limits)
             emotion_request = EmotionRequest(video_path=video_path, audio_path=audio_path, text=text,
                                              speaker=speaker, gender=gender, age=age, context=turns)
             try:
@@ -219,16 +244,26 @@ class Ingress:
             except MediaError as err:
                 field = "audio" if audio_path and audio_path in str(err) else "video"
                 raise media_failure(err, field, folder) from None
+        self._check_modalities(modalities(row), "none of them could be decoded from this request "
+                                                "(e.g. a video without a sound track)")
         decoded = time.perf_counter()
-        video_logits, audio_text_logits, video_ms, audio_text_ms = await self._backbones(row)
+        logits, latency = await self._backbones(row)
         fused = time.perf_counter()
-        result = await model_call("fusion", self.fusion.explain.remote(video_logits, audio_text_logits))
+        if "fusion" in self.models:
+            result = await model_call("fusion", self.models["fusion"].explain.remote(
+                logits["video"], logits["audio_text"]))
+            latency["fusion"] = _ms(fused, time.perf_counter())
+        else:
+            [(role, values)] = logits.items()
+            [result] = backbone_answers(values[None], self.emotion["classes"], role)
         done = time.perf_counter()
-        return result | {
-            "modalities": modalities(row),
-            "latency_ms": {"preprocess": _ms(started, decoded), "video": video_ms, "audio_text": audio_text_ms,
-                           "fusion": _ms(fused, done), "total": _ms(started, done)},
-        }
+        return result | {"modalities": modalities(row),
+                         "latency_ms": {"preprocess": _ms(started, decoded), **latency, "total": _ms(started, done)}}
+
+    def _check_modalities(self, present: dict[str, bool], why: str) -> None:
+        """422 unless the request carries a modality the served models read (naming them)."""
+        if not any(present[m] for m in self.reads):
+            raise bad_request(422, self.reads[0], f"the served model reads {' or '.join(self.reads)}, and {why}")
 
     @api.post("/v1/textile", response_model=TextileAnswer, responses=TEXTILE_RESPONSES)
     async def textile(self, request: Request,
@@ -261,12 +296,12 @@ class Ingress:
         except Exception as err:  # noqa: BLE001 - a decoder bug must not become a traceback
             raise internal_error("decoding", err, request) from None
 
-    async def _backbones(self, row: dict):
-        """Both backbones at once for one row; each one's own latency."""
-        (video, video_ms), (audio_text, audio_text_ms) = await asyncio.gather(
-            self._timed_logits("mimamo", self.video, self._part(row, "video")),
-            self._timed_logits("multimodal_lstm", self.audio_text, self._part(row, "audio_text")))
-        return video, audio_text, video_ms, audio_text_ms
+    async def _backbones(self, row: dict) -> tuple[dict, dict]:
+        """The served backbones at once for one row: their logits and latencies by role."""
+        timed = await asyncio.gather(*(self._timed_logits(self.emotion["deployments"][role], self.models[role],
+                                                          self._part(row, role)) for role in self.backbones))
+        return ({role: logits for role, (logits, _) in zip(self.backbones, timed)},
+                {role: ms for role, (_, ms) in zip(self.backbones, timed)})
 
     def _part(self, row: dict, role: str) -> dict:
         return {column: row[column] for column in self.columns[role]}
@@ -288,11 +323,17 @@ def _options(section: DeploymentSection, name: str) -> dict:
             "graceful_shutdown_wait_loop_s": min(0.5, section.graceful_shutdown_timeout_s)}
 
 
-def build_app(cfg: ServeSection):
-    """The composed application for ``serve.run`` / a Serve config file.
+# Deployment names by role: what Serve's status, logs and the 503 answers call them.
+DEPLOYMENTS = {"video": "mimamo", "audio_text": "multimodal_lstm", "fusion": "fusion", "textile": "textile"}
 
-    Checks, before anything is deployed, that the fusion model was fitted on exactly the
-    served backbones and that the checkpoints exist.
+
+def build_app(cfg: ServeSection):
+    """The composed application for ``serve.run`` / a Serve config file: the subset of
+    models the ``serve`` section names.
+
+    Checks, before anything is deployed, that the checkpoints exist and can serve single
+    requests, that each backbone plays the role it is given, and that a fusion model was
+    fitted on exactly the served backbones.
     """
     import os
 
@@ -310,28 +351,40 @@ def build_app(cfg: ServeSection):
             "SECURITY: the deepfusion app is served on %s without authentication: anyone who reaches "
             "this port can use the models. Set serve.auth (a token file or environment variable), or "
             "bind 127.0.0.1 behind an authenticating proxy.", cfg.http_host)
-    video_card, audio_text_card = read_card(cfg.video_checkpoint), read_card(cfg.audio_text_checkpoint)
-    fusion = FusionModel(cfg.fusion_checkpoint)
-    check_servable(fusion, video_card, audio_text_card)
-
-    def backbone(section: DeploymentSection, name: str, checkpoint: Path):
-        return EmotionBackbone.options(**_options(section, name)).bind(
-            str(checkpoint), section.max_batch_size, section.batch_wait_timeout_s)
-
-    textile, image_size = None, None
+    checkpoints = {}
+    if cfg.video_checkpoint or cfg.audio_text_checkpoint or cfg.fusion_checkpoint:
+        checkpoints = served_emotion_checkpoints(cfg.video_checkpoint, cfg.audio_text_checkpoint,
+                                                 cfg.fusion_checkpoint)
+    cards = {role: read_card(path) for role, path in checkpoints.items()}
+    sections = {"video": cfg.video, "audio_text": cfg.audio_text, "fusion": cfg.fusion}
+    models, emotion, served = {}, None, {}
+    for role, path in checkpoints.items():
+        section = sections[role]
+        options = _options(section, DEPLOYMENTS[role])
+        if role == "fusion":
+            models[role] = Fusion.options(**options).bind(str(path))
+            served[role] = [cards[role].kind]
+        else:
+            models[role] = EmotionBackbone.options(**options).bind(str(path), section.max_batch_size,
+                                                                  section.batch_wait_timeout_s)
+            served[role] = [cards[role].kind, *model_reads(cards[role].model_config)]
+    if cards:
+        backbones = [role for role in ("video", "audio_text") if role in cards]
+        emotion = {"data_info": cards[backbones[0]].data_info, "classes": cards[backbones[0]].label_names,
+                   "columns": {role: model_columns(cards[role].model_config) for role in backbones},
+                   "reads": {role: model_reads(cards[role].model_config) for role in backbones},
+                   "deployments": {role: DEPLOYMENTS[role] for role in backbones}}
+    textile, image_size, image_classes = None, None, None
     if cfg.textile_checkpoint is not None:
         textile_card = read_card(cfg.textile_checkpoint)
         image_size = int(textile_card.data_info["preprocess_config"]["image_size"])
+        image_classes = textile_card.label_names
+        served["textile"] = [textile_card.kind]
         textile = Textile.options(**_options(cfg.textile, "textile")).bind(
             str(cfg.textile_checkpoint), cfg.textile.max_batch_size, cfg.textile.batch_wait_timeout_s)
     return Ingress.options(**_options(cfg.ingress, "ingress")).bind(
-        backbone(cfg.video, "mimamo", cfg.video_checkpoint),
-        backbone(cfg.audio_text, "multimodal_lstm", cfg.audio_text_checkpoint),
-        Fusion.options(**_options(cfg.fusion, "fusion")).bind(str(cfg.fusion_checkpoint)),
-        textile, video_card.data_info,
-        {"video": model_columns(video_card.model_config), "audio_text": model_columns(audio_text_card.model_config)},
-        image_size, cfg.limits.model_dump(), None if cfg.auth is None else cfg.auth.model_dump(mode="json"),
-        cfg.admission.model_dump(),
+        models, textile, emotion, image_size, served, cfg.limits.model_dump(),
+        None if cfg.auth is None else cfg.auth.model_dump(mode="json"), cfg.admission.model_dump(), image_classes,
     )
 
 

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class EmotionLatency(BaseModel):
     preprocess: float = Field(description="decoding the uploads (ms)")
-    video: float = Field(description="MIMAMO Net, queueing included (ms)")
-    audio_text: float = Field(description="the Multimodal LSTM, queueing included (ms)")
-    fusion: float = Field(description="the fusion model (ms)")
+    video: float | None = Field(None, description="the video backbone, queueing included (ms); null: not served")
+    audio_text: float | None = Field(None, description="the audio-text backbone, queueing included (ms); null: "
+                                                       "not served")
+    fusion: float | None = Field(None, description="the fusion model (ms); null: not served")
     total: float = Field(description="the whole request inside the app (ms)")
 
 
@@ -21,17 +22,18 @@ class Modalities(BaseModel):
 
 
 class IndividualPredictions(BaseModel):
-    video: str = Field(description="MIMAMO Net's emotion on its own")
-    audio_text: str = Field(description="the Multimodal LSTM's emotion on its own")
+    video: str | None = Field(None, description="the video backbone's class on its own (null: not served)")
+    audio_text: str | None = Field(None, description="the audio-text backbone's class on its own (null: not served)")
 
 
 class EmotionAnswer(BaseModel):
-    emotion: str = Field(description="the fused prediction", examples=["joy"])
-    confidence: float = Field(ge=0, le=1, description="the fused probability of that emotion")
-    probabilities: dict[str, float] = Field(description="every emotion's fused probability (they sum to 1)")
+    emotion: str = Field(description="the predicted class (fused, when a fusion model is served)", examples=["joy"])
+    confidence: float = Field(ge=0, le=1, description="the probability of that class")
+    probabilities: dict[str, float] = Field(description="every class's probability, in the model's class order "
+                                                        "(they sum to 1)")
     individual_predictions: IndividualPredictions
-    fusion_weights: list[float] = Field(min_length=2, max_length=2,
-                                        description="[w1 video, w2 audio-text]: the fusion's learned weights")
+    fusion_weights: list[float] | None = Field(None, min_length=2, max_length=2, description=(
+        "[w1 video, w2 audio-text]: the fusion's learned weights; null when one backbone is served alone"))
     modalities: Modalities
     latency_ms: EmotionLatency
 
@@ -64,6 +66,8 @@ class ModelCard(BaseModel):
     kind: str
     preset: str | None
     labels: list[str] = Field(description="the classes, in the model's output order")
+    reads: list[str] | None = Field(None, description="emotion backbones: the modalities it reads (video, audio, "
+                                                      "text); a request needs at least one of them")
     fusion_weights: list[float] | None = Field(None, description="fusion models: [w1 video, w2 audio-text]")
     image_size: int | None = Field(None, description="the textile classifier: the side images are resized to")
     random_init: list[str] = Field(default_factory=list, description=(
@@ -74,9 +78,11 @@ class ModelCard(BaseModel):
 
 
 class ServedModels(BaseModel):
-    video: ModelCard
-    audio_text: ModelCard
-    fusion: ModelCard
+    """Every served model by its role; a role that is not served is absent."""
+
+    video: ModelCard | None = None
+    audio_text: ModelCard | None = None
+    fusion: ModelCard | None = None
     textile: ModelCard | None = None
 
 
@@ -146,3 +152,35 @@ TEXTILE_RESPONSES = {**UPLOADS, 404: _error("no textile classifier is deployed (
                      504: EMOTION_RESPONSES[504]}
 MODELS_RESPONSES = {401: COMMON[401], 500: COMMON[500],
                     503: UPLOADS[503]}
+
+
+def served_openapi(schema: dict, served: dict[str, list[str]], emotion_classes: list[str] | None,
+                   image_classes: list[str] | None) -> dict:
+    """The app's OpenAPI schema for what this deployment serves: each route's summary names
+    the models behind it, each answer's class fields list the classes (``enum``, and
+    ``probabilities``' keys), and a route with no model behind it says so.
+    ``served``: role -> ``[kind, what it reads...]``."""
+    import copy
+
+    schema = copy.deepcopy(schema)
+    paths, components = schema.get("paths", {}), schema.get("components", {}).get("schemas", {})
+    emotion = {role: reads for role, reads in served.items() if role != "textile"}
+    post = paths.get("/v1/emotion", {}).get("post")
+    if post is not None:
+        post["summary"] = ("Recognise: " + ", ".join(f"{role} = {' '.join(reads)}" for role, reads in emotion.items())
+                           if emotion else "Not served here (no emotion model is deployed): answers 404")
+    post = paths.get("/v1/textile", {}).get("post")
+    if post is not None:
+        post["summary"] = (f"Classify an image: {served['textile'][0]}" if "textile" in served
+                           else "Not served here (no image classifier is deployed): answers 404")
+    answers = (("EmotionAnswer", "emotion", emotion_classes), ("TextileAnswer", "class", image_classes))
+    for name, field, classes in answers:
+        model = components.get(name)
+        if model is None or not classes:
+            continue
+        model["properties"][field]["enum"] = list(classes)
+        model["properties"][field]["examples"] = [classes[0]]
+        model["properties"]["probabilities"] |= {
+            "properties": {c: {"type": "number", "minimum": 0, "maximum": 1} for c in classes},
+            "required": list(classes), "additionalProperties": False}
+    return schema

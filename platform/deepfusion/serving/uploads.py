@@ -1,18 +1,39 @@
 """Uploaded files, before any decoding: the declared content type must be one the route
 accepts and must match the file's bytes (``media.formats``); a file is copied to disk in
-chunks and cut off at ``serve.limits.max_upload_mb`` (an image, small, is read once)."""
+chunks and cut off at ``serve.limits.max_upload_mb`` (an image, small, is read once).
+
+Video and audio take every container and codec ingestion decodes: MP4/MOV, MKV/WebM,
+AVI and FLV video (their sound track is the audio when none is sent), WAV, FLAC, OGG,
+MP3, AAC and M4A audio. ``application/octet-stream`` (what many clients send for a file
+of unknown type) is accepted too: the bytes alone then say what the file is."""
 
 from pathlib import Path
 
 from fastapi import UploadFile
 
 from deepfusion.config.serving import RequestLimits
-from deepfusion.media.formats import HEAD_BYTES, IMAGE_FORMATS, sniff
+from deepfusion.media.formats import AUDIO_FORMATS, HEAD_BYTES, IMAGE_FORMATS, VIDEO_FORMATS, sniff
 from deepfusion.serving.answers import bad_request
 
+UNTYPED = "application/octet-stream"
 # Declared content type -> the formats (by magic bytes, ``media.formats``) it may hold.
-VIDEO_TYPES = {"video/mp4": {"mp4"}}
-AUDIO_TYPES = dict.fromkeys(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"), {"wav"})
+VIDEO_TYPES = {
+    "video/mp4": {"mp4"}, "video/quicktime": {"mp4"}, "video/x-m4v": {"mp4"},
+    "video/x-matroska": {"matroska"}, "video/webm": {"matroska"},
+    "video/x-msvideo": {"avi"}, "video/avi": {"avi"}, "video/msvideo": {"avi"},
+    "video/x-flv": {"flv"}, "video/flv": {"flv"},
+    UNTYPED: set(VIDEO_FORMATS),
+}
+AUDIO_TYPES = {
+    **dict.fromkeys(("audio/wav", "audio/x-wav", "audio/wave", "audio/vnd.wave"), {"wav"}),
+    **dict.fromkeys(("audio/flac", "audio/x-flac"), {"flac"}),
+    **dict.fromkeys(("audio/ogg", "audio/vorbis", "audio/opus"), {"ogg"}),
+    **dict.fromkeys(("audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/x-mpeg-3"), {"mp3"}),
+    **dict.fromkeys(("audio/mp4", "audio/m4a", "audio/x-m4a"), {"mp4"}),
+    **dict.fromkeys(("audio/aac", "audio/x-aac", "audio/aacp"), {"aac"}),
+    "audio/webm": {"matroska"},
+    UNTYPED: set(AUDIO_FORMATS),
+}
 CHUNK_BYTES = 1024 * 1024
 
 

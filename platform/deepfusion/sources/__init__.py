@@ -28,6 +28,13 @@ class Quarantined:
         return asdict(self)
 
 
+def unknown_label(raw: str, label_map: dict[str, str], origin: str = "label_map") -> str:
+    """Why a row's label is quarantined: the label, and the map it is not in (named by
+    ``origin``: the dataset's ``label_map``, a checkpoint's, ``--label-map``)."""
+    known = ", ".join(f"{k} -> {v}" for k, v in label_map.items())
+    return f"unknown label {raw!r}: not in {origin} ({known})"
+
+
 def csv_manifest_rows(manifest: Path, required: tuple[str, ...],
                       quarantined: list[Quarantined]) -> Iterator[tuple[str, dict]]:
     """``(where, row)`` for each well-formed row of a csv manifest (``where`` is

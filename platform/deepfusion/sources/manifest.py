@@ -25,7 +25,7 @@ from pathlib import Path
 
 from deepfusion.config import ManifestDataset
 from deepfusion.labels import LabelMap
-from deepfusion.sources import LayoutError, Quarantined
+from deepfusion.sources import LayoutError, Quarantined, unknown_label
 
 COLUMNS = ("sample_id", "video", "audio", "text", "speaker", "gender", "age", "context", "dialogue_id", "turn",
            "label", "split")
@@ -71,12 +71,13 @@ def check_manifest_layout(cfg: ManifestDataset) -> Path:
     return path
 
 
-def scan_manifest(cfg: ManifestDataset, require_labels: bool = True):
+def scan_manifest(cfg: ManifestDataset, require_labels: bool = True, label_map_origin: str = "label_map"):
     """Return ``(records, quarantined, info)``; ``info`` says how splits were made and
     which columns were ignored (the data manifest records it).
 
     ``require_labels``: training data (every row needs a label; splits are drawn when the
     table has none). False, for prediction: unlabeled rows are kept, nothing is drawn.
+    ``label_map_origin``: where ``cfg.label_map`` came from, named in a quarantine reason.
     """
     from deepfusion.media.text import dialogue_context, parse_context
     from deepfusion.sources.meld import add_dialogue_context
@@ -96,7 +97,7 @@ def scan_manifest(cfg: ManifestDataset, require_labels: bool = True):
     for i, row in enumerate(rows):
         where = f"{path}:{i + first}"
         try:
-            record = _record(row, root, cfg, labels, seen, require_labels)
+            record = _record(row, root, cfg, labels, seen, require_labels, label_map_origin)
         except ValueError as err:
             quarantined.append(Quarantined(where, str(err)))
             continue
@@ -133,7 +134,7 @@ def scan_manifest(cfg: ManifestDataset, require_labels: bool = True):
 
 
 def _record(row: dict, root: Path, cfg: ManifestDataset, labels: LabelMap, seen: set[str],
-            require_labels: bool) -> dict:
+            require_labels: bool, label_map_origin: str) -> dict:
     """One row -> a sample record; ``ValueError`` says why it cannot be one."""
     sample_id = row.get("sample_id", "")
     if not sample_id:
@@ -154,7 +155,7 @@ def _record(row: dict, root: Path, cfg: ManifestDataset, labels: LabelMap, seen:
         raise ValueError("no input: video, audio and text are all empty")
     raw_label = row.get("label", "")
     if raw_label and raw_label not in cfg.label_map:
-        raise ValueError(f"unknown label {raw_label!r}; label_map knows {sorted(cfg.label_map)}")
+        raise ValueError(unknown_label(raw_label, cfg.label_map, label_map_origin))
     if not raw_label and require_labels:
         raise ValueError("no label (training data needs one per row)")
     emotion = cfg.label_map[raw_label] if raw_label else ""

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from deepfusion.sources import LayoutError, Quarantined
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".flv")
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac")
 TEXT_SUFFIXES = (".txt",)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -68,13 +68,14 @@ def scan_media_folder(root: Path) -> tuple[list[dict], list[Quarantined]]:
     return records, quarantined
 
 
-def scan_image_files(root: Path, classes: list[str]) -> tuple[list[dict], list[Quarantined]]:
-    """Image samples of a folder: labeled by sub-folder when every sub-folder is one of
-    ``classes`` (the image-folder layout), else every image below it, unlabeled."""
+def scan_image_files(root: Path, label_map: dict[str, str]) -> tuple[list[dict], list[Quarantined]]:
+    """Image samples of a folder: labeled by sub-folder when every sub-folder is a label of
+    ``label_map`` (folder name -> class: the image-folder layout), else every image below
+    it, unlabeled."""
     root = Path(root)
     files = _files(root)
     folders = {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
-    labeled = bool(folders) and folders <= set(classes)
+    labeled = bool(folders) and folders <= set(label_map)
     records, quarantined = [], []
     for file in files:
         relative = file.relative_to(root)
@@ -85,5 +86,5 @@ def scan_image_files(root: Path, classes: list[str]) -> tuple[list[dict], list[Q
                                            f"{', '.join(IMAGE_SUFFIXES)}"))
             continue
         records.append({"sample_id": relative.as_posix(), "path": str(file),
-                        "true_class": relative.parts[0] if labeled else None})
+                        "true_class": label_map[relative.parts[0]] if labeled else None})
     return records, quarantined

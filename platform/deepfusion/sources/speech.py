@@ -12,7 +12,7 @@ from pathlib import Path
 
 from deepfusion.config import SpeechDataset
 from deepfusion.labels import LabelMap
-from deepfusion.sources import LayoutError, Quarantined, csv_manifest_rows
+from deepfusion.sources import LayoutError, Quarantined, csv_manifest_rows, unknown_label
 from deepfusion.splits import speaker_disjoint_split, speaker_fold_split
 
 REQUIRED_COLUMNS = ("path", "label", "speaker")
@@ -33,7 +33,7 @@ def check_speech_layout(cfg: SpeechDataset) -> Path:
     return manifest
 
 
-def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
+def scan_speech(cfg: SpeechDataset, label_map_origin: str = "label_map") -> tuple[list[dict], list[Quarantined]]:
     manifest = check_speech_layout(cfg)
     root = Path(cfg.root)
     labels = LabelMap(cfg.class_names)
@@ -45,8 +45,7 @@ def scan_speech(cfg: SpeechDataset) -> tuple[list[dict], list[Quarantined]]:
             continue  # another corpus of the manifest, left out by the config
         raw_label = row["label"].strip()
         if raw_label not in cfg.label_map:
-            quarantined.append(Quarantined(
-                where, f"unknown label {raw_label!r}; label_map knows {sorted(cfg.label_map)}"))
+            quarantined.append(Quarantined(where, unknown_label(raw_label, cfg.label_map, label_map_origin)))
             continue
         audio_path = root / row["path"].strip()
         if not audio_path.is_file():

@@ -89,7 +89,9 @@ def pipeline(plan: PipelinePlan, *, redo: frozenset[str] = frozenset()) -> Pipel
         started = time.perf_counter()
         run.serve_response = answered = deploy_and_ask(plan)
         run.stages.append(StageResult("serve", "ran", time.perf_counter() - started,
-                                      f"{answered['url']} answered {answered['response']['emotion']!r}"))
+                                      f"{answered['url']} answered " + (
+                                          repr(answered["response"]["emotion"]) if answered["request"]
+                                          else f"with its models {sorted(answered['response'])}")))
         run.report, run.summary = write_pipeline_report(plan, run.stages, run.serve_response)
     return run
 

@@ -9,8 +9,10 @@ column per class, each backbone's prediction and the fusion weights (emotion), w
 modalities the sample had, the true label when the input has one, and the source file.
 A sample whose file cannot be decoded is quarantined (``<out>/quarantine.jsonl``, with
 the reason) and counted; the rest go on. A rerun into the same ``--out`` predicts only
-the samples no finished file holds (a killed run loses at most its unfinished batch);
-predictions of other checkpoints there are refused. With labels, the metrics and the
+the samples no finished file holds as they are now (each prediction carries its input
+row's ``input_key``: the row's fields and its media files' size and modification time, so
+an edited row or a replaced clip is predicted again; a killed run loses at most its
+unfinished batch); predictions of other checkpoints there are refused. With labels, the metrics and the
 confusion matrix that ``jobs.evaluate`` writes come too.
 """
 
@@ -27,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from deepfusion.artifacts.checkpoint import read_card
+from deepfusion.artifacts.checkpoint import backbone_path, read_card
 from deepfusion.config import ConfigError, PredictSection
 from deepfusion.evaluation.predict import Evaluation
 from deepfusion.models.registry import FUSION_MODELS
@@ -57,6 +60,7 @@ class Prediction:
     # wall clock of this run to its first prediction file (start-up: actors, models)
     first_file_s: float | None = None
     sample_ids: list[str] = field(default_factory=list)  # the input's samples, in its order
+    input_keys: dict[str, str] = field(default_factory=dict)  # sample id -> its row's input_key
 
     @property
     def predictions_dir(self) -> Path:
@@ -70,7 +74,10 @@ class Prediction:
         """The predictions of this input's samples (``out_dir`` may hold others from earlier
         inputs), by sample id."""
         table = read_predictions(self.out_dir)
-        return table[table["sample_id"].isin(set(self.sample_ids))].reset_index(drop=True)
+        if table.empty or "input_key" not in table:
+            return table.iloc[0:0]
+        current = table["sample_id"].map(self.input_keys) == table["input_key"]
+        return table[current].drop_duplicates("sample_id", keep="last").reset_index(drop=True)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -120,9 +127,11 @@ class TextilePredictor:
 
 
 def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | None = None,
-            cfg: PredictSection = PredictSection(), write_csv: bool = False, overwrite: bool = False) -> Prediction:
-    """Predict ``checkpoint`` (a fusion, backbone or textile checkpoint) over ``data`` into
-    ``out_dir`` (Ray must be up)."""
+            cfg: PredictSection = PredictSection(), write_csv: bool = False, overwrite: bool = False,
+            label_map: dict[str, str] | None = None, label_map_origin: str = "--label-map") -> Prediction:
+    """Predict ``checkpoint`` (a fusion, backbone or image checkpoint) over ``data`` into
+    ``out_dir`` (Ray must be up). Labels in ``data`` are mapped onto the model's classes
+    with the label map of its card, or ``label_map``."""
     import time
 
     import ray.data
@@ -137,10 +146,15 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
         decoder, predictor, label_names, hashes, extra = _textile_stage(checkpoint, card, cfg)
     else:
         decoder, predictor, label_names, hashes, extra = _emotion_stage(checkpoint, card, cfg)
-    records, quarantined, layout = (_image_inputs if textile else _emotion_inputs)(data, card, media_dir, extra)
+    from deepfusion.workflows.predict_inputs import input_labels
+
+    labels = input_labels(label_names, extra.get("data_info", card.data_info), label_map, label_map_origin)
+    records, quarantined, layout = (_image_inputs if textile else _emotion_inputs)(data, labels, media_dir, extra)
     _claim(out_dir, hashes, checkpoint, data, overwrite)
-    done = set(read_predictions(out_dir, columns=["sample_id"])["sample_id"])
-    todo = [r for r in records if r["sample_id"] not in done]
+    keys = {r["sample_id"]: input_key(r) for r in records}
+    done = _done(out_dir)
+    todo = [r for r in records if (r["sample_id"], keys[r["sample_id"]]) not in done]
+    _drop_predictions(out_dir, {r["sample_id"] for r in todo})  # what a changed row's prediction replaces
     log.info("%s: %d samples (%s), %d already predicted, %d to go; %d quarantined while reading",
              data, len(records), layout, len(records) - len(todo), len(todo), len(quarantined))
     quarantine_log = remote_quarantine_log()
@@ -166,14 +180,15 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
             batch_size=cfg.model.batch_size, num_cpus=cfg.model.num_cpus, num_gpus=cfg.model.num_gpus,
             compute=ray.data.ActorPoolStrategy(size=cfg.model.concurrency))
         for batch in outputs.iter_batches(batch_size=cfg.rows_per_file, batch_format="pyarrow"):
-            _write_part(out_dir / PREDICTIONS, batch)
+            ids = batch.column("sample_id").to_pylist()
+            _write_part(out_dir / PREDICTIONS, batch.append_column("input_key", pa.array([keys[i] for i in ids])))
             predicted += batch.num_rows
             first_file_s = first_file_s or time.perf_counter() - started
     quarantined = quarantined + collect(quarantine_log)
     _write_quarantine(out_dir, quarantined)
     result = Prediction(out_dir, layout, len(records), predicted, len(records) - len(todo), quarantined,
                         media=extra.get("media", ""), unavailable=extra.get("unavailable", []),
-                        first_file_s=first_file_s, sample_ids=[r["sample_id"] for r in records])
+                        first_file_s=first_file_s, sample_ids=[r["sample_id"] for r in records], input_keys=keys)
     table = result.table()
     if write_csv:
         result.csv_path = out_dir / "predictions.csv"
@@ -188,6 +203,49 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     return result
 
 
+def input_key(record: dict) -> str:
+    """What a prediction was made from: the input row's fields, not where they were read
+    (a row moved down its table, a folder copied elsewhere are the same inputs), with each
+    media file as its name, size and modification time."""
+    import hashlib
+
+    content = {k: v for k, v in record.items() if k != "source"}
+    for name, value in record.items():
+        if (name == "path" or name.endswith("_path")) and isinstance(value, str):
+            stat = os.stat(value) if os.path.isfile(value) else None
+            content[name] = [os.path.basename(value), stat and stat.st_size, stat and stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _done(out_dir: Path) -> set[tuple[str, str]]:
+    """(sample id, input key) of every finished prediction in ``out_dir``."""
+    table = read_predictions(out_dir)
+    if table.empty or "input_key" not in table:
+        return set()
+    return set(zip(table["sample_id"], table["input_key"]))
+
+
+def _drop_predictions(out_dir: Path, sample_ids: set[str]) -> None:
+    """Remove these samples' earlier predictions from the finished files (each file
+    rewritten aside and renamed over): a sample is in at most one file, as it is now."""
+    import pyarrow.parquet as pq
+
+    folder = Path(out_dir) / PREDICTIONS
+    if not sample_ids or not folder.is_dir():
+        return
+    for file in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(file)
+        keep = pa.array([i not in sample_ids for i in table.column("sample_id").to_pylist()])
+        if keep.true_count == table.num_rows:
+            continue
+        if keep.true_count == 0:
+            file.unlink()
+            continue
+        partial = folder / f".{file.name}.partial"
+        pq.write_table(table.filter(keep), partial)
+        os.replace(partial, file)
+
+
 def _feature_normalization(decoder: dict):
     """The openSMILE settings of a model trained on per-speaker/corpus normalised features, else None."""
     features = getattr(decoder["kwargs"].get("audio"), "opensmile", None)
@@ -199,7 +257,7 @@ def _emotion_stage(checkpoint: Path, card, cfg: PredictSection):
     from deepfusion.preprocess.emotion_rows import EmotionRowDecoder
 
     if card.kind in FUSION_MODELS:
-        backbones = [read_card(Path(card.backbones[f"{role}_checkpoint"]["path"])) for role in ROLES]
+        backbones = [read_card(backbone_path(card, f"{role}_checkpoint")) for role in ROLES]
     else:
         backbones = [card]
     data_info = backbones[0].data_info
@@ -222,22 +280,22 @@ def _textile_stage(checkpoint: Path, card, cfg: PredictSection):
     return decoder, TextilePredictor, card.label_names, {"checkpoint": card.content_hash}, {}
 
 
-def _emotion_inputs(data: Path, card, media_dir: Path | None, extra: dict):
+def _emotion_inputs(data: Path, labels, media_dir: Path | None, extra: dict):
     from deepfusion.workflows.predict_inputs import emotion_samples
 
-    records, quarantined, layout = emotion_samples(data, extra["data_info"], media_dir)
+    records, quarantined, layout = emotion_samples(data, extra["data_info"], labels, media_dir)
     media = Counter(_MEDIA_KIND[bool(r["video_path"]), bool(r["audio_path"])] for r in records)
     extra["media"] = ", ".join(f"{k}: {v}" for k, v in sorted(media.items()))
     extra["unavailable"] = check_inputs_available(extra["backbones"], dict(media), data)
     return records, quarantined, layout
 
 
-def _image_inputs(data: Path, card, media_dir: Path | None, extra: dict):
+def _image_inputs(data: Path, labels, media_dir: Path | None, extra: dict):
     from deepfusion.workflows.predict_inputs import image_samples
 
     if media_dir is not None:
-        raise ConfigError("--media: a textile model reads images from --data alone")
-    records, quarantined = image_samples(data, card.label_names)
+        raise ConfigError("--media: an image model reads images from --data alone")
+    records, quarantined = image_samples(data, labels)
     return records, quarantined, "images"
 
 

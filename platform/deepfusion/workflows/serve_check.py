@@ -1,7 +1,9 @@
 """The pipeline's last stage: deploy the Serve app on the models just made, ask it once.
 
-The request is a real test utterance of the pipeline's MELD dataset (its mp4, transcript
-and speaker), sent over HTTP as any client would; the answer goes into the report.
+The request is a real test sample of the pipeline's emotion dataset (MELD, a manifest or
+a speech corpus: its clip, audio, transcript and speaker), sent over HTTP as any client
+would; the answer goes into the report. An app that serves no emotion model is asked for
+its ``/v1/models``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from deepfusion.config.preprocess import MeldDataset
+from deepfusion.config.preprocess import ManifestDataset, MeldDataset, SpeechDataset
 from deepfusion.ray_runtime import start_serve, use_serve_environment
 from deepfusion.workflows.pipeline_plan import PipelinePlan
 
@@ -33,18 +35,23 @@ def deploy_and_ask(plan: PipelinePlan) -> dict:
     url = start_serve(address.hostname, address.port or 80, cfg.request_timeout_s)
     serve.run(build_app(cfg), name=APP_NAME, route_prefix="/")
     _wait_healthy(url, stage.ready_timeout_s)
-    sample = test_utterance(plan)
-    files = {}
-    if sample["video_path"]:
-        video = Path(sample["video_path"])
-        files["video"] = (video.name, video.read_bytes(), "video/mp4")
     headers = {}
     if cfg.auth is not None:
         from deepfusion.serving.guard import read_token
 
         headers["Authorization"] = f"Bearer {read_token(cfg.auth)}"
-    response = requests.post(f"{url}/v1/emotion", files=files or None, headers=headers,
-                             data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
+    if not (cfg.video_checkpoint or cfg.audio_text_checkpoint or cfg.fusion_checkpoint):
+        response = requests.get(f"{url}/v1/models", headers=headers, timeout=60)
+        sample = None
+    else:
+        sample = test_utterance(plan)
+        files = {}
+        for field, path in (("video", sample["video_path"]), ("audio", sample["audio_path"])):
+            if path and (field == "video" or path != sample["video_path"]):  # not the video's own track again
+                # the bytes say what the file is: no content type to guess from its name
+                files[field] = (Path(path).name, Path(path).read_bytes(), "application/octet-stream")
+        response = requests.post(f"{url}/v1/emotion", files=files or None, headers=headers,
+                                 data={"text": sample["text"], "speaker": sample["speaker"]}, timeout=120)
     if response.status_code != 200:
         raise RuntimeError(f"the Serve app at {url} answered {response.status_code}: {response.text[:500]}")
     answer = response.json()
@@ -55,22 +62,29 @@ def deploy_and_ask(plan: PipelinePlan) -> dict:
         # _blocking is private but documented in serve.delete's signature; the public
         # default (True) waits ~30 s for graceful replica shutdown after the answer is in.
         serve.delete(APP_NAME, _blocking=False)
-    return {"url": url,
-            "request": {"sample": sample["sample_id"], "video": sample["video_path"], "text": sample["text"],
-                        "speaker": sample["speaker"], "true_emotion": sample["emotion"]},
-            "response": answer}
+    request = None if sample is None else {
+        "sample": sample["sample_id"], "video": sample["video_path"], "audio": sample["audio_path"],
+        "text": sample["text"], "speaker": sample["speaker"], "true_emotion": sample["emotion"]}
+    return {"url": url, "request": request, "response": answer}
 
 
 def test_utterance(plan: PipelinePlan) -> dict:
-    """The first test-split utterance (with a video when any has one) of the pipeline's MELD data."""
+    """The first test-split sample (with a video when any has one) of the pipeline's first
+    emotion dataset, read by its layout's own reader."""
+    from deepfusion.sources.manifest import scan_manifest
     from deepfusion.sources.meld import scan_meld
+    from deepfusion.sources.speech import scan_speech
 
-    meld = [d for d in (plan.experiment.preprocess.datasets if plan.experiment.preprocess else [])
-            if isinstance(d, MeldDataset)]
-    if not meld:
-        raise ValueError(f"{plan.source}: the serve stage needs a MELD dataset in the preprocess section "
-                         f"to take a test utterance from")
-    records, _ = scan_meld(meld[0])
+    emotion = [d for d in (plan.experiment.preprocess.datasets if plan.experiment.preprocess else [])
+               if isinstance(d, (MeldDataset, ManifestDataset, SpeechDataset))]
+    if not emotion:
+        raise ValueError(f"{plan.source}: the serve stage needs an emotion dataset (meld, manifest or speech) in "
+                         f"the preprocess section to take a test sample from")
+    dataset = emotion[0]
+    if isinstance(dataset, ManifestDataset):
+        records, _, _ = scan_manifest(dataset)
+    else:
+        records, _ = (scan_meld if isinstance(dataset, MeldDataset) else scan_speech)(dataset)
     test = [r for r in records if r["split"] == "test"] or records
     with_video = [r for r in test if r["video_path"]]
     return (with_video or test)[0]

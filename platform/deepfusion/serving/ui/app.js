@@ -109,10 +109,13 @@ function renderEmotion(answer) {
   $("result-emotion").textContent = answer.emotion;
   $("result-confidence").textContent = pct(answer.confidence);
   drawBars($("result-bars"), answer.probabilities, answer.emotion);
-  $("individual-video").textContent = answer.individual_predictions.video;
-  $("individual-audio_text").textContent = answer.individual_predictions.audio_text;
-  $("weight-video").textContent = answer.fusion_weights[0].toFixed(3);
-  $("weight-audio_text").textContent = answer.fusion_weights[1].toFixed(3);
+  ["video", "audio_text"].forEach((role, i) => {
+    const predicted = answer.individual_predictions[role];
+    $("row-" + role).hidden = predicted == null;
+    $("individual-" + role).textContent = predicted == null ? "" : predicted;
+    $("weight-" + role).textContent = answer.fusion_weights ? answer.fusion_weights[i].toFixed(3) : "";
+  });
+  for (const cell of document.querySelectorAll(".fusion-only")) cell.hidden = !answer.fusion_weights;
   $("result-modalities").textContent =
     Object.entries(answer.modalities).filter(([, used]) => used).map(([name]) => name).join(", ") || "none";
   $("result-latency").textContent = latencyText(answer.latency_ms);
@@ -138,9 +141,28 @@ async function loadModels() {
     $("models").textContent = "Serving: " + Object.entries(models)
       .map(([role, card]) => role + " = " + card.kind + " (" + card.checkpoint + ", " + card.sha256.slice(0, 8) + ")")
       .join(" · ");
+    // What the served models read and which classes they tell apart, from their cards.
+    const backbones = ["video", "audio_text"].filter((role) => models[role]);
+    for (const role of ["video", "audio_text"]) {
+      if (models[role]) $("name-" + role).textContent = models[role].kind + " (" + role.replace("_", " + ") + ")";
+    }
+    const emotion = models.fusion || models[backbones[0]];
+    if (emotion) {
+      $("emotion-reads").textContent = "Classes: " + emotion.labels.join(", ") + ". " +
+        (models.fusion ? "Send a clip, only audio, or only text: any one is enough."
+          : "The served model is " + models[backbones[0]].kind + " alone.");
+      const reads = new Set(backbones.flatMap((role) => models[role].reads || []));
+      $("video-field").hidden = !(reads.has("video") || reads.has("audio"));  // a clip's sound is audio
+      $("audio-field").hidden = !reads.has("audio");
+      $("text-field").hidden = !reads.has("text");
+    } else {
+      $("emotion-submit").disabled = true;
+      showError("emotion", "No emotion model is deployed on this server (serve.video_checkpoint, " +
+        "serve.audio_text_checkpoint or serve.fusion_checkpoint).");
+    }
     if (!models.textile) {
       $("textile-submit").disabled = true;
-      showError("textile", "No textile classifier is deployed on this server (serve.textile_checkpoint).");
+      showError("textile", "No image classifier is deployed on this server (serve.textile_checkpoint).");
     }
   } catch (err) {
     $("models").textContent = err.message;
