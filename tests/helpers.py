@@ -224,3 +224,37 @@ def deploy(app, name: str, port: int) -> str:
     url = start_serve("127.0.0.1", port)
     serve.run(app, name=name, route_prefix="/")
     return url
+
+
+def manifest_from_meld(meld_root: Path, table: Path, words: dict[str, str], copy_media: bool = False) -> Path:
+    """A user's corpus in the manifest layout, made from a demo MELD corpus: a row per
+    utterance whose emotion has a label word in ``words`` (MELD emotion -> the corpus's own
+    word; the others are left out), with its mp4 and wav (relative to the table; with
+    ``copy_media``, copied into ``clips/`` beside it), transcript, speaker and MELD's split.
+    Returns ``table`` (a .csv)."""
+    import csv
+    import shutil
+
+    rows = []
+    for split, csv_name in (("train", "train"), ("val", "dev"), ("test", "test")):
+        with open(meld_root / f"{csv_name}_sent_emo.csv", encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                word = words.get(row["Emotion"])
+                if word is None:
+                    continue
+                stem = meld_root / csv_name / f"dia{row['Dialogue_ID']}_utt{row['Utterance_ID']}"
+                sample_id, media = f"{split}-{stem.name}", {}
+                for kind, suffix in (("video", ".mp4"), ("audio", ".wav")):
+                    file = stem.with_suffix(suffix)
+                    if file.is_file() and copy_media:
+                        (table.parent / "clips").mkdir(parents=True, exist_ok=True)
+                        file = Path(shutil.copy(file, table.parent / "clips" / f"{sample_id}{suffix}"))
+                    media[kind] = os.path.relpath(file, table.parent) if file.is_file() else ""
+                rows.append({"sample_id": sample_id, **media, "text": row["Utterance"],
+                             "speaker": row["Speaker"], "label": word, "split": split})
+    table.parent.mkdir(parents=True, exist_ok=True)
+    with open(table, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table

@@ -150,7 +150,7 @@ def test_a_textile_checkpoint_predicts_and_evaluates_an_image_folder(served, tmp
     assert set(result.evaluation.metrics["per_class"]) == {"clothes_dump", "textile_dye", "textile_billboard"}
     table = result.table()
     assert set(table.columns) == {"sample_id", "class", "confidence", "prob_clothes_dump", "prob_textile_dye",
-                                  "prob_textile_billboard", "true_label", "source"}
+                                  "prob_textile_billboard", "true_label", "source", "input_key"}
     first = table.iloc[0]
     expected = TextileClassifier.from_checkpoint(textile).predict(first["source"])
     assert first["class"] == expected["class"] and first["confidence"] == pytest.approx(expected["confidence"],

@@ -145,7 +145,8 @@ def test_batch_prediction_normalises_per_speaker_as_preprocessing_did(speech_fea
     assert [q.reason for q in result.quarantined] == [
         "unknown label 'boredom': not in the label map of the checkpoint's card (angry -> anger, disgust -> "
         "disgust, fearful -> fear, happy -> joy, neutral -> neutral, calm -> neutral, sad -> sadness, "
-        "surprised -> surprise)"]
+        "surprised -> surprise, anger -> anger, fear -> fear, joy -> joy, sadness -> sadness, surprise -> "
+        "surprise)"]
     table = result.table()
     assert len(table) == 11 and result.evaluation.metrics["num_samples"] == 11
 

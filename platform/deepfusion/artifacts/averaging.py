@@ -44,13 +44,14 @@ def average_checkpoints(folders: list[Path], out_dir: Path) -> CheckpointCard:
     if first.model_config is None:
         raise CheckpointError(f"{folders[0]} holds a {first.kind} model; only backbones are averaged")
     for folder, card in zip(folders[1:], cards[1:]):
-        for what, mine, theirs in (("model", card.model_config, first.model_config),
-                                   ("label set", card.label_names, first.label_names),
+        for what, mine, theirs in (("label set", card.label_names, first.label_names),  # first: it names both
+                                   ("model", card.model_config, first.model_config),
                                    ("preprocessing", card.data_info.get("preprocess_config"),
                                     first.data_info.get("preprocess_config"))):
             if mine != theirs:
-                raise CheckpointError(f"{folder}: a different {what} from {folders[0]}; only checkpoints of the same "
-                                      f"model, classes and preprocessing can be averaged")
+                lists = f" ({mine} here, {theirs} there)" if what == "label set" else ""
+                raise CheckpointError(f"{folder}: a different {what} from {folders[0]}{lists}; only checkpoints of "
+                                      f"the same model, classes and preprocessing can be averaged")
     model, _ = load_model(folders[0])
     members = [model.state_dict()] + [load_weights(f) for f in folders[1:]]
     averaged = {}

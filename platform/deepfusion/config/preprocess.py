@@ -67,6 +67,14 @@ class MapsLabelsToClasses(StrictModel):
     def class_names(self) -> tuple[str, ...]:
         return self.classes if self.classes is not None else ordered_targets(self.label_map)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _classes_name_themselves(cls, data):
+        # ``classes`` without a ``label_map``: the table's labels are the class names
+        if isinstance(data, dict) and data.get("classes") is not None and "label_map" not in data:
+            data = {**data, "label_map": {name: name for name in data["classes"]}}
+        return data
+
     @model_validator(mode="after")
     def _targets_are_classes(self):
         if self.classes is None:

@@ -201,7 +201,7 @@ class Ingress:
     async def healthz(self) -> dict:
         return {"status": "ok"}
 
-    @api.get("/v1/models", response_model=ServedModels, responses=MODELS_RESPONSES)
+    @api.get("/v1/models", response_model=ServedModels, responses=MODELS_RESPONSES, response_model_exclude_unset=True)
     async def models(self) -> dict:
         handles = dict(self.models)
         if self.textile is not None:

@@ -113,9 +113,10 @@ def _check_alike(members: list[dict], tables: list[pd.DataFrame]) -> None:
         if member["data"] != first["data"]:
             raise ConfigError(f"--predictions: {member['folder']} predicted {member['data']}, "
                               f"{first['folder']} predicted {first['data']}: not the same input")
-        if [c for c in table.columns if c.startswith("prob_")] != classes:
+        theirs = [c for c in table.columns if c.startswith("prob_")]
+        if theirs != classes:
             raise ConfigError(f"--predictions: {member['folder']} has other classes (or another order) than "
-                              f"{first['folder']}: {classes}")
+                              f"{first['folder']}: {[c[5:] for c in theirs]} and {[c[5:] for c in classes]}")
         if not table["sample_id"].equals(reference["sample_id"]):
             missing = sorted(set(reference["sample_id"]) ^ set(table["sample_id"]))
             raise ConfigError(f"--predictions: {member['folder']} and {first['folder']} hold different samples "
