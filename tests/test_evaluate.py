@@ -83,3 +83,11 @@ def test_a_model_whose_inputs_the_csv_lacks_is_refused(trained, demo_corpus, tmp
         evaluate(trained["lstm"], tmp_path / "nothing.csv", tmp_path / "out")
     with pytest.raises(ConfigError, match="is not a deepfusion checkpoint"):
         evaluate(tmp_path, demo_corpus / "meld" / "test_sent_emo.csv", tmp_path / "out")
+
+
+def test_two_checkpoints_of_one_run_evaluate_into_their_own_folders(tmp_path):
+    from deepfusion.workflows.evaluate import default_out_dir
+
+    run = tmp_path / "runs" / "lstm"
+    best, averaged = default_out_dir(run / "best", "dev.csv"), default_out_dir(run / "averaged", "dev.csv")
+    assert best == run / "evaluation" / "best" / "dev" and averaged == run / "evaluation" / "averaged" / "dev"

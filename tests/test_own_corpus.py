@@ -265,3 +265,88 @@ def test_one_backbone_alone_is_served_and_answers_every_container_it_reads(corpo
         assert refused.status_code == 422 and refused.json()["detail"]["field"] == "video"
     finally:
         serve.delete("video")
+
+
+def test_evaluation_reads_labels_with_the_cards_map_or_the_one_given(corpora, fused, tmp_path):
+    """The same rows labelled with other words: quarantined by the card's map (named in the
+    reason), evaluated with ``--label-map``'s; the class names themselves are accepted."""
+    from deepfusion.workflows.evaluate import evaluate
+
+    table = pd.read_csv(corpora["four"]["table"], keep_default_na=False)
+    words = {"ang": "Anger", "hap": "Happiness", "neu": "Neutral", "sad": "Sadness"}
+    other = tmp_path / "other_words.csv"
+    table.assign(label=table["label"].map(words),
+                 video=[str(corpora["four"]["table"].parent / v) if v else "" for v in table["video"]],
+                 audio=[str(corpora["four"]["table"].parent / a) if a else "" for a in table["audio"]]).to_csv(
+        other, index=False)
+    export = fused["four"]["export"]
+    with pytest.raises(ConfigError, match="evaluation needs labels that map onto the model's classes"):
+        evaluate(export, other, tmp_path / "card_map", cfg=SMALL)
+    reasons = (tmp_path / "card_map" / "quarantine.jsonl").read_text()
+    assert "unknown label 'Anger': not in the label map of the checkpoint's card (ang -> angry" in reasons
+    mapped = evaluate(export, other, tmp_path / "given_map", cfg=SMALL, label_map_origin="--label-map",
+                      label_map={"Anger": "angry", "Happiness": "happy", "Neutral": "neutral", "Sadness": "sad"})
+    assert mapped.evaluation.metrics["num_samples"] == len(table) and not mapped.quarantined
+    with pytest.raises(ConfigError, match=r"--label-map: maps onto \['joy'\], which are not the model's classes"):
+        evaluate(export, other, tmp_path / "bad_map", cfg=SMALL, label_map={"Happiness": "joy"})
+
+
+def test_a_users_photo_classes_train_predict_and_serve_as_the_textile_three_do(demo_corpus, serve_port, tmp_path):
+    """An image folder of the user's own classes (four folder names, none the textile ones)
+    becomes shards, a classifier, predictions and a served route of exactly those classes."""
+    from ray import serve
+
+    from deepfusion.config.architectures import TextileNetConfig
+    from deepfusion.preprocess.datasets import preprocess
+    from deepfusion.serving.app import build_app
+    from deepfusion.workflows.predict import predict
+
+    photos = tmp_path / "photos"
+    sources = sorted((demo_corpus / "textile").rglob("*.jpg"))
+    classes = ["alley", "canal", "market", "rooftop"]  # no classes declared: the folders, by name
+    for i, image in enumerate(sources[:4 * 12]):
+        (photos / classes[i % 4]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, photos / classes[i % 4] / image.name)
+    [result] = preprocess(preprocess_config(tmp_path / "shards", {
+        "kind": "image_folder", "name": "places", "root": str(photos), "target_per_class": 10, "image_size": 32}))
+    data = ShardDataset.open(result.out_dir)
+    assert data.label_names == classes
+    model = save_backbone(tmp_path / "places", data, TextileNetConfig(kind="textile", preset="cpu-small"), 5)
+    assert read_card(model).model_config.num_classes == 4
+    table = predict(model, photos, tmp_path / "predicted", cfg=SMALL).table()
+    assert [c for c in table.columns if c.startswith("prob_")] == [f"prob_{c}" for c in classes]
+    assert set(table["true_label"]) == set(classes)
+    url = deploy(build_app(validate_config(ServeSection, {"textile_checkpoint": str(model)})), "places", serve_port)
+    try:
+        image = next(photos.rglob("*.jpg"))
+        answer = requests.post(f"{url}/v1/textile", timeout=60,
+                               files={"image": (image.name, image.read_bytes(), "image/jpeg")}).json()
+        assert list(answer["probabilities"]) == classes and answer["class"] in classes
+        assert requests.post(f"{url}/v1/emotion", data={"text": "hi"}, timeout=30).status_code == 404
+        schema = requests.get(f"{url}/openapi.json", timeout=30).json()["components"]["schemas"]["TextileAnswer"]
+        assert schema["properties"]["class"]["enum"] == classes
+    finally:
+        serve.delete("places")
+
+
+def test_an_exported_model_moves_with_its_backbones_and_refuses_a_changed_one(fused, tmp_path):
+    from deepfusion.artifacts.bundle import export_checkpoint
+    from deepfusion.artifacts.checkpoint import CheckpointError, backbone_path
+    from deepfusion.inference.emotion import EmotionRecognizer
+
+    root = fused["four"]["export"].parent.parent
+    # the run's own tree moves whole: the fusion card names its backbones relative to itself
+    tree = Path(shutil.copytree(root, tmp_path / "moved_tree", ignore=shutil.ignore_patterns("tune", "cache")))
+    assert read_card(tree / "fusion" / "best").backbones["video_checkpoint"]["path"] == "../../mimamo"
+    EmotionRecognizer.from_checkpoint(tree / "fusion" / "best")
+    bundle = export_checkpoint(tree / "fusion" / "best", tmp_path / "bundle")
+    assert backbone_path(bundle, "audio_text_checkpoint") == (tmp_path / "bundle" / "backbones" / "audio_text")
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["backbones", "card.json", "model.safetensors"]
+    with pytest.raises(CheckpointError, match="exists and is not an empty folder"):
+        export_checkpoint(tree / "fusion" / "best", tmp_path / "bundle")
+    # a backbone retrained since the fusion was fitted is not bundled with it
+    save_backbone(tree / "mimamo", ShardDataset.open(read_card(tree / "mimamo").data_info["path"]),
+                  read_card(tree / "mimamo").model_config, seed=11)
+    with pytest.raises(CheckpointError, match=r"was fitted on a video_checkpoint with sha256 \w+, but .*mimamo now"):
+        export_checkpoint(tree / "fusion" / "best", tmp_path / "stale")
+    assert not (tmp_path / "stale").exists()

@@ -75,6 +75,52 @@ def test_a_stage_reading_what_no_stage_makes_is_refused_before_anything_runs(tmp
         plan_pipeline(experiment, DEMO)
 
 
+def test_a_fusion_its_data_cannot_feed_is_refused_before_anything_runs(tmp_path):
+    """A corpus of recordings and transcripts (no video) cannot feed MIMAMO Net: the fusion
+    stage on it is refused when the pipeline is planned, naming the dataset and what it
+    lacks, not after both backbones have trained."""
+    (tmp_path / "voices.csv").write_text("sample_id,audio,text,label\na,a.wav,hi,calm\nb,b.wav,oh,tense\n")
+    (tmp_path / "pipeline.yaml").write_text(f"""
+preprocess:
+  output_dir: {tmp_path}/shards
+  datasets:
+    - {{kind: meld, name: clips, root: {tmp_path}/meld}}
+    - {{kind: manifest, name: voices, manifest: {tmp_path}/voices.csv, classes: [calm, tense]}}
+pipeline:
+  state_dir: {tmp_path}/state
+  train:
+    - config: video.yaml
+    - config: speech.yaml
+  fusion: {{config: fusion.yaml}}
+""")
+    for name, kind, data in (("video", "mimamo", "clips"), ("speech", "multimodal_lstm", "voices")):
+        (tmp_path / f"{name}.yaml").write_text(f"""
+train:
+  model: {{kind: {kind}, preset: cpu-small}}
+  data: {tmp_path}/shards/{data}
+  run: {{storage_path: {tmp_path}/runs, name: {name}}}
+""")
+    fusion = f"""
+fusion:
+  data: {tmp_path}/shards/DATA
+  video_checkpoint: {tmp_path}/runs/video/best
+  audio_text_checkpoint: {tmp_path}/runs/speech/best
+  cache_dir: {tmp_path}/cache
+  export_dir: {tmp_path}/fusion
+"""
+    (tmp_path / "fusion.yaml").write_text(fusion.replace("DATA", "voices"))
+    with pytest.raises(ConfigError, match=r"fusion.yaml: fusion.video_checkpoint: mimamo needs video, and dataset "
+                                          r"'voices' has none \(it carries \['audio', 'text'\]\)"):
+        plan_pipeline(load_config(tmp_path / "pipeline.yaml"), tmp_path / "pipeline.yaml")
+    assert not (tmp_path / "shards").exists() and not (tmp_path / "state").exists()
+    (tmp_path / "fusion.yaml").write_text(fusion.replace("DATA", "clips"))  # the clips have every modality,
+    with pytest.raises(ConfigError, match=r"fusion.audio_text_checkpoint is trained on dataset 'voices', classes "
+                                          r"\['calm', 'tense'\], and fusion.data is 'clips', classes \['anger', "):
+        plan_pipeline(load_config(tmp_path / "pipeline.yaml"), tmp_path / "pipeline.yaml")  # but other classes
+    (tmp_path / "speech.yaml").write_text((tmp_path / "speech.yaml").read_text().replace("voices", "clips"))
+    assert plan_pipeline(load_config(tmp_path / "pipeline.yaml"), tmp_path / "pipeline.yaml").fusion is not None
+
+
 def _stage_lines(output: str) -> dict[str, str]:
     """The stage table the job prints: stage -> status."""
     statuses = {}

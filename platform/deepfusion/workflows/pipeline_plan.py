@@ -127,6 +127,7 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
                                   f"{dataset.name!r} has none (it carries {sorted(have) or 'nothing'})")
 
     trained = {plan.best_checkpoint(cfg).resolve(): cfg.model for _, cfg in plan.train}
+    trained_on = {plan.best_checkpoint(cfg).resolve(): made.get(Path(cfg.data).resolve()) for _, cfg in plan.train}
     for path, cfg in plan.train:
         check(cfg.model, cfg.data, path, "train.model")
     if plan.fusion is None:
@@ -143,3 +144,9 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
             raise ConfigError(f"{path}: fusion.{field}: {folder} is a {model_cfg.kind} model; the fusion's "
                               f"{field.removesuffix('_checkpoint')} input is a {kind}")
         check(model_cfg, cfg.data, path, f"fusion.{field}")
+        source, fused = trained_on.get(folder.resolve()), made.get(Path(cfg.data).resolve())
+        if source is not None and fused is not None and hasattr(source, "class_names") and \
+                list(source.class_names) != list(fused.class_names):
+            raise ConfigError(f"{path}: fusion.{field} is trained on dataset {source.name!r}, classes "
+                              f"{list(source.class_names)}, and fusion.data is {fused.name!r}, classes "
+                              f"{list(fused.class_names)}: logits of other classes cannot be fused")
