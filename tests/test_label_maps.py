@@ -118,3 +118,24 @@ def test_model_inputs_do_not_change_when_only_the_label_does(meld):
             if isinstance(value, torch.Tensor):  # unknown ages are NaN in both
                 torch.testing.assert_close(value, getattr(b, field), rtol=0, atol=0, equal_nan=True,
                                            msg=f"{model_cfg.kind}.{field}")
+
+
+def test_label_map_option_reads_inline_pairs_and_files_and_names_what_is_wrong(tmp_path):
+    from deepfusion.workflows.predict_inputs import input_labels, read_label_map
+
+    assert read_label_map("hap=happy, ang = angry") == ({"hap": "happy", "ang": "angry"}, "--label-map")
+    (tmp_path / "map.yaml").write_text("hap: happy\nang: angry\n")
+    assert read_label_map(str(tmp_path / "map.yaml")) == ({"hap": "happy", "ang": "angry"},
+                                                         f"--label-map {tmp_path / 'map.yaml'}")
+    (tmp_path / "map.json").write_text('{"neu": "neutral"}')
+    assert read_label_map(str(tmp_path / "map.json"))[0] == {"neu": "neutral"}
+    for bad, message in (("hap", "expected a .json/.yaml file or label=class"), (str(tmp_path / "no.json"),
+                                                                                 "no.json not found")):
+        with pytest.raises(ConfigError, match=message):
+            read_label_map(bad)
+    # the card's map, the class names themselves too; a map onto other classes is refused
+    labels = input_labels(["angry", "happy"], {"preprocess_config": {"label_map": {"ang": "angry", "hap": "happy"}}})
+    assert labels.label_map == {"ang": "angry", "hap": "happy", "angry": "angry", "happy": "happy"}
+    assert input_labels(["angry", "happy"], {}).origin == "the checkpoint's classes"
+    with pytest.raises(ConfigError, match=r"--label-map: maps onto \['joy'\], which are not the model's classes"):
+        input_labels(["angry", "happy"], {}, {"hap": "joy"})

@@ -111,3 +111,78 @@ def test_tokenizer_matches_transformers_on_real_meld_text(shared_data):
         expected = reference(texts, truncation=True, max_length=max_length)["input_ids"]
         actual = tokenize("offline", texts, max_length)
         assert [list(ids) for ids in actual] == expected
+
+
+def _write_av(path, container_format: str, video_codec: str | None, audio_codec: str, rate: int = 16000) -> None:
+    """A one-second file written by PyAV (FFmpeg): grey frames that brighten, a 220 Hz tone."""
+    import av
+
+    with av.open(str(path), "w", format=container_format) as out:
+        video = None if video_codec is None else out.add_stream(video_codec, rate=8)
+        audio = out.add_stream(audio_codec, rate=rate)  # every stream before the first packet
+        audio.layout = "mono"
+        if video is not None:
+            video.width = video.height = 48
+            video.pix_fmt = "yuv420p"
+            for t in range(8):
+                frame = av.VideoFrame.from_ndarray(np.full((48, 48, 3), 20 * t, np.uint8), format="rgb24")
+                for packet in video.encode(frame):
+                    out.mux(packet)
+        tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(rate) / rate)).astype(np.float32)
+        sample_format = "flt" if audio_codec == "libopus" else "fltp"  # what each encoder takes
+        for start in range(0, rate, 1024):
+            block = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format=sample_format, layout="mono")
+            block.sample_rate, block.pts = rate, start
+            for packet in audio.encode(block):
+                out.mux(packet)
+        for stream in [s for s in (video, audio) if s is not None]:
+            for packet in stream.encode(None):
+                out.mux(packet)
+
+
+# (suffix, PyAV container, video codec, audio codec, what its bytes are)
+VIDEO_CONTAINERS = [(".mp4", "mp4", "mpeg4", "aac", "mp4"), (".mov", "mov", "mpeg4", "aac", "mp4"),
+                    (".mkv", "matroska", "mpeg4", "aac", "matroska"),
+                    (".webm", "webm", "libvpx", "libopus", "matroska"),
+                    (".avi", "avi", "mpeg4", "mp3", "avi"), (".flv", "flv", "flv", "mp3", "flv")]
+AUDIO_FILES = [(".mp3", "mp3", None, "mp3", "mp3"), (".m4a", "ipod", None, "aac", "mp4"),
+               (".aac", "adts", None, "aac", "aac")]
+
+
+@pytest.mark.parametrize(("suffix", "container", "video_codec", "audio_codec", "kind"), VIDEO_CONTAINERS,
+                         ids=[c[0] for c in VIDEO_CONTAINERS])
+def test_every_video_container_is_known_by_its_bytes_and_decodes_frames_and_sound(tmp_path, suffix, container,
+                                                                                  video_codec, audio_codec, kind):
+    from deepfusion.media.formats import VIDEO_FORMATS, sniff_file
+
+    path = tmp_path / f"clip{suffix}"
+    # Opus is 48 kHz; FLV's MP3 is 44.1, 22.05 or 11.025 kHz
+    _write_av(path, container, video_codec, audio_codec, rate={"libopus": 48000, "flv": 22050}.get(
+        audio_codec if audio_codec == "libopus" else container, 16000))
+    nameless = path.rename(tmp_path / "upload")  # what an upload is: bytes, no name to go by
+    assert sniff_file(nameless) == kind and kind in VIDEO_FORMATS
+    frames = decode_video(nameless, num_frames=8, size=32)
+    assert frames.shape == (8, 32, 32, 3) and frames[-1].mean() > frames[0].mean()  # in order, brightening
+    audio, _ = load_audio(nameless, 16000)
+    assert 0.8 * 16000 < audio.size <= 16000 * 1.1 and np.abs(audio).max() > 0.1
+
+
+@pytest.mark.parametrize(("suffix", "container", "video_codec", "audio_codec", "kind"), AUDIO_FILES,
+                         ids=[c[0] for c in AUDIO_FILES])
+def test_every_audio_file_is_known_by_its_bytes_and_decodes(tmp_path, suffix, container, video_codec, audio_codec,
+                                                            kind):
+    import soundfile
+
+    from deepfusion.media.formats import AUDIO_FORMATS, sniff_file
+
+    _write_av(tmp_path / f"speech{suffix}", container, None, audio_codec)
+    tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)).astype(np.float32)
+    soundfile.write(tmp_path / "speech.flac", tone, 16000)
+    soundfile.write(tmp_path / "speech.ogg", tone, 16000, format="OGG", subtype="VORBIS")
+    for path, expected in ((tmp_path / f"speech{suffix}", kind), (tmp_path / "speech.flac", "flac"),
+                           (tmp_path / "speech.ogg", "ogg")):
+        nameless = path.rename(tmp_path / "upload")
+        assert sniff_file(nameless) == expected and expected in AUDIO_FORMATS
+        audio, _ = load_audio(nameless, 16000)
+        assert 0.8 * 16000 < audio.size <= 16000 * 1.1 and np.abs(audio).max() > 0.1, path.name
+        nameless.unlink()

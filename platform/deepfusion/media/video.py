@@ -17,9 +17,11 @@ from deepfusion.media import MediaError
 from deepfusion.media.formats import VIDEO_FORMATS, sniff_file
 from deepfusion.media.limits import DEFAULT_LIMITS, Deadline, over_limit
 
-# Container headers may overstate the frame count by a few frames; a clip that decodes
-# fewer than this fraction of what its header promises is treated as truncated.
+# Container headers may overstate the frame count by a few frames (MKV and AVI headers
+# estimate it from the duration); a clip that decodes fewer than this fraction of what its
+# header promises, and more than that many frames fewer, is treated as truncated.
 _MIN_DECODED_FRACTION = 0.9
+_HEADER_SLACK_FRAMES = 2
 
 
 def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
@@ -134,7 +136,7 @@ def _decode_by_index(capture, path: str, header_count: int, num_frames: int, pre
         decoded += 1
     if decoded == 0 or last_frame is None:
         raise MediaError(f"{path}: no decodable video frames (corrupt or truncated)")
-    if decoded < _MIN_DECODED_FRACTION * header_count:
+    if decoded < min(_MIN_DECODED_FRACTION * header_count, header_count - _HEADER_SLACK_FRAMES):
         raise MediaError(
             f"{path}: truncated video: header announces {header_count} frames, "
             f"only {decoded} decode"
