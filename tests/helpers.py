@@ -258,3 +258,36 @@ def manifest_from_meld(meld_root: Path, table: Path, words: dict[str, str], copy
         writer.writeheader()
         writer.writerows(rows)
     return table
+
+
+@contextlib.contextmanager
+def browser_page():
+    """A tab of Debian's Chromium driven by Playwright (Playwright's own browser downloads
+    are not used); skips the test when no Chromium is installed."""
+    import shutil
+
+    import pytest
+
+    executable = os.environ.get("DEEPFUSION_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("no Chromium on this machine: `apt-get install chromium` (what .ci/run does) or set "
+                    "DEEPFUSION_CHROMIUM to a Chrome/Chromium executable to run the demo page's browser tests")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
+        tab = browser.new_page(viewport={"width": 1280, "height": 900})
+        tab.set_default_timeout(60_000)
+        try:
+            yield tab
+        finally:
+            browser.close()
+
+
+def open_demo_page(page, http: str) -> None:
+    """The app's demo page, once it has listed the served models."""
+    page.goto(f"{http}/")
+    page.wait_for_function("!document.getElementById('models').textContent.startsWith('Loading')")
+    listing = page.inner_text("#models")
+    assert listing.startswith("Serving"), listing  # else the page shows why /v1/models failed

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import requests
 import soundfile
-from helpers import deploy, manifest_from_meld, preprocess_config, save_backbone
+from helpers import browser_page, deploy, manifest_from_meld, open_demo_page, preprocess_config, save_backbone
 
 from deepfusion.artifacts.checkpoint import read_card
 from deepfusion.artifacts.dataset import ShardDataset
@@ -240,8 +240,21 @@ def test_one_backbone_alone_is_served_and_answers_every_container_it_reads(corpo
         refused = requests.post(f"{url}/v1/emotion", data={"text": "hello there"}, timeout=30)
         assert refused.status_code == 422 and refused.json()["detail"]["field"] == "audio"
         assert "the served model reads audio" in refused.json()["detail"]["error"]
-        page = requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
-        assert "Not served here" in page["/v1/textile"]["post"]["summary"]
+        paths = requests.get(f"{url}/openapi.json", timeout=30).json()["paths"]
+        assert "Not served here" in paths["/v1/textile"]["post"]["summary"]
+        assert paths["/v1/emotion"]["post"]["summary"] == "Recognise with audio_text: multimodal_lstm (reads audio)"
+        # the demo page offers what the model reads and shows its classes
+        with browser_page() as page:
+            open_demo_page(page, url)
+            assert page.is_hidden("#text-field") and page.is_visible("#audio-field")
+            assert page.inner_text("#emotion-reads").startswith("Classes: angry, happy, neutral, sad.")
+            assert page.is_disabled("#textile-submit")
+            page.set_input_files("#audio", str(clips["mp3"]))
+            page.click("#emotion-submit")
+            page.wait_for_selector("#emotion-result", state="visible")
+            bars = page.eval_on_selector_all("#result-bars .value", "cells => cells.map(c => c.dataset.label)")
+            assert sorted(bars) == sorted(classes) and page.is_hidden("#row-video")
+            assert page.inner_text("#individual-audio_text") == page.inner_text("#result-emotion")
         assert requests.post(f"{url}/v1/textile", files={"image": ("a.png", b"\x89PNG\r\n\x1a\n", "image/png")},
                              timeout=30).status_code == 404
     finally:

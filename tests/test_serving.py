@@ -18,10 +18,12 @@ import torch
 import yaml
 from helpers import (
     REPO_ROOT,
+    browser_page,
     demo_clip,
     deploy,
     free_ports,
     job_env,
+    open_demo_page,
     ray_actors,
     run_in_own_session,
     save_backbone,
@@ -254,29 +256,8 @@ def test_api_docs_work_offline_and_document_every_answer_field_by_field(http):
 
 @pytest.fixture(scope="module")
 def page(http):
-    """Debian's Chromium driven by Playwright (Playwright's own browser downloads are not used)."""
-    import shutil
-
-    executable = os.environ.get("DEEPFUSION_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        pytest.skip("no Chromium on this machine: `apt-get install chromium` (what .ci/run does) or set "
-                    "DEEPFUSION_CHROMIUM to a Chrome/Chromium executable to run the demo page's browser tests")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True,
-                                             args=["--no-sandbox", "--disable-dev-shm-usage"])
-        tab = browser.new_page(viewport={"width": 1280, "height": 900})
-        tab.set_default_timeout(60_000)
+    with browser_page() as tab:
         yield tab
-        browser.close()
-
-
-def open_demo_page(page, http):
-    page.goto(f"{http}/")
-    page.wait_for_function("!document.getElementById('models').textContent.startsWith('Loading')")
-    listing = page.inner_text("#models")
-    assert listing.startswith("Serving"), listing  # else the page shows why /v1/models failed
 
 
 def test_the_demo_page_shows_what_the_api_answers_for_an_uploaded_clip(served, http, page, tmp_path):

@@ -137,7 +137,10 @@ def _check_backbones(cfg: FusionConfig, data: ShardDataset) -> list[str]:
     layout, and the modalities they need: video for MIMAMO Net, audio for a Multimodal
     LSTM that uses it), whatever the layout: MELD, a manifest, any emotion dataset."""
     for field, kind in BACKBONE_KINDS.items():
-        card = read_card(getattr(cfg, field))
+        try:
+            card = read_card(getattr(cfg, field))
+        except ConfigError as err:
+            raise ConfigError(f"fusion.{field}: {err}") from None
         if card.kind != kind:
             raise ConfigError(f"fusion.{field}: {getattr(cfg, field)} holds a {card.kind} model; "
                               f"expected {kind}")

@@ -167,8 +167,10 @@ def served_openapi(schema: dict, served: dict[str, list[str]], emotion_classes: 
     emotion = {role: reads for role, reads in served.items() if role != "textile"}
     post = paths.get("/v1/emotion", {}).get("post")
     if post is not None:
-        post["summary"] = ("Recognise: " + ", ".join(f"{role} = {' '.join(reads)}" for role, reads in emotion.items())
-                           if emotion else "Not served here (no emotion model is deployed): answers 404")
+        described = [f"{role}: {kind}" + (f" (reads {' + '.join(reads)})" if reads else "")
+                     for role, (kind, *reads) in emotion.items()]
+        post["summary"] = ("Recognise with " + ", ".join(described) if emotion
+                           else "Not served here (no emotion model is deployed): answers 404")
     post = paths.get("/v1/textile", {}).get("post")
     if post is not None:
         post["summary"] = (f"Classify an image: {served['textile'][0]}" if "textile" in served
