@@ -251,7 +251,9 @@ def test_one_backbone_alone_is_served_and_answers_every_container_it_reads(corpo
             assert page.is_disabled("#textile-submit")
             page.set_input_files("#audio", str(clips["mp3"]))
             page.click("#emotion-submit")
-            page.wait_for_selector("#emotion-result", state="visible")
+            page.wait_for_function("!document.getElementById('emotion-result').hidden || "
+                                   "!document.getElementById('emotion-error').hidden")
+            assert page.is_hidden("#emotion-error"), page.inner_text("#emotion-error")
             bars = page.eval_on_selector_all("#result-bars .value", "cells => cells.map(c => c.dataset.label)")
             assert sorted(bars) == sorted(classes) and page.is_hidden("#row-video")
             assert page.inner_text("#individual-audio_text") == page.inner_text("#result-emotion")

@@ -69,7 +69,9 @@ function drawBars(container, probabilities, top) {
 }
 
 function latencyText(latency) {
-  return Object.entries(latency).map(([stage, ms]) => stage + " " + ms.toFixed(1)).join(" · ");
+  // a stage of a model that is not served is null: left out
+  return Object.entries(latency).filter(([, ms]) => ms != null).map(([stage, ms]) => stage + " " + ms.toFixed(1))
+    .join(" · ");
 }
 
 function showError(prefix, message) {
