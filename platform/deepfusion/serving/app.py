@@ -323,8 +323,10 @@ def _options(section: DeploymentSection, name: str) -> dict:
             "graceful_shutdown_wait_loop_s": min(0.5, section.graceful_shutdown_timeout_s)}
 
 
-# Deployment names by role: what Serve's status, logs and the 503 answers call them.
-DEPLOYMENTS = {"video": "mimamo", "audio_text": "multimodal_lstm", "fusion": "fusion", "textile": "textile"}
+def deployment_name(role: str, card) -> str:
+    """What Serve's status, logs and the 503 answers call a model's deployment: a backbone
+    by its kind (``mimamo``, ``multimodal_lstm``, ``speech_mlp``), the fusion as ``fusion``."""
+    return "fusion" if role == "fusion" else card.kind
 
 
 def build_app(cfg: ServeSection):
@@ -360,7 +362,7 @@ def build_app(cfg: ServeSection):
     models, emotion, served = {}, None, {}
     for role, path in checkpoints.items():
         section = sections[role]
-        options = _options(section, DEPLOYMENTS[role])
+        options = _options(section, deployment_name(role, cards[role]))
         if role == "fusion":
             models[role] = Fusion.options(**options).bind(str(path))
             served[role] = [cards[role].kind]
@@ -373,7 +375,7 @@ def build_app(cfg: ServeSection):
         emotion = {"data_info": cards[backbones[0]].data_info, "classes": cards[backbones[0]].label_names,
                    "columns": {role: model_columns(cards[role].model_config) for role in backbones},
                    "reads": {role: model_reads(cards[role].model_config) for role in backbones},
-                   "deployments": {role: DEPLOYMENTS[role] for role in backbones}}
+                   "deployments": {role: deployment_name(role, cards[role]) for role in backbones}}
     textile, image_size, image_classes = None, None, None
     if cfg.textile_checkpoint is not None:
         textile_card = read_card(cfg.textile_checkpoint)
