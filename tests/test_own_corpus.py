@@ -340,6 +340,14 @@ def test_a_users_photo_classes_train_predict_and_serve_as_the_textile_three_do(d
         assert requests.post(f"{url}/v1/emotion", data={"text": "hi"}, timeout=30).status_code == 404
         schema = requests.get(f"{url}/openapi.json", timeout=30).json()["components"]["schemas"]["TextileAnswer"]
         assert schema["properties"]["class"]["enum"] == classes
+        with browser_page() as page:  # the page: no emotion form to use, the photo's bars are the classes
+            open_demo_page(page, url)
+            assert page.is_disabled("#emotion-submit") and "No emotion model" in page.inner_text("#emotion-error")
+            page.set_input_files("#image", str(image))
+            page.click("#textile-submit")
+            page.wait_for_selector("#textile-result", state="visible")
+            bars = page.eval_on_selector_all("#textile-bars .value", "cells => cells.map(c => c.dataset.label)")
+            assert sorted(bars) == classes and page.inner_text("#textile-class") == answer["class"]
     finally:
         serve.delete("places")
 
