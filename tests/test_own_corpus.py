@@ -175,7 +175,6 @@ def write_flv(mp4: Path, out: Path) -> Path:
         video_in = source.streams.video[0]
         video = container.add_stream("flv", rate=int(video_in.average_rate or 8))
         video.width, video.height, video.pix_fmt = video_in.width, video_in.height, "yuv420p"
-        audio_in = source.streams.audio[0]
         audio = container.add_stream("mp3", rate=22050, layout="mono")
         resampler = av.AudioResampler(format="s16p", layout="mono", rate=22050)
         for frame in source.decode(video=0):
@@ -188,7 +187,6 @@ def write_flv(mp4: Path, out: Path) -> Path:
                     container.mux(packet)
         for packet in [*video.encode(None), *audio.encode(None)]:
             container.mux(packet)
-    assert audio_in is not None
     return out
 
 

@@ -63,10 +63,7 @@ def plan_pipeline(experiment: ExperimentConfig, source: Path) -> PipelinePlan:
 
 def _check_inputs(plan: PipelinePlan) -> None:
     """Every dataset and checkpoint a stage reads is made by an earlier stage or exists."""
-    made: set[Path] = set()
-    if plan.pipeline.preprocess:
-        pre = plan.experiment.preprocess
-        made |= {(Path(pre.output_dir) / d.name).resolve() for d in pre.datasets}
+    made: set[Path] = set(_preprocessed(plan))
 
     def need(path: Path, what: str, stage_file: Path, hint: str) -> None:
         if Path(path).resolve() not in made and not Path(path).exists():
@@ -101,18 +98,16 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
     columns); one that exists from its shards' manifest, as training itself checks it."""
     from deepfusion.artifacts.checkpoint import read_card
     from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.artifacts.shards import MANIFEST
     from deepfusion.fusion.logit_cache import BACKBONE_KINDS
     from deepfusion.preprocess.datasets import dataset_modalities
 
-    made = {}
-    if plan.pipeline.preprocess:
-        pre = plan.experiment.preprocess
-        made = {(Path(pre.output_dir) / d.name).resolve(): d for d in pre.datasets}
+    made = _preprocessed(plan)
 
     def check(model_cfg, data: Path, stage_file: Path, field: str) -> None:
         dataset = made.get(Path(data).resolve())
         if dataset is None:
-            if (Path(data) / "manifest.json").is_file():
+            if (Path(data) / MANIFEST).is_file():
                 ShardDataset.open(data, field=f"{stage_file}: {field}").resolve_model_config(
                     model_cfg, field=f"{stage_file}: {field}")
             return
@@ -150,3 +145,11 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
             raise ConfigError(f"{path}: fusion.{field} is trained on dataset {source.name!r}, classes "
                               f"{list(source.class_names)}, and fusion.data is {fused.name!r}, classes "
                               f"{list(fused.class_names)}: logits of other classes cannot be fused")
+
+
+def _preprocessed(plan: PipelinePlan) -> dict:
+    """The datasets this pipeline preprocesses, by the (resolved) folder their shards go to."""
+    if not plan.pipeline.preprocess:
+        return {}
+    pre = plan.experiment.preprocess
+    return {(Path(pre.output_dir) / d.name).resolve(): d for d in pre.datasets}

@@ -59,8 +59,12 @@ class Prediction:
     csv_path: Path | None = None
     # wall clock of this run to its first prediction file (start-up: actors, models)
     first_file_s: float | None = None
-    sample_ids: list[str] = field(default_factory=list)  # the input's samples, in its order
-    input_keys: dict[str, str] = field(default_factory=dict)  # sample id -> its row's input_key
+    # the input's samples, in its order -> what each was predicted from (``input_key``)
+    input_keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sample_ids(self) -> list[str]:
+        return list(self.input_keys)
 
     @property
     def predictions_dir(self) -> Path:
@@ -76,8 +80,8 @@ class Prediction:
         table = read_predictions(self.out_dir)
         if table.empty or "input_key" not in table:
             return table.iloc[0:0]
-        current = table["sample_id"].map(self.input_keys) == table["input_key"]
-        return table[current].drop_duplicates("sample_id", keep="last").reset_index(drop=True)
+        # a sample's row is in one file at most (``_drop_predictions``); one made from other input is not its
+        return table[table["sample_id"].map(self.input_keys) == table["input_key"]].reset_index(drop=True)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -188,7 +192,7 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     _write_quarantine(out_dir, quarantined)
     result = Prediction(out_dir, layout, len(records), predicted, len(records) - len(todo), quarantined,
                         media=extra.get("media", ""), unavailable=extra.get("unavailable", []),
-                        first_file_s=first_file_s, sample_ids=[r["sample_id"] for r in records], input_keys=keys)
+                        first_file_s=first_file_s, input_keys=keys)
     table = result.table()
     if write_csv:
         result.csv_path = out_dir / "predictions.csv"
