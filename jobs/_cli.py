@@ -13,10 +13,11 @@ from deepfusion.media import MediaError
 from deepfusion.pretrained import ModelWeightsUnavailable, TextModelUnavailable
 from deepfusion.sources import LayoutError
 from deepfusion.splits import NotEnoughImages
+from deepfusion.storage import StorageError
 
 # Errors in what the user gave (config, data layout, model names): a message, exit 2.
 # Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ConfigError, LayoutError, MediaError, ModelWeightsUnavailable, NotEnoughImages,
+USER_ERRORS = (ConfigError, LayoutError, MediaError, ModelWeightsUnavailable, NotEnoughImages, StorageError,
                TextModelUnavailable)
 
 

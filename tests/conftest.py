@@ -53,6 +53,15 @@ def pytest_configure(config):
     # for an external load balancer to deregister it. Tests have none: each serve.shutdown
     # or redeploy would idle 30 s for nothing.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    # An S3-compatible store on loopback (``s3_store``: moto's server, started on first use).
+    # Like a cluster's nodes, every Ray process the session starts carries its endpoint and
+    # (test) credentials in its environment, which pyarrow and boto read.
+    [port] = free_ports(1)
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_EC2_METADATA_DISABLED": "true"})
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -190,6 +199,34 @@ def session_head(tmp_path_factory):
     os.killpg(head.pid, signal.SIGKILL)
     head.wait(timeout=60)
     bootstrap_file().unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory) -> str:
+    """The session's S3-compatible server (moto in server mode, as Ray's own tests use) on
+    the loopback port every Ray process was told of; yields a fresh bucket's URI."""
+    import boto3
+
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    log_path = tmp_path_factory.mktemp("s3") / "moto.log"
+    port = endpoint.rsplit(":", 1)[1]
+    with log_path.open("w") as server_log:
+        server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", port],
+                                  stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            requests.get(endpoint, timeout=2)
+            break
+        except requests.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"moto server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+    boto3.client("s3").create_bucket(Bucket="deepfusion-test")
+    yield "s3://deepfusion-test"
+    server.kill()
+    server.wait(timeout=30)
 
 
 @functools.cache

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfusion import storage
 from deepfusion.artifacts.batches import model_columns
 from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
 from deepfusion.config import ConfigError
@@ -24,15 +25,15 @@ from deepfusion.pretrained import vocabulary
 
 @dataclass(frozen=True)
 class ShardDataset:
-    path: Path
+    path: storage.Location  # a folder or a storage URI
     manifest: dict
 
     @classmethod
-    def open(cls, path: Path, field: str = "train.data") -> ShardDataset:
-        path = Path(path)
-        manifest_file = path / MANIFEST
+    def open(cls, path: storage.Location, field: str = "train.data") -> ShardDataset:
+        path = path if storage.is_uri(path) else Path(path)
+        manifest_file = storage.join(path, MANIFEST)
         try:
-            manifest = json.loads(manifest_file.read_text())
+            manifest = json.loads(storage.read_text(manifest_file))
         except FileNotFoundError:
             raise ConfigError(
                 f"{field}: {manifest_file} not found; run `python -m jobs.preprocess` on this dataset first"
@@ -128,7 +129,8 @@ class ShardDataset:
     def checkpoint_info(self) -> dict:
         """What a checkpoint's card records of its data (``data_info``): Serve decodes requests
         with exactly this preprocessing and speaker map."""
-        return {"dataset": self.manifest["dataset"], "kind": self.kind, "path": str(self.path.resolve()),
+        path = self.path if storage.is_uri(self.path) else str(self.path.resolve())
+        return {"dataset": self.manifest["dataset"], "kind": self.kind, "path": path,
                 "data_key": (self.manifest.get("freshness") or {}).get("key"),
                 "preprocess_config": self.manifest["preprocess_config"],
                 "speakers": self.manifest.get("speakers", {})}
@@ -137,9 +139,9 @@ class ShardDataset:
         """The columns a model reads, plus its label: nothing else is read from Parquet."""
         return ["sample_id", "label", *model_columns(model_cfg)]
 
-    def split_folder(self, name: str) -> Path:
-        folder = self.path / f"split={name}"
-        if not folder.is_dir():
+    def split_folder(self, name: str) -> storage.Location:
+        folder = storage.join(self.path, f"split={name}")
+        if not storage.is_dir(folder):
             raise ConfigError(f"{self.path} has no {name!r} split (expected {folder})")
         return folder
 
@@ -150,4 +152,5 @@ class ShardDataset:
         return ray.data.read_parquet(str(self.split_folder(name))).select_columns(columns)
 
     def bytes_on_disk(self, *splits: str) -> int:
-        return sum(f.stat().st_size for s in splits for f in self.split_folder(s).glob("*.parquet"))
+        return sum(size for s in splits for f, (size, _) in storage.files(self.split_folder(s)).items()
+                   if f.endswith(".parquet"))

@@ -11,10 +11,11 @@ Bump ``SCHEMA_VERSION`` on any change: it is part of every manifest and cache ke
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
+from deepfusion import storage
 
 MANIFEST = "manifest.json"  # a dataset folder's description: counts, label map, settings, freshness
 QUARANTINE = "quarantine.jsonl"  # one JSON line per sample left out, with its reason
@@ -75,9 +76,9 @@ def image_from_bytes(blob: bytes, height: int, width: int) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.uint8).reshape(height, width, 3)
 
 
-def read_manifest(dataset_dir: Path) -> dict | None:
+def read_manifest(dataset_dir: storage.Location) -> dict | None:
     """A dataset folder's ``manifest.json``, or None when it has none (or half of one)."""
     try:
-        return json.loads((Path(dataset_dir) / MANIFEST).read_text())
+        return json.loads(storage.read_text(storage.join(dataset_dir, MANIFEST)))
     except (OSError, ValueError):
         return None

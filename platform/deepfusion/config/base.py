@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, ValidationInfo, WithJsonSchema
+from pydantic.functional_validators import PlainValidator
+
+from deepfusion.storage import location
 
 
 class ConfigError(ValueError):
@@ -28,3 +31,17 @@ def _absolute(path: Path, info: ValidationInfo) -> Path:
 # the config is loaded. Ray's workers are other processes, maybe on other
 # nodes or in a job's working_dir, and do not share the driver's working folder.
 WorkPath = Annotated[Path, AfterValidator(_absolute)]
+
+
+def _location(value, info: ValidationInfo):
+    if not isinstance(value, (str, Path)):
+        raise ValueError("expected a folder path or a storage URI (s3://bucket/prefix)")
+    return location(value, (info.context or {}).get("base"))
+
+
+# Where an artifact is written or read: a local folder (a WorkPath) or a storage URI such
+# as ``s3://bucket/prefix`` or ``gs://bucket/prefix``, kept as given (``deepfusion.storage``).
+# On a cluster whose nodes share no disk, every artifact a later stage or another node reads
+# belongs on a URI.
+StoragePath = Annotated[Path | str, PlainValidator(_location), PlainSerializer(str, return_type=str),
+                        WithJsonSchema({"type": "string", "description": "a folder or a storage URI"})]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from deepfusion.config.base import ConfigError
 from deepfusion.config.experiment import ExperimentConfig
+from deepfusion.storage import check_reachable, is_uri
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -108,4 +109,23 @@ def load_config(
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     for assignment in overrides:
         apply_override(data, assignment)
-    return validate_config(model, data, source=str(path), base=base)
+    config = validate_config(model, data, source=str(path), base=base)
+    for key, uri in storage_uris(config):
+        check_reachable(uri, f"{path}: {key}")
+    return config
+
+
+def storage_uris(config: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
+    """Every storage URI in a validated config, with its dotted key."""
+    found = []
+    for name in type(config).model_fields:
+        value, key = getattr(config, name), f"{prefix}{name}"
+        if is_uri(value):
+            found.append((key, value))
+        elif isinstance(value, BaseModel):
+            found += storage_uris(value, key + ".")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    found += storage_uris(item, f"{key}.{i}.")
+    return found

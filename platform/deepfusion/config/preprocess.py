@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from deepfusion.config.augment import AugmentConfig
-from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.base import StoragePath, StrictModel, WorkPath
 from deepfusion.config.resources import DataResources
 from deepfusion.labels import EMOTIONS, SPEECH_TO_EMOTION, ordered_targets
 
@@ -293,7 +293,7 @@ DatasetConfig = Annotated[
 
 
 class PreprocessConfig(StrictModel):
-    output_dir: WorkPath
+    output_dir: StoragePath  # a folder or a storage URI (s3://bucket/shards)
     data: DataResources = DataResources()
     datasets: list[DatasetConfig] = Field(min_length=1)
 

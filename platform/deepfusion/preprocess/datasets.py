@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.artifacts.shards import EMOTION_SCHEMA, IMAGE_SCHEMA, read_manifest
 from deepfusion.config import (
     DatasetConfig,
@@ -31,7 +30,7 @@ from deepfusion.preprocess.writer import (
 @dataclass(frozen=True)
 class PreprocessResult:
     name: str
-    out_dir: Path
+    out_dir: storage.Location
     skipped: bool  # True: inputs and config unchanged, nothing was redone
     manifest: dict
 
@@ -71,7 +70,7 @@ def preprocess(cfg: PreprocessConfig, force: bool = False) -> list[PreprocessRes
     """Preprocess every dataset of ``cfg`` into ``cfg.output_dir/<name>/`` (Ray must be up)."""
     results = []
     for dataset in cfg.datasets:
-        out_dir = Path(cfg.output_dir) / dataset.name
+        out_dir = storage.join(cfg.output_dir, dataset.name)
         freshness = dataset_freshness(dataset)
         if not force and freshness and is_up_to_date(out_dir, freshness):
             results.append(PreprocessResult(dataset.name, out_dir, True, read_manifest(out_dir)))
@@ -92,7 +91,8 @@ def preprocess(cfg: PreprocessConfig, force: bool = False) -> list[PreprocessRes
                 extra=extra | {"wall_s": round(time.perf_counter() - started, 2)},
             )
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)  # the previous output stays as it was
+            if staging != out_dir:
+                storage.remove(staging)  # the previous output stays as it was
             raise
         publish(staging, out_dir)
         results.append(PreprocessResult(dataset.name, out_dir, False, manifest))
