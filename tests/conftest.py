@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,8 +61,14 @@ def pytest_configure(config):
     os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
                        "AWS_EC2_METADATA_DISABLED": "true"})
+    # node-local mirrors of storage URIs: the session's own, like a fresh node's
+    os.environ["DEEPFUSION_STORAGE_CACHE"] = tempfile.mkdtemp(prefix="deepfusion-storage-cache-")
     os.environ.pop("AWS_PROFILE", None)
     os.environ.pop("AWS_SESSION_TOKEN", None)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("DEEPFUSION_STORAGE_CACHE", "/nonexistent"), ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

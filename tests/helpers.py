@@ -5,7 +5,9 @@ models, reading shards, Ray's actor table, waiting on jobs, free ports. No fixtu
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -291,3 +293,32 @@ def open_demo_page(page, http: str) -> None:
     page.wait_for_function("!document.getElementById('models').textContent.startsWith('Loading')")
     listing = page.inner_text("#models")
     assert listing.startswith("Serving"), listing  # else the page shows why /v1/models failed
+
+
+def kill_a_train_worker_after(epoch: int, record: Path):
+    """A Ray Train callback that SIGKILLs one Train worker as soon as the controller has
+    registered ``epoch``'s report and checkpoint (the workers are then in the next epoch),
+    and writes what it did to ``record``. It runs on the controller, inside the report's
+    handling, so no later checkpoint can be registered before the kill: no race."""
+
+    import ray.train
+
+    class KillAWorker(ray.train.UserCallback):
+        def __init__(self):
+            self.done = False
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if self.done or checkpoint is None or metrics[0]["epoch"] != epoch:
+                return
+            from ray._private import state
+
+            workers = sorted((a for a in state.actors().values()
+                              if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"),
+                             key=lambda a: a["Pid"])
+            victim = workers[-1]
+            os.kill(victim["Pid"], signal.SIGKILL)
+            self.done = True
+            record.write_text(json.dumps({"epoch": epoch, "pid": victim["Pid"], "workers": len(workers),
+                                          "checkpoint": checkpoint.path}))
+
+    return KillAWorker()

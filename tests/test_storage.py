@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import DEMO_MELD, DEMO_TEXTILE, image_dataset, meld_dataset, preprocess_config
+from helpers import DEMO_MELD, DEMO_TEXTILE, image_dataset, kill_a_train_worker_after, meld_dataset, preprocess_config
 
 from deepfusion import storage
 
@@ -40,3 +40,46 @@ def test_preprocess_writes_shards_and_manifest_to_the_bucket(bucket_shards, demo
     # the freshness rule on a URI: a second run finds both datasets current
     again = preprocess(bucket_shards["cfg"])
     assert all(r.skipped for r in again), [(r.name, r.skipped) for r in again]
+
+
+@pytest.fixture(scope="module")
+def bucket_run(bucket_shards, s3_store, tmp_path_factory) -> dict:
+    """A textile classifier trained on the bucket's shards with its run in the bucket; its
+    only Train worker is SIGKILLed after epoch 1's checkpoint reached the store."""
+    from deepfusion.config import TrainConfig, validate_config
+    from deepfusion.training.trainer import train
+
+    record = tmp_path_factory.mktemp("kill") / "killed.json"
+    cfg = validate_config(TrainConfig, {
+        "model": {"kind": "textile", "preset": "cpu-small"}, "data": bucket_shards["textile"],
+        "epochs": 3, "early_stopping_patience": 3, "batch_size": 16,
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1},
+        "run": {"storage_path": f"{s3_store}/runs", "name": "textile", "max_failures": 1}})
+    outcome = train(cfg, callbacks=[kill_a_train_worker_after(1, record)])
+    return {"cfg": cfg, "outcome": outcome, "killed": json.loads(record.read_text())}
+
+
+def test_training_keeps_its_run_in_the_bucket_and_resumes_from_the_stores_checkpoint(bucket_run, s3_store):
+    from deepfusion.artifacts.checkpoint import CARD, checkpoint_hash, read_card
+    from deepfusion.tracking.tensorboard import read_curves
+
+    outcome, killed = bucket_run["outcome"], bucket_run["killed"]
+    run = f"{s3_store}/runs/textile"
+    # the worker was killed once epoch 1's checkpoint was in the store; the restarted worker
+    # group read it back from there and trained epochs 2 and 3 only
+    assert killed["checkpoint"].startswith("deepfusion-test/runs/textile/checkpoint_epoch_0001"), killed
+    assert outcome.resumed_from == [1] and [m["epoch"] for m in outcome.history] == [1, 2, 3]
+    assert outcome.run_dir == run and outcome.best_checkpoint == f"{run}/best"
+    files = storage.files(run)
+    assert {"run_config.json", "best/model.safetensors", f"best/{CARD}", "best/training_state.pt",
+            "evaluation/training_curves.png", "evaluation/test_metrics.json"} <= set(files), sorted(files)
+    assert any(f.startswith("checkpoint_epoch_0003/") for f in files)
+    # the store's best checkpoint is a whole checkpoint, read through this node's mirror
+    card = read_card(outcome.best_checkpoint)
+    assert card.label_names == ["clothes_dump", "textile_billboard", "textile_dye"]
+    assert card.data_info["path"] == f"{s3_store}/shards/textile"
+    report = json.loads(storage.read_text(outcome.test_metrics_path))
+    assert report["checkpoint_hash"] == checkpoint_hash(outcome.best_checkpoint) and report["num_samples"] == 27
+    # TensorBoard's curves, sent by the rank-0 worker each epoch: one point per epoch
+    curves = read_curves(storage.materialize(run))
+    assert [step for step, _ in curves["val"]["loss"]] == [1, 2, 3]

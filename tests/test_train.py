@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import signal
 import sys
 from pathlib import Path
 
 import pytest
-import ray
 import torch
 import yaml
-from helpers import REPO_ROOT, job_env, run_in_own_session
+from helpers import REPO_ROOT, job_env, kill_a_train_worker_after, run_in_own_session
 
 from deepfusion.artifacts.checkpoint import (
     CARD,
@@ -50,33 +47,6 @@ def train_config(tmp_path: Path, data: Path, model: dict, **overrides) -> TrainC
 
 
 ONE_WORKER = {"num_workers": 1, "cpus_per_worker": 1}  # where DDP is not what a test is about
-
-
-def kill_a_train_worker_after(epoch: int, record: Path):
-    """A Ray Train callback that SIGKILLs one Train worker as soon as the controller has
-    registered ``epoch``'s report and checkpoint (the workers are then in the next epoch),
-    and writes what it did to ``record``. It runs on the controller, inside the report's
-    handling, so no later checkpoint can be registered before the kill: no race."""
-
-    class KillAWorker(ray.train.UserCallback):
-        def __init__(self):
-            self.done = False
-
-        def after_report(self, run_context, metrics, checkpoint):
-            if self.done or checkpoint is None or metrics[0]["epoch"] != epoch:
-                return
-            from ray._private import state
-
-            workers = sorted((a for a in state.actors().values()
-                              if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"),
-                             key=lambda a: a["Pid"])
-            victim = workers[-1]
-            os.kill(victim["Pid"], signal.SIGKILL)
-            self.done = True
-            record.write_text(json.dumps({"epoch": epoch, "pid": victim["Pid"], "workers": len(workers),
-                                          "checkpoint": checkpoint.path}))
-
-    return KillAWorker()
 
 
 def test_textile_on_two_workers_survives_a_killed_worker_beats_chance_and_writes_test_report(shards, tmp_path):

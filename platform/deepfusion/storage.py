@@ -22,53 +22,20 @@ import functools
 import os
 import shutil
 import threading
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pyarrow.fs as pafs
 
-Location = Path | str
+from deepfusion.locations import Location, display, is_uri, join, location, name, parent
+
+__all__ = ["Location", "StorageError", "check_reachable", "display", "exists", "files", "is_dir", "is_file",
+           "is_uri", "join", "location", "materialize", "mirror_path", "name", "parent", "push", "read_bytes",
+           "read_text", "remote_of", "remove", "resolve", "write_bytes", "write_text"]
 
 
 class StorageError(ValueError):
     """A storage URI that cannot be used (unknown scheme, no credentials, unreachable
     endpoint, missing bucket): the message names the config key and the URI."""
-
-
-def is_uri(value) -> bool:
-    """``scheme://...`` other than ``file://`` (a local path)."""
-    return isinstance(value, str) and "://" in value and not value.startswith("file://")
-
-
-def location(value, base: Path | None = None) -> Location:
-    """A config value as a location: URIs as given (without a trailing slash), local paths
-    made absolute against ``base`` (default: the current folder)."""
-    if isinstance(value, str) and value.startswith("file://"):
-        value = value[len("file://"):]
-    if is_uri(value):
-        scheme, rest = value.split("://", 1)
-        return f"{scheme.lower()}://{rest.rstrip('/')}"
-    path = Path(value)
-    return path if path.is_absolute() else Path(base or Path.cwd()) / path
-
-
-def join(where: Location, *parts: str) -> Location:
-    if is_uri(where):
-        return "/".join([where.rstrip("/"), *(str(p).strip("/") for p in parts)])
-    return Path(where).joinpath(*parts)
-
-
-def name(where: Location) -> str:
-    return PurePosixPath(_key(where)).name if is_uri(where) else Path(where).name
-
-
-def parent(where: Location) -> Location:
-    if is_uri(where):
-        return where.rsplit("/", 1)[0]
-    return Path(where).parent
-
-
-def _key(uri: str) -> str:
-    return uri.split("://", 1)[1]
 
 
 @functools.cache
@@ -178,10 +145,6 @@ def remove(where: Location) -> None:
         fs.delete_file(path)
     elif files(where) or info.type == pafs.FileType.Directory:
         fs.delete_dir(path)
-
-
-def display(where: Location) -> str:
-    return where if is_uri(where) else str(where)
 
 
 # -- node-local mirrors of URIs ------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from deepfusion import storage
 from deepfusion.config import ConfigError
 from deepfusion.hashing import sha256_files
 
@@ -131,11 +132,25 @@ def backbone_path(card: CheckpointCard, field: str) -> Path:
         return recorded
     if card.path is None:
         raise CheckpointError(f"a card not read from disk cannot resolve its {field} path {recorded}")
-    return (Path(card.path) / recorded).resolve()
+    resolved = (Path(card.path) / recorded).resolve()
+    # a card read from a storage URI (through this node's mirror): the backbone is in the store
+    return storage.remote_of(resolved) or resolved
 
 
-def checkpoint_hash(folder: Path) -> str:
+def local_folder(folder: storage.Location) -> Path:
+    """A checkpoint folder on this node: one on a storage URI is mirrored here first (only
+    files that changed are fetched), so every reader below takes either."""
+    if not storage.is_uri(folder):
+        return Path(folder)
+    try:
+        return storage.materialize(folder)
+    except FileNotFoundError:
+        raise CheckpointNotFound(f"{folder}: no checkpoint there (nothing under this URI)") from None
+
+
+def checkpoint_hash(folder: storage.Location) -> str:
     """The content hash of a checkpoint folder (weights and card)."""
+    folder = local_folder(folder)
     try:
         return sha256_files(folder, HASHED_FILES)
     except FileNotFoundError as err:
@@ -150,9 +165,9 @@ def _not_a_checkpoint(folder: Path, missing: list[str]) -> str:
             f"`python -m jobs.train` or a fusion model with `python -m jobs.tune_fusion`")
 
 
-def read_card(folder: Path) -> CheckpointCard:
+def read_card(folder: storage.Location) -> CheckpointCard:
     """A checkpoint's card (``CheckpointError`` naming the folder when it is none)."""
-    folder = Path(folder)
+    folder = local_folder(folder)
     missing = [name for name in HASHED_FILES if not (folder / name).is_file()]
     if missing:
         raise CheckpointNotFound(_not_a_checkpoint(folder, missing))
@@ -180,25 +195,25 @@ def read_card(folder: Path) -> CheckpointCard:
         raise CheckpointError(f"{folder / CARD}: not a readable card ({err})") from None
 
 
-def load_weights(folder: Path) -> dict[str, torch.Tensor]:
+def load_weights(folder: storage.Location) -> dict[str, torch.Tensor]:
     """A checkpoint's safetensors weights (``CheckpointError`` naming the file when corrupt)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(folder) / WEIGHTS
+    path = local_folder(folder) / WEIGHTS
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not readable safetensors (truncated or corrupt: {err})") from None
 
 
-def load_training_state(folder: Path, device: str | torch.device = "cpu") -> dict:
+def load_training_state(folder: storage.Location, device: str | torch.device = "cpu") -> dict:
     """The resumable state the training loop saved beside the weights (optimizer, scheduler,
     history, metrics). Loaded with ``weights_only=True``: tensors and plain Python values
     only, so a planted pickle that would run code is refused, naming the file."""
     import pickle
 
-    path = Path(folder) / TRAINING_STATE
+    path = local_folder(folder) / TRAINING_STATE
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
@@ -208,7 +223,7 @@ def load_training_state(folder: Path, device: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: refused or unreadable training state ({first[:300]})") from None
 
 
-def load_model(folder: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointCard]:
+def load_model(folder: storage.Location, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, CheckpointCard]:
     """The backbone of a checkpoint folder, in eval mode, and its card."""
     from deepfusion.models import build_model
 
@@ -240,7 +255,7 @@ def _without_pretrained_loading(model_config):
     return model_config.model_copy(update=update)
 
 
-def load_fusion(folder: Path, device: str | torch.device = "cpu"):
+def load_fusion(folder: storage.Location, device: str | torch.device = "cpu"):
     """The fusion model of a checkpoint folder, in eval mode, and its card."""
     from deepfusion.models.fusion import build_fusion
 

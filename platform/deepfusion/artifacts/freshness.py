@@ -20,12 +20,12 @@ current later exactly when the recorded key equals the key computed now. Its use
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+from deepfusion import storage
 from deepfusion.config import ConfigError
 from deepfusion.hashing import sha256_json
 
@@ -49,44 +49,40 @@ def is_current(record: dict | None, config, inputs: dict | None = None) -> bool:
     return bool(record) and record.get("key") == content_key(config, inputs)
 
 
-def write_json_atomic(path: Path, value) -> None:
-    """Write JSON so that a killed process never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    staging.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    staging.replace(path)
+def write_json_atomic(path: storage.Location, value) -> None:
+    """Write JSON (to a file or a storage URI) so that a killed process never leaves half a file."""
+    storage.write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: storage.Location) -> dict | None:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(storage.read_text(path))
     except (OSError, ValueError):
         return None
 
 
-def claim_run_dir(run_dir: Path, config: dict, *, what: str, fresh: bool) -> bool:
+def claim_run_dir(run_dir: storage.Location, config: dict, *, what: str, fresh: bool) -> bool:
     """A run folder that resumes or refuses: True when an earlier run in ``run_dir`` will be
     resumed (its recorded config is ``config``); ``fresh`` deletes it first. A run started
     with another config is refused, naming the fields that changed, instead of silently
     mixing two experiments."""
-    run_dir = Path(run_dir)
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    record_path = run_dir / RUN_CONFIG
-    if record_path.is_file():
-        record = json.loads(record_path.read_text())
+    if fresh:
+        storage.remove(run_dir)
+    record_path = storage.join(run_dir, RUN_CONFIG)
+    record = _read_json(record_path)
+    if record is not None:
         if "key" not in record:  # written before records carried their key: the config itself
             record = freshness_record(record)
         if not is_current(record, config):
             previous = record["config"]
             changed = sorted(k for k in {*config, *previous} if previous.get(k) != config.get(k))
             raise ConfigError(
-                f"{what} {run_dir.name!r} in {run_dir.parent} was started with a different "
+                f"{what} {storage.name(run_dir)!r} in {storage.parent(run_dir)} was started with a different "
                 f"{', '.join(changed)}; resume it unchanged, pass --fresh to start over, or choose another name"
             )
         return True
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not storage.is_uri(run_dir):
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
     write_json_atomic(record_path, freshness_record(config))
     return False
 

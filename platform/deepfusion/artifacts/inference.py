@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepfusion import storage
 from deepfusion.artifacts.batches import model_batch_inputs, model_columns
 from deepfusion.artifacts.checkpoint import load_model
 
@@ -18,7 +19,7 @@ class CheckpointModel:
 
     def __init__(self, folder: Path, device: str | None = None):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, self.card = load_model(Path(folder), self.device)
+        self.model, self.card = load_model(storage.location(folder), self.device)
         self.columns = model_columns(self.card.model_config)
 
     def describe(self) -> dict:

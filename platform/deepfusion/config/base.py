@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, ValidationInfo, WithJsonSchema
 from pydantic.functional_validators import PlainValidator
 
-from deepfusion.storage import location
+from deepfusion.locations import location
 
 
 class ConfigError(ValueError):
@@ -40,7 +40,7 @@ def _location(value, info: ValidationInfo):
 
 
 # Where an artifact is written or read: a local folder (a WorkPath) or a storage URI such
-# as ``s3://bucket/prefix`` or ``gs://bucket/prefix``, kept as given (``deepfusion.storage``).
+# as ``s3://bucket/prefix`` or ``gs://bucket/prefix``, kept as given (``deepfusion.locations``).
 # On a cluster whose nodes share no disk, every artifact a later stage or another node reads
 # belongs on a URI.
 StoragePath = Annotated[Path | str, PlainValidator(_location), PlainSerializer(str, return_type=str),

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from deepfusion.config.architectures import ModelConfig
 from deepfusion.config.augment import AugmentConfig
-from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.base import StoragePath, StrictModel
 
 
 class OptimConfig(StrictModel):
@@ -64,7 +64,7 @@ class ScalingSection(StrictModel):
 class RunSection(StrictModel):
     """Where Ray Train keeps results and checkpoints; the same name resumes the run."""
 
-    storage_path: WorkPath = Field(Path("work/runs"), validate_default=True)
+    storage_path: StoragePath = Field(Path("work/runs"), validate_default=True)  # or s3://bucket/runs
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     max_failures: int = Field(2, ge=-1)
     checkpoints_to_keep: int = Field(2, ge=1)
@@ -73,7 +73,7 @@ class RunSection(StrictModel):
 class TrainConfig(StrictModel):
     model: ModelConfig
     # A dataset folder written by the preprocess job (<output_dir>/<name>, with manifest.json).
-    data: WorkPath
+    data: StoragePath
     epochs: int = Field(100, ge=1)
     # The global batch: each of the scaling.num_workers workers takes an equal part, so
     # results do not depend on how many workers share the work.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfusion import storage
 from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.config import ConfigError
 from deepfusion.config.resources import DataResources
@@ -23,7 +24,7 @@ class CheckpointPredictor:
     def __init__(self, checkpoint_dir: str):
         from deepfusion.artifacts.inference import CheckpointModel
 
-        self.model = CheckpointModel(Path(checkpoint_dir))
+        self.model = CheckpointModel(storage.location(checkpoint_dir))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"sample_id": batch["sample_id"], "label": batch["label"], "logits": self.model.logits(batch)}

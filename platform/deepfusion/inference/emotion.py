@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deepfusion import storage
 from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config import AudioConfig, ConfigError, MediaLimits, TextConfig, VideoConfig
 from deepfusion.media.limits import DEFAULT_LIMITS
@@ -95,9 +96,9 @@ class FusionModel:
     def __init__(self, checkpoint: Path):
         from deepfusion.artifacts.checkpoint import load_fusion
 
-        self.model, self.card = load_fusion(Path(checkpoint))
+        self.model, self.card = load_fusion(storage.location(checkpoint))
         self.sha256 = self.card.content_hash
-        self.path = Path(checkpoint)
+        self.path = storage.location(checkpoint)
 
     def describe(self) -> dict:
         return {"checkpoint": self.path.name, "sha256": self.sha256, "kind": self.card.kind,
@@ -145,12 +146,12 @@ def served_emotion_checkpoints(video: Path | None, audio_text: Path | None, fusi
 
     chosen = {"video": video, "audio_text": audio_text}
     if fusion is not None:
-        fusion_card = read_card(Path(fusion))
+        fusion_card = read_card(storage.location(fusion))
         if fusion_card.model_config is not None or not fusion_card.backbones:
             raise ConfigError(f"{field}.fusion_checkpoint: {fusion} holds a {fusion_card.kind}, not a fusion model")
-        chosen = {role: Path(path) if path is not None else backbone_path(fusion_card, f"{role}_checkpoint")
+        chosen = {role: storage.location(path) if path is not None else backbone_path(fusion_card, f"{role}_checkpoint")
                   for role, path in chosen.items()}
-    cards = {role: read_card(Path(path)) for role, path in chosen.items() if path is not None}
+    cards = {role: read_card(storage.location(path)) for role, path in chosen.items() if path is not None}
     for role, card in cards.items():
         spec = MODELS.get(card.kind)
         if spec is None or spec.task != "emotion" or card.model_config is None:
@@ -165,8 +166,8 @@ def served_emotion_checkpoints(video: Path | None, audio_text: Path | None, fusi
             raise ConfigError(f"{field}: {card.path}: {refusal}")
     if fusion is not None:
         check_servable(fusion_card, cards["video"], cards["audio_text"])
-        return {**chosen, "fusion": Path(fusion)}
-    return {role: Path(path) for role, path in chosen.items() if path is not None}
+        return {**chosen, "fusion": storage.location(fusion)}
+    return {role: storage.location(path) for role, path in chosen.items() if path is not None}
 
 
 def backbone_answers(logits: np.ndarray, label_names: list[str], role: str) -> list[dict]:
@@ -194,8 +195,8 @@ class EmotionRecognizer:
         self.backbones: dict[str, CheckpointModel] = {}
         for role, folder in (("video", video_checkpoint), ("audio_text", audio_text_checkpoint)):
             if folder is not None:
-                self.backbones[role] = CheckpointModel(Path(folder), device)
-        self.fusion = FusionModel(Path(fusion_checkpoint)) if fusion_checkpoint is not None else None
+                self.backbones[role] = CheckpointModel(storage.location(folder), device)
+        self.fusion = FusionModel(storage.location(fusion_checkpoint)) if fusion_checkpoint is not None else None
         if self.fusion is not None:
             if set(self.backbones) != set(ROLES):
                 raise ConfigError("a fusion model needs both backbones (video_checkpoint, audio_text_checkpoint)")
@@ -216,13 +217,13 @@ class EmotionRecognizer:
         from deepfusion.artifacts.checkpoint import backbone_path, read_card
         from deepfusion.models.registry import FUSION_MODELS, MODELS
 
-        card = read_card(Path(checkpoint))
+        card = read_card(storage.location(checkpoint))
         if card.kind in FUSION_MODELS:
             paths = {f"{role}_checkpoint": backbone_path(card, f"{role}_checkpoint") for role in ROLES}
-            return cls(fusion_checkpoint=Path(checkpoint), limits=limits, device=device, **paths)
+            return cls(fusion_checkpoint=storage.location(checkpoint), limits=limits, device=device, **paths)
         if card.kind not in MODELS or MODELS[card.kind].task != "emotion":
             raise ConfigError(f"{checkpoint}: a {card.kind} checkpoint does not recognise emotions")
-        return cls(**{f"{backbone_role(card.model_config)}_checkpoint": Path(checkpoint)}, limits=limits,
+        return cls(**{f"{backbone_role(card.model_config)}_checkpoint": storage.location(checkpoint)}, limits=limits,
                    device=device)
 
     def predict_batch(self, batch: dict) -> list[dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from deepfusion import storage
 from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config import ConfigError, MediaLimits
 from deepfusion.media.limits import DEFAULT_LIMITS
@@ -31,7 +32,7 @@ class TextileClassifier:
     """
 
     def __init__(self, checkpoint: Path, limits: MediaLimits = DEFAULT_LIMITS, device: str | None = None):
-        self.model = CheckpointModel(Path(checkpoint), device)
+        self.model = CheckpointModel(storage.location(checkpoint), device)
         if self.model.card.kind != "textile":
             raise ConfigError(f"{checkpoint}: a {self.model.card.kind} checkpoint, not a textile classifier")
         self.image_size = int(self.model.card.data_info["preprocess_config"]["image_size"])
@@ -40,7 +41,7 @@ class TextileClassifier:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, *, limits: MediaLimits = DEFAULT_LIMITS,
                         device: str | None = None) -> TextileClassifier:
-        return cls(Path(checkpoint), limits, device)
+        return cls(storage.location(checkpoint), limits, device)
 
     @property
     def label_names(self) -> list[str]:

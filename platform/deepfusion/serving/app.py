@@ -42,7 +42,7 @@ from fastapi_offline import FastAPIOffline
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from deepfusion import __version__
+from deepfusion import __version__, storage
 from deepfusion.artifacts.batches import model_columns
 from deepfusion.artifacts.inference import CheckpointModel
 from deepfusion.config.serving import AdmissionSection, AuthSection, DeploymentSection, RequestLimits, ServeSection
@@ -123,7 +123,7 @@ class EmotionBackbone:
     (``serving.batching``: the next batch takes every request that queued meanwhile)."""
 
     def __init__(self, checkpoint: str, max_batch_size: int, batch_wait_timeout_s: float):
-        self.model = CheckpointModel(Path(checkpoint))
+        self.model = CheckpointModel(storage.location(checkpoint))
         self.batcher = Batcher(self.model.logits_of_rows, max_batch_size, batch_wait_timeout_s)
 
     def describe(self) -> dict:
@@ -136,7 +136,7 @@ class EmotionBackbone:
 @serve.deployment
 class Fusion:
     def __init__(self, checkpoint: str):
-        self.model = FusionModel(Path(checkpoint))
+        self.model = FusionModel(storage.location(checkpoint))
 
     def describe(self) -> dict:
         return self.model.describe()
@@ -149,7 +149,7 @@ class Fusion:
 @serve.deployment
 class Textile:
     def __init__(self, checkpoint: str, max_batch_size: int, batch_wait_timeout_s: float):
-        self.classifier = TextileClassifier(Path(checkpoint))
+        self.classifier = TextileClassifier(storage.location(checkpoint))
         self.batcher = Batcher(self.classifier.classify, max_batch_size, batch_wait_timeout_s)
 
     def describe(self) -> dict:

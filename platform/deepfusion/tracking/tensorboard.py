@@ -11,7 +11,11 @@ past its checkpoint, so the curves show each epoch once.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
+
+from deepfusion import storage
 
 EVENTS_DIR = "tensorboard"
 CURVES = ("loss", "accuracy", "weighted_f1", "macro_f1")
@@ -24,10 +28,14 @@ def events_dir(run_dir: Path) -> Path:
 class EpochCurves:
     """Per-epoch scalars of one run; ``first_epoch`` > 1 when resuming."""
 
-    def __init__(self, run_dir: Path, first_epoch: int = 1):
+    def __init__(self, run_dir: storage.Location, first_epoch: int = 1):
         from tensorboardX import SummaryWriter
 
-        root = events_dir(run_dir)
+        # a run on a storage URI: this process's event files, written in a folder of its own
+        # and sent after each epoch (a resumed run, maybe on another node, adds its own files)
+        self.remote = storage.join(run_dir, EVENTS_DIR) if storage.is_uri(run_dir) else None
+        root = Path(tempfile.mkdtemp(prefix="deepfusion-events-")) if self.remote else events_dir(run_dir)
+        self.root = root
         purge = first_epoch if first_epoch > 1 else None
         self.writers = {split: SummaryWriter(str(root / split), purge_step=purge, flush_secs=10)
                         for split in ("train", "val")}
@@ -43,10 +51,15 @@ class EpochCurves:
                 train.add_scalar(key, float(value), step)
         for writer in self.writers.values():
             writer.flush()
+        if self.remote:
+            storage.push(self.root, self.remote)
 
     def close(self) -> None:
         for writer in self.writers.values():
             writer.close()
+        if self.remote:
+            storage.push(self.root, self.remote)
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def read_curves(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:

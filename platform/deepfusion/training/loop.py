@@ -22,6 +22,7 @@ import torch.distributed as dist
 from pydantic import TypeAdapter
 from torch import nn
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import WEIGHTS, load_training_state, save_checkpoint
 from deepfusion.augment import BatchAugmentation
 from deepfusion.config.architectures import ModelConfig
@@ -112,7 +113,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
 
     tracking = loop_config.get("tracking") or {}
-    curves = EpochCurves(Path(tracking["run_dir"]), start_epoch) if rank == 0 and tracking.get("tensorboard") else None
+    curves = (EpochCurves(storage.location(tracking["run_dir"]), start_epoch)
+              if rank == 0 and tracking.get("tensorboard") else None)
     mlflow_run = (tracking.get("mlflow_uri"), tracking.get("mlflow_run_id")) if rank == 0 else (None, None)
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):

@@ -8,6 +8,12 @@ stages use: its files are hard links to the epoch checkpoint's where the file sy
 allows, so it costs no second copy), ``evaluation/`` (the training-curve PNG, the test
 metrics JSON and the confusion-matrix PNG) and, with MLflow on, ``mlflow_run.json`` (the
 run's MLflow record, reopened on resume).
+
+``run.storage_path`` may be a storage URI (``s3://bucket/runs``): Ray Train's workers then
+write their checkpoints to the store from whichever node they run on, and a resumed run
+(a lost worker, a re-run) starts from the latest one there. What the driver writes
+(``best/``, ``evaluation/``, the records) is made in this node's mirror of the run folder
+and sent to the store when the run ends.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import ray
 import ray.train
 from ray.data import RandomSeedConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import checkpoint_hash
 from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.artifacts.freshness import claim_run_dir
@@ -32,7 +40,7 @@ from deepfusion.config.train import ScalingSection, TrainConfig
 from deepfusion.evaluation.report import plot_training_curves
 from deepfusion.models.registry import random_init_parts
 from deepfusion.tracking.mlflow_runs import close_backbone_run, fail_run, open_backbone_run
-from deepfusion.tracking.tensorboard import events_dir
+from deepfusion.tracking.tensorboard import EVENTS_DIR
 from deepfusion.training.loop import train_loop_per_worker
 from deepfusion.training.optimization import monitor_mode
 
@@ -43,8 +51,8 @@ CURVES_PNG = "training_curves.png"
 
 @dataclass(frozen=True)
 class TrainOutcome:
-    run_dir: Path
-    best_checkpoint: Path  # <run_dir>/best
+    run_dir: storage.Location  # a folder or a storage URI
+    best_checkpoint: storage.Location  # <run_dir>/best
     best_metrics: dict
     epochs_completed: int
     history: list  # every epoch's reported metrics, resumed runs included
@@ -55,7 +63,7 @@ class TrainOutcome:
     test_confusion_path: Path | None = None
     test_metrics: dict | None = None
     curves_path: Path | None = None  # <run_dir>/evaluation/training_curves.png
-    tensorboard_dir: Path | None = None  # <run_dir>/tensorboard
+    tensorboard_dir: storage.Location | None = None  # <run_dir>/tensorboard
     mlflow_run_id: str | None = None
 
 
@@ -91,11 +99,13 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     tracking = tracking or TrackingConfig()
     data = ShardDataset.open(cfg.data)
     model_cfg = data.resolve_model_config(cfg.model)
-    storage = Path(cfg.run.storage_path).resolve()
-    run_dir = storage / cfg.run.name
+    run_dir = storage.join(cfg.run.storage_path, cfg.run.name)
+    local_dir = storage.mirror_path(run_dir) if storage.is_uri(run_dir) else Path(run_dir)  # the driver's files
     resuming = claim_run_dir(run_dir, _resume_key(cfg), what="run", fresh=fresh)
     if resuming:
         log.info("run %s exists: resuming from its latest checkpoint", run_dir)
+    elif storage.is_uri(run_dir):  # a new run: what this node's mirror holds of an older one is stale
+        shutil.rmtree(local_dir, ignore_errors=True)
     random_init = random_init_parts(model_cfg)
     if random_init:
         log.warning("%s: %s start from random weights, not pretrained ones (random-init)",
@@ -104,9 +114,9 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     columns = data.columns(model_cfg)
     mode = monitor_mode(cfg.monitor)
     mlflow_run_id = open_backbone_run(
-        tracking, run_dir, run_name=cfg.run.name, params=cfg.model_dump(mode="json"),
-        tags={"deepfusion.stage": "train", "deepfusion.model": cfg.model.kind, "deepfusion.run_dir": str(run_dir),
-              "deepfusion.data": str(cfg.data), **(tags or {})})
+        tracking, local_dir, run_name=cfg.run.name, params=cfg.model_dump(mode="json"),
+        tags={"deepfusion.stage": "train", "deepfusion.model": cfg.model.kind,
+              "deepfusion.run_dir": storage.display(run_dir), "deepfusion.data": str(cfg.data), **(tags or {})})
 
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -117,13 +127,13 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
             "class_weights": data.class_weights(),
             "train_rows": data.total("train"),
             "data_info": data.checkpoint_info(),
-            "tracking": {"run_dir": str(run_dir), "tensorboard": tracking.tensorboard,
+            "tracking": {"run_dir": storage.display(run_dir), "tensorboard": tracking.tensorboard,
                          "mlflow_uri": tracking.tracking_uri, "mlflow_run_id": mlflow_run_id},
         },
         scaling_config=scaling,
         torch_config=torch_config,
         run_config=ray.train.RunConfig(
-            name=cfg.run.name, storage_path=str(storage), callbacks=callbacks,
+            name=cfg.run.name, storage_path=storage.display(storage.parent(run_dir)), callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.run.checkpoints_to_keep, checkpoint_score_attribute=cfg.monitor,
@@ -137,19 +147,24 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
         best = result.get_best_checkpoint(cfg.monitor, mode)
         if best is None:
             raise RuntimeError(f"run {run_dir} produced no checkpoint")
-        best_dir = _export(Path(best.path), run_dir / BEST)
+        best_dir = _export(best, local_dir / BEST)
         best_metrics = _metrics_of(best_dir)
-        latest = _training_state(Path(result.checkpoint.path))
+        if storage.is_uri(run_dir):  # readers on any node (the test-set actors, later stages) read the store's
+            storage.push(best_dir, storage.join(run_dir, BEST), delete=True)
+            best_dir = storage.join(run_dir, BEST)
+        with result.checkpoint.as_directory() as latest_dir:
+            latest = _training_state(Path(latest_dir))
         title = f"{cfg.run.name} ({cfg.model.kind}, {cfg.model.preset}) on {data.manifest['dataset']}"
-        curves = plot_training_curves(latest["history"], run_dir / "evaluation" / CURVES_PNG, title=title,
+        curves = plot_training_curves(latest["history"], local_dir / "evaluation" / CURVES_PNG, title=title,
                                       best_epoch=best_metrics["epoch"])
-        outcome = TrainOutcome(run_dir, best_dir, best_metrics, latest["epoch"], latest["history"],
+        outcome = TrainOutcome(local_dir, best_dir, best_metrics, latest["epoch"], latest["history"],
                                scaling.num_workers, dict(scaling.resources_per_worker),
                                resumed_from=latest.get("resumed_from", []), curves_path=curves,
-                               tensorboard_dir=events_dir(run_dir) if tracking.tensorboard else None,
+                               tensorboard_dir=storage.join(run_dir, EVENTS_DIR) if tracking.tensorboard else None,
                                mlflow_run_id=mlflow_run_id)
         if cfg.evaluate_test and data.total("test") > 0:
             outcome = _evaluate_test(outcome, data, data_resources, cfg, title)
+        published = _publish(outcome, run_dir) if storage.is_uri(run_dir) else outcome
     except BaseException:
         if mlflow_run_id is not None:
             fail_run(tracking.tracking_uri, mlflow_run_id)
@@ -158,7 +173,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
         close_backbone_run(tracking.tracking_uri, mlflow_run_id, best_checkpoint=outcome.best_checkpoint,
                            best_metrics=outcome.best_metrics, test_metrics=outcome.test_metrics,
                            artifacts=[outcome.curves_path, outcome.test_confusion_path, outcome.test_metrics_path])
-    return outcome
+    return published
 
 
 def _datasets(data: ShardDataset, columns: list[str], cfg: TrainConfig) -> dict:
@@ -199,19 +214,43 @@ def _ordered_ingest():
     return options
 
 
-def _export(checkpoint: Path, target: Path) -> Path:
+def _export(best: ray.train.Checkpoint, target: Path) -> Path:
     """Give the best checkpoint a stable path (Ray may delete the original later).
 
     Checkpoint files are written once and never changed, so a hard link is as good as a
     copy: deleting the epoch folder leaves ``best/`` whole. Falls back to copying where
-    links are not possible (another file system, or one without hard links).
+    links are not possible (another file system, or one without hard links). A checkpoint
+    in a store is fetched into ``target`` (this node's mirror of the run).
     """
     staging = target.with_name(target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(checkpoint, staging, copy_function=_link_or_copy)
+    if isinstance(best.filesystem, pafs.LocalFileSystem):
+        shutil.copytree(best.path, staging, copy_function=_link_or_copy)
+    else:
+        best.to_directory(str(staging))
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def _publish(outcome: TrainOutcome, run_dir: str) -> TrainOutcome:
+    """Send what the driver wrote in its mirror of the run (``best/``, ``evaluation/``, the
+    records) to the run's URI; the outcome then names the store's copies."""
+    from dataclasses import replace
+
+    local = Path(outcome.run_dir)
+    for name in sorted(p.name for p in local.iterdir() if p.name != BEST):
+        if (local / name).is_dir():
+            storage.push(local / name, storage.join(run_dir, name))
+        elif not name.endswith(".partial"):
+            storage.write_bytes(storage.join(run_dir, name), (local / name).read_bytes())
+
+    def remote(path):
+        return None if path is None else storage.join(run_dir, Path(path).relative_to(local).as_posix())
+
+    return replace(outcome, run_dir=run_dir, curves_path=remote(outcome.curves_path),
+                   test_metrics_path=remote(outcome.test_metrics_path),
+                   test_confusion_path=remote(outcome.test_confusion_path))
 
 
 def _link_or_copy(source: str, target: str) -> None:
