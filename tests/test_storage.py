@@ -6,9 +6,18 @@ project's ``work/`` is used."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
-from helpers import DEMO_MELD, DEMO_TEXTILE, image_dataset, kill_a_train_worker_after, meld_dataset, preprocess_config
+from helpers import (
+    DEMO_MELD,
+    DEMO_TEXTILE,
+    image_dataset,
+    kill_a_train_worker_after,
+    meld_dataset,
+    preprocess_config,
+    save_backbone,
+)
 
 from deepfusion import storage
 
@@ -83,3 +92,60 @@ def test_training_keeps_its_run_in_the_bucket_and_resumes_from_the_stores_checkp
     # TensorBoard's curves, sent by the rank-0 worker each epoch: one point per epoch
     curves = read_curves(storage.materialize(run))
     assert [step for step, _ in curves["val"]["loss"]] == [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def bucket_fusion(bucket_shards, s3_store, tmp_path_factory) -> dict:
+    """Both backbones uploaded to the bucket (untrained checkpoints of the corpus' shape),
+    then a 3-trial fusion sweep whose cache, Tune experiment, journal and export are there."""
+    from deepfusion.artifacts.dataset import ShardDataset
+    from deepfusion.config import FusionConfig, validate_config
+    from deepfusion.config.architectures import MimamoConfig, MultimodalLSTMConfig
+    from deepfusion.fusion.tune import tune_fusion
+
+    local = tmp_path_factory.mktemp("uploaded")
+    meld = ShardDataset.open(bucket_shards["meld"])
+    for name, model, seed in (("mimamo", MimamoConfig(kind="mimamo", preset="cpu-small"), 0),
+                              ("lstm", MultimodalLSTMConfig(kind="multimodal_lstm", preset="cpu-small"), 1)):
+        save_backbone(local / name, meld, model, seed)
+        storage.push(local / name, f"{s3_store}/models/{name}")
+    cfg = validate_config(FusionConfig, {
+        "data": bucket_shards["meld"], "video_checkpoint": f"{s3_store}/models/mimamo",
+        "audio_text_checkpoint": f"{s3_store}/models/lstm", "cache_dir": f"{s3_store}/logit_cache",
+        "inference": {"num_cpus": 0.5, "concurrency": 1, "batch_size": 16}, "training": {"max_epochs": 5},
+        "search": {"num_samples": 3, "storage_path": f"{s3_store}/tune", "name": "sweep"},
+        "export_dir": f"{s3_store}/fusion/best"})
+    return {"cfg": cfg, "outcome": tune_fusion(cfg)}
+
+
+def test_fusion_sweep_keeps_cache_study_and_export_in_the_bucket_and_resumes_on_a_new_node(bucket_fusion, s3_store):
+    import optuna
+
+    from deepfusion.artifacts.checkpoint import backbone_path, load_fusion
+    from deepfusion.fusion.study import load_study
+    from deepfusion.fusion.tune import tune_fusion
+
+    cfg, outcome = bucket_fusion["cfg"], bucket_fusion["outcome"]
+    assert outcome.cache_built and outcome.cache.folder.startswith(f"{s3_store}/logit_cache/")
+    assert outcome.search.num_trials == 3 and outcome.search.num_errored == 0
+    assert outcome.search.best_checkpoint.startswith(f"{s3_store}/tune/sweep/")
+    tune_files = storage.files(f"{s3_store}/tune/sweep")
+    assert {"optuna.journal", "run_config.json", "report/comparison.json", "report/report.md"} <= set(tune_files)
+    # the exported checkpoint names its backbones relative to itself, inside the bucket
+    assert outcome.export_dir == f"{s3_store}/fusion/best"
+    model, card = load_fusion(outcome.export_dir)
+    assert card.backbones["video_checkpoint"]["path"] == "../../models/mimamo"
+    assert backbone_path(card, "audio_text_checkpoint") == f"{s3_store}/models/lstm"
+    assert card.metrics["search"]["num_trials"] == 3
+
+    # another node (an empty mirror): the cache is found current in the store, the search
+    # is restored from it with its journal, and no finished trial runs again
+    mirror = storage.cache_root()
+    for child in mirror.iterdir():
+        shutil.rmtree(child)
+    journal_before = storage.read_bytes(f"{s3_store}/tune/sweep/optuna.journal")
+    again = tune_fusion(cfg)
+    assert not again.cache_built and again.search.num_trials == 3
+    assert storage.read_bytes(f"{s3_store}/tune/sweep/optuna.journal") == journal_before
+    study = load_study("sweep", again.search.optuna_storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3

@@ -14,6 +14,11 @@ from pathlib import Path
 _BLOCK = 1 << 20
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Bytes in memory (a manifest read from a storage URI)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: Path) -> str:
     """A file's bytes, read in blocks (model weights run to hundreds of MB)."""
     digest = hashlib.sha256()

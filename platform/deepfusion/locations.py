@@ -5,6 +5,8 @@ way. Plain Python, so configs can hold locations; reading and writing them is
 
 from __future__ import annotations
 
+import os
+import posixpath
 from pathlib import Path, PurePosixPath
 
 Location = Path | str
@@ -49,3 +51,16 @@ def _key(uri: str) -> str:
 
 def display(where: Location) -> str:
     return where if is_uri(where) else str(where)
+
+
+def relative(target: Location, base: Location) -> str | None:
+    """``target`` relative to the folder ``base`` when both are in one place (the same local
+    file system, or the same bucket of one store), so the two can move together; else None."""
+    if is_uri(target) != is_uri(base):
+        return None
+    if not is_uri(target):
+        return os.path.relpath(Path(target).resolve(), Path(base).resolve())
+    (t_scheme, t_key), (b_scheme, b_key) = target.split("://", 1), base.split("://", 1)
+    if t_scheme != b_scheme or t_key.split("/", 1)[0] != b_key.split("/", 1)[0]:
+        return None
+    return posixpath.relpath(t_key, b_key)

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from deepfusion.locations import Location, display, is_uri, join, location, name, parent
+from deepfusion.locations import Location, display, is_uri, join, location, name, parent, relative
 
 __all__ = ["Location", "StorageError", "check_reachable", "display", "exists", "files", "is_dir", "is_file",
            "is_uri", "join", "location", "materialize", "mirror_path", "name", "parent", "push", "read_bytes",
-           "read_text", "remote_of", "remove", "resolve", "write_bytes", "write_text"]
+           "read_text", "relative", "remote_of", "remove", "resolve", "write_bytes", "write_text"]
 
 
 class StorageError(ValueError):
@@ -125,8 +125,8 @@ def files(where: Location) -> dict[str, tuple[int, int]]:
     found = {}
     for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
         if info.type == pafs.FileType.File:
-            relative = info.path[len(path.rstrip("/")) + 1:]
-            found[relative] = (info.size, info.mtime_ns or 0)
+            rel = info.path[len(path.rstrip("/")) + 1:]
+            found[rel] = (info.size, info.mtime_ns or 0)
     return found
 
 
@@ -162,10 +162,10 @@ def mirror_path(uri: str) -> Path:
 def remote_of(path: Path) -> str | None:
     """The URI a mirrored local path stands for; None for any other path."""
     try:
-        relative = Path(os.path.abspath(path)).relative_to(cache_root())
+        rel = Path(os.path.abspath(path)).relative_to(cache_root())
     except ValueError:
         return None
-    scheme, *rest = relative.parts
+    scheme, *rest = rel.parts
     return f"{scheme}://{'/'.join(rest)}" if rest else None
 
 
@@ -182,25 +182,25 @@ def materialize(where: Location) -> Path:
     fs, path = resolve(where)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.File:
-        _fetch(fs, path, local, info)
+        _fetch(fs, path, local, info.size, info.mtime_ns)
         return local
     remote = files(where)
     if not remote:
         raise FileNotFoundError(f"{where} not found (no files under it)")
     with _pull_lock:
-        for relative, (size, mtime_ns) in remote.items():
-            target = local / relative
-            if target.is_file() and target.stat().st_size == size and (
-                    not mtime_ns or target.stat().st_mtime_ns >= mtime_ns):
-                continue
-            _fetch(fs, f"{path.rstrip('/')}/{relative}", target, None)
-        for stale in {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()} - set(remote):
+        for rel, (size, mtime_ns) in remote.items():
+            _fetch(fs, f"{path.rstrip('/')}/{rel}", local / rel, size, mtime_ns)
+        mirrored = {p.relative_to(local).as_posix() for p in local.rglob("*")
+                    if p.is_file() and not p.name.endswith(".partial")}
+        for stale in mirrored - set(remote):  # deleted in the store since the last pull
             (local / stale).unlink(missing_ok=True)
     return local
 
 
-def _fetch(fs: pafs.FileSystem, path: str, target: Path, info) -> None:
-    if info is not None and target.is_file() and target.stat().st_size == info.size:
+def _fetch(fs: pafs.FileSystem, path: str, target: Path, size: int, mtime_ns: int | None) -> None:
+    """Fetch one file unless the local copy has its size and was made after it."""
+    if target.is_file() and target.stat().st_size == size and (
+            not mtime_ns or target.stat().st_mtime_ns >= mtime_ns):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.with_name(f".{target.name}.{os.getpid()}.partial")
@@ -221,16 +221,16 @@ def push(local: Path, where: Location, *, delete: bool = False) -> None:
     have = files(where)
     mine = {p.relative_to(local).as_posix(): p for p in local.rglob("*")
             if p.is_file() and not p.name.endswith(".partial")}
-    for relative, source in mine.items():
-        size, mtime_ns = have.get(relative, (None, 0))
+    for rel, source in mine.items():
+        size, mtime_ns = have.get(rel, (None, 0))
         # unchanged: the same size, and not written since the store's copy was made
         if size == source.stat().st_size and mtime_ns and source.stat().st_mtime_ns <= mtime_ns:
             continue
-        with open(source, "rb") as handle, fs.open_output_stream(f"{path}/{relative}") as sink:
+        with open(source, "rb") as handle, fs.open_output_stream(f"{path}/{rel}") as sink:
             shutil.copyfileobj(handle, sink, 1 << 20)
     if delete:
-        for relative in set(have) - set(mine):
-            fs.delete_file(f"{path}/{relative}")
+        for rel in set(have) - set(mine):
+            fs.delete_file(f"{path}/{rel}")
 
 
 def check_reachable(where: Location, key: str) -> None:

@@ -18,7 +18,6 @@ card: caches and ledgers keyed by it go stale exactly when a checkpoint changes.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -109,25 +108,31 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, *, model_config, label
 
 
 def save_fusion(folder: Path, model: torch.nn.Module, card: CheckpointCard, *,
-                relative_to: Path | None = None) -> Path:
+                relative_to: storage.Location | None = None) -> Path:
     """A fusion checkpoint. ``relative_to``: the folder it will be read from (``folder``,
     or where it is moved once written aside); its backbones are then recorded relative to
     it, so a tree holding both can be moved or copied whole. Without it, as ``card`` has
     them (a search trial's checkpoint, which Tune copies into its own storage)."""
     if relative_to is not None:
-        backbones = {field: entry | {"path": os.path.relpath(backbone_path(card, field), Path(relative_to).resolve())}
-                     for field, entry in card.backbones.items()}
+        backbones = {}
+        for field, entry in card.backbones.items():
+            where = backbone_path(card, field)
+            backbones[field] = entry | {"path": storage.relative(where, relative_to) or storage.display(where)}
         card = replace(card, backbones=backbones)
     return write_checkpoint(folder, model, card)
 
 
-def backbone_path(card: CheckpointCard, field: str) -> Path:
+def backbone_path(card: CheckpointCard, field: str) -> storage.Location:
     """Where a fusion card's backbone is: its recorded path, relative to the fusion
-    checkpoint's folder (an absolute one, from older cards, as it is)."""
+    checkpoint's folder (an absolute path or a URI, where the two are not in one place, as
+    it is)."""
     try:
-        recorded = Path(card.backbones[field]["path"])
+        recorded = card.backbones[field]["path"]
     except KeyError:
         raise CheckpointError(f"{card.path / CARD}: names no {field} (a fusion card names both backbones)") from None
+    if storage.is_uri(recorded):
+        return recorded
+    recorded = Path(recorded)
     if recorded.is_absolute():
         return recorded
     if card.path is None:

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.base import StoragePath, StrictModel
 from deepfusion.config.resources import DataResources
 
 
@@ -69,7 +69,7 @@ class SearchSection(StrictModel):
     # false is Tune's default: a fresh worker process per trial.
     reuse_actors: bool = True
     seed: int = 0
-    storage_path: WorkPath = Field(Path("work/tune"), validate_default=True)
+    storage_path: StoragePath = Field(Path("work/tune"), validate_default=True)  # or s3://bucket/tune
     name: str = Field("fusion", pattern=r"^[A-Za-z0-9_.-]+$")
     # Tune's console output: 0 silent, 1 its status table every few seconds, 2-3 every result.
     verbose: int = Field(1, ge=0, le=3)
@@ -101,10 +101,10 @@ class FitData(StrictModel):
 class FusionConfig(StrictModel):
     # The dataset both backbones were trained on (manifest.json + split=*): MELD, a manifest
     # or any emotion layout whose rows carry what the two backbones read.
-    data: WorkPath
-    video_checkpoint: WorkPath  # a MIMAMO Net checkpoint folder, e.g. work/runs/mimamo/best
-    audio_text_checkpoint: WorkPath  # a Multimodal LSTM checkpoint folder
-    cache_dir: WorkPath = Field(Path("work/logit_cache"), validate_default=True)
+    data: StoragePath
+    video_checkpoint: StoragePath  # a MIMAMO Net checkpoint folder, e.g. work/runs/mimamo/best
+    audio_text_checkpoint: StoragePath  # a Multimodal LSTM checkpoint folder
+    cache_dir: StoragePath = Field(Path("work/logit_cache"), validate_default=True)
     inference: DataResources = DataResources(batch_size=32)
     # Every fit (late fusion, each trial, the exported best) starts from this; the search
     # overrides the searched fields.
@@ -115,4 +115,4 @@ class FusionConfig(StrictModel):
     search: SearchSection = SearchSection()
     fit_data: FitData = FitData()
     # Where the best fusion checkpoint is exported for serving.
-    export_dir: WorkPath = Field(Path("work/fusion/best"), validate_default=True)
+    export_dir: StoragePath = Field(Path("work/fusion/best"), validate_default=True)

@@ -18,19 +18,19 @@ import logging
 import shutil
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import checkpoint_hash, read_card
 from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.artifacts.freshness import freshness_record
 from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
 from deepfusion.config import ConfigError
 from deepfusion.config.fusion import FusionConfig
-from deepfusion.hashing import sha256_file
+from deepfusion.hashing import sha256_bytes
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class BackbonePairPredictor:
     def __init__(self, video_checkpoint: str, audio_text_checkpoint: str):
         from deepfusion.artifacts.inference import CheckpointModel
 
-        self.video = CheckpointModel(Path(video_checkpoint))
-        self.audio_text = CheckpointModel(Path(audio_text_checkpoint))
+        self.video = CheckpointModel(storage.location(video_checkpoint))
+        self.audio_text = CheckpointModel(storage.location(audio_text_checkpoint))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
@@ -73,12 +73,12 @@ class SplitLogits:
 
 @dataclass(frozen=True)
 class LogitCache:
-    folder: Path
+    folder: storage.Location  # a folder or a storage URI
     card: dict
 
     @property
     def key(self) -> str:
-        return self.folder.name
+        return storage.name(self.folder)
 
     @property
     def inputs(self) -> dict:
@@ -90,12 +90,13 @@ class LogitCache:
         return self.card["label_names"]
 
     def load(self, split: str) -> SplitLogits:
-        folder = self.folder / f"split={split}"
-        if not folder.is_dir():
+        folder = storage.join(self.folder, f"split={split}")
+        if split not in self.card["splits"]:
             raise ConfigError(f"the logit cache {self.folder} has no {split!r} split")
-        if not any(folder.glob("*.parquet")):
+        if not any(f.endswith(".parquet") for f in storage.files(folder)):
             raise ConfigError(f"the logit cache {self.folder} holds no {split!r} rows")
-        table = pq.read_table(folder).sort_by("sample_id")
+        fs, path = storage.resolve(folder)
+        table = pq.read_table(path, filesystem=fs).sort_by("sample_id")
         return SplitLogits(
             sample_ids=table.column("sample_id").to_pylist(),
             labels=table.column("label").to_numpy().astype(np.int64),
@@ -120,10 +121,11 @@ def cache_key(cfg: FusionConfig) -> tuple[str, dict]:
     for field in ("video_checkpoint", "audio_text_checkpoint"):
         folder = getattr(cfg, field)
         try:
-            inputs[field] = {"path": str(folder), "sha256": checkpoint_hash(folder)}
+            inputs[field] = {"path": storage.display(folder), "sha256": checkpoint_hash(folder)}
         except FileNotFoundError as err:
             raise ConfigError(f"fusion.{field}: {err}") from None
-    inputs["data"] = {"path": str(cfg.data), "manifest_sha256": sha256_file(cfg.data / MANIFEST)}
+    manifest = storage.read_bytes(storage.join(cfg.data, MANIFEST))
+    inputs["data"] = {"path": storage.display(cfg.data), "manifest_sha256": sha256_bytes(manifest)}
     record = freshness_record({"cache_format": CACHE_FORMAT, "shard_schema": SCHEMA_VERSION}, inputs)
     return record["key"][:16], record
 
@@ -159,32 +161,35 @@ def open_or_build(cfg: FusionConfig, *, force: bool = False) -> tuple[LogitCache
     data = ShardDataset.open(cfg.data, field="fusion.data")
     label_names = _check_backbones(cfg, data)
     key, freshness = cache_key(cfg)
-    folder = Path(cfg.cache_dir) / key
-    card_file = folder / CACHE_CARD
-    if card_file.exists() and not force:
+    folder = storage.join(cfg.cache_dir, key)
+    card_file = storage.join(folder, CACHE_CARD)
+    if storage.exists(card_file) and not force:
         log.info("logit cache %s is current (both checkpoints and the data unchanged)", folder)
-        return LogitCache(folder, json.loads(card_file.read_text())), False
+        return LogitCache(folder, json.loads(storage.read_text(card_file))), False
 
     started = time.perf_counter()
-    staging = folder.with_name(folder.name + ".staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    splits = [s for s in SPLITS if (data.path / f"split={s}").is_dir()]
+    # built beside its folder and renamed in; on a storage URI (no renames), in place with
+    # its card written last: a folder without a card is an interrupted build either way
+    staging = folder if storage.is_uri(folder) else folder.with_name(folder.name + ".staging")
+    storage.remove(staging)
+    splits = [s for s in SPLITS if data.total(s) > 0]
     try:
         _write_splits(cfg, data, splits, staging)
-        rows = {split: _count_rows(staging / f"split={split}") for split in splits}
+        rows = {split: _count_rows(storage.join(staging, f"split={split}")) for split in splits}
         card = {"key": key, "freshness": freshness, "label_names": label_names, "splits": splits, "rows": rows,
                 "build_s": round(time.perf_counter() - started, 2)}
-        (staging / CACHE_CARD).write_text(json.dumps(card, indent=2) + "\n")
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
+        storage.write_text(storage.join(staging, CACHE_CARD), json.dumps(card, indent=2) + "\n")
+        if staging != folder:
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        storage.remove(staging)
         raise
     log.info("logit cache %s built: %s rows in %.1f s", folder, rows, card["build_s"])
     return LogitCache(folder, card), True
 
 
-def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out: Path) -> None:
+def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out: storage.Location) -> None:
     """One Ray Data pass over every split (one actor pool loads the backbones once)."""
     import ray.data
 
@@ -204,10 +209,15 @@ def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out:
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
     )
     # write tasks at the workers' CPU share, not Ray Data's default whole CPU (see writer.py)
-    logits.write_parquet(str(out), partition_cols=["split"], ray_remote_args={"num_cpus": resources.num_cpus})
-    for split in splits:  # an empty split still gets its (empty) folder
-        (out / f"split={split}").mkdir(parents=True, exist_ok=True)
+    logits.write_parquet(storage.display(out), partition_cols=["split"],
+                         ray_remote_args={"num_cpus": resources.num_cpus})
 
 
-def _count_rows(folder: Path) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in folder.glob("*.parquet"))
+def _count_rows(folder: storage.Location) -> int:
+    fs, path = storage.resolve(folder)
+    count = 0
+    for name in storage.files(folder):
+        if name.endswith(".parquet"):
+            with fs.open_input_file(f"{path}/{name}") as handle:
+                count += pq.ParquetFile(handle).metadata.num_rows
+    return count

@@ -11,6 +11,11 @@ actors are reused (``reuse_actors``), so a trial costs its fit, not a process st
 a torch import. Resume: starting the same search again restores it (``Tuner.restore``);
 finished trials are kept, unfinished ones start over. The Optuna study is kept in a
 journal file (``fusion.study``), which optuna-dashboard follows live.
+
+``search.storage_path`` may be a storage URI: Tune keeps the experiment and the trials'
+checkpoints there, and the journal, an append-only local file, is kept in this node's
+mirror of the experiment folder and sent to the store after every finished trial (and
+fetched from it when a search resumes, on this node or another).
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray.tune import Callback
 from ray.tune.search.optuna import OptunaSearch
 
+from deepfusion import storage
 from deepfusion.config.fusion import FusionConfig, FusionTraining
 from deepfusion.config.tracking import TrackingConfig
 from deepfusion.fusion.fit_data import FitSplits
 from deepfusion.fusion.logit_cache import LogitCache, SplitLogits
-from deepfusion.fusion.study import load_study, open_storage, study_location
+from deepfusion.fusion.study import OPTUNA_JOURNAL, load_study, open_storage, study_location
 
 log = logging.getLogger(__name__)
 
@@ -105,13 +112,13 @@ def search_key(cfg: FusionConfig, cache: LogitCache) -> dict:
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    experiment_dir: Path
-    optuna_storage: str  # the study's journal file (``fusion.study.study_location``)
+    experiment_dir: storage.Location  # a folder or a storage URI
+    optuna_storage: str  # the study's journal file on this node (``fusion.study.study_location``)
     num_trials: int
     num_errored: int
     best_config: dict
     best_metrics: dict
-    best_checkpoint: Path  # the best trial's checkpoint folder in Tune's storage
+    best_checkpoint: storage.Location  # the best trial's checkpoint folder in Tune's storage
 
 
 class ResumableOptunaSearch(OptunaSearch):
@@ -147,14 +154,35 @@ class ResumableOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result, error)
 
 
-def search_dir(cfg: FusionConfig) -> Path:
+def search_dir(cfg: FusionConfig) -> storage.Location:
     """Where Tune keeps the search's results (and the Optuna study, and the report)."""
-    return (Path(cfg.search.storage_path) / cfg.search.name).resolve()
+    where = storage.join(cfg.search.storage_path, cfg.search.name)
+    return where if storage.is_uri(where) else Path(where).resolve()
 
 
 def optuna_storage_url(cfg: FusionConfig) -> str:
-    """The search's Optuna study, as optuna-dashboard takes it (an absolute path)."""
-    return study_location(search_dir(cfg))
+    """The search's Optuna study, as optuna-dashboard takes it (an absolute path; for a
+    search on a storage URI, the journal's copy on this node)."""
+    where = search_dir(cfg)
+    return study_location(storage.mirror_path(where) if storage.is_uri(where) else where)
+
+
+class JournalSync(Callback):
+    """Sends the local Optuna journal to the search's storage URI after every finished
+    trial and at the end: a driver lost mid-search loses no finished trial's record."""
+
+    def __init__(self, journal: str, uri: str):
+        self.journal, self.uri = journal, uri
+
+    def _push(self) -> None:
+        if Path(self.journal).is_file():
+            storage.write_bytes(self.uri, Path(self.journal).read_bytes())
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._push()
+
+    def on_experiment_end(self, trials, **info):
+        self._push()
 
 
 def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh: bool = False,
@@ -175,6 +203,11 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
     resuming = claim_run_dir(experiment_dir, search_key(cfg, cache), what="search", fresh=fresh)
     storage_url = optuna_storage_url(cfg)
     metric = OBJECTIVE[search.metric]
+    journal_uri = storage.join(experiment_dir, OPTUNA_JOURNAL) if storage.is_uri(experiment_dir) else None
+    if journal_uri is not None:  # the store's journal is the study; this node's copy follows it
+        Path(storage_url).unlink(missing_ok=True)
+        if resuming and storage.exists(journal_uri):
+            storage.materialize(journal_uri)
 
     trainable = tune.with_resources(
         tune.with_parameters(fusion_trial, logits={"fit": splits.fit, "select": splits.select},
@@ -186,15 +219,15 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
     # the experiment state after every finished trial, so a killed driver loses none. That
     # is intended here; Tune would warn about it on every trial.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    callbacks = list(callbacks or [])
+    callbacks = list(callbacks or []) + ([JournalSync(storage_url, journal_uri)] if journal_uri else [])
     if tracking is not None and tracking.tracking_uri is not None:
         from deepfusion.tracking.mlflow_runs import tune_callback
 
         callbacks += [tune_callback(tracking, {"deepfusion.stage": "fusion", "deepfusion.search": str(experiment_dir),
                                               **(tags or {})})]
-    if resuming and tune.Tuner.can_restore(str(experiment_dir)):
+    if resuming and tune.Tuner.can_restore(storage.display(experiment_dir)):
         log.info("resuming the search in %s", experiment_dir)
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable,
+        tuner = tune.Tuner.restore(storage.display(experiment_dir), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
     else:
         searcher = ResumableOptunaSearch(
@@ -210,19 +243,29 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
                 num_samples=search.num_samples, metric=metric, mode="max", reuse_actors=search.reuse_actors,
             ),
             run_config=tune.RunConfig(
-                name=search.name, storage_path=str(experiment_dir.parent), verbose=search.verbose,
+                name=search.name, storage_path=storage.display(storage.parent(experiment_dir)),
+                verbose=search.verbose,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks or None,
             ),
         )
     grid = tuner.fit()
     _fail_orphaned_optuna_trials(storage_url, search.name)
+    if journal_uri is not None:
+        JournalSync(storage_url, journal_uri)._push()
     best = grid.get_best_result(metric=metric, mode="max", scope="last")
     return SearchOutcome(
         experiment_dir=experiment_dir, optuna_storage=storage_url, num_trials=len(grid),
         num_errored=grid.num_errors, best_config={k: best.config[k] for k in SEARCHED},
         best_metrics={k: v for k, v in best.metrics.items() if isinstance(v, (int, float))},
-        best_checkpoint=Path(best.checkpoint.path),
+        best_checkpoint=_location_of(best.checkpoint, experiment_dir),
     )
+
+
+def _location_of(checkpoint, experiment_dir: storage.Location) -> storage.Location:
+    """A Tune checkpoint's folder as a location: in the experiment's store, a URI."""
+    if storage.is_uri(experiment_dir):
+        return f"{experiment_dir.split('://', 1)[0]}://{checkpoint.path}"
+    return Path(checkpoint.path)
 
 
 def _fail_orphaned_optuna_trials(storage_url: str, study_name: str) -> None:

@@ -18,6 +18,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import load_fusion, save_fusion
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.tracking import TrackingConfig
@@ -37,8 +38,8 @@ class FusionOutcome:
     rows: list[ModelRow]
     search: SearchOutcome
     fit_data: FitSplits
-    export_dir: Path
-    report: Path
+    export_dir: storage.Location
+    report: storage.Location
 
 
 def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool = False,
@@ -70,24 +71,30 @@ def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool =
     rows.append(enhanced)
     export_dir = _export(cfg.export_dir, best_model, replace(card, metrics={
         "val": enhanced.val, "test": enhanced.test, "search": {
-            "experiment_dir": str(outcome.experiment_dir), "trial_checkpoint": str(outcome.best_checkpoint),
+            "experiment_dir": storage.display(outcome.experiment_dir),
+            "trial_checkpoint": storage.display(outcome.best_checkpoint),
             "num_trials": outcome.num_trials, "best_config": outcome.best_config},
         "fit_data": {"source": splits.source, **splits.detail, "fit_rows": len(splits.fit),
                      "select_rows": len(splits.select)}}))
 
+    report_to = report_dir(cfg)
     report = write_report(
-        report_dir(cfg), rows, cache=cache.card, study_name=cfg.search.name,
+        storage.mirror_path(report_to) if storage.is_uri(report_to) else report_to, rows, cache=cache.card,
+        study_name=cfg.search.name,
         storage_url=outcome.optuna_storage,
         fit_data=splits,
         search={"num_trials": outcome.num_trials, "num_errored": outcome.num_errored, "metric": cfg.search.metric,
-                "experiment_dir": str(outcome.experiment_dir), "best_config": outcome.best_config},
+                "experiment_dir": storage.display(outcome.experiment_dir), "best_config": outcome.best_config},
     )
+    if storage.is_uri(report_to):
+        storage.push(storage.mirror_path(report_to), report_to)
+        report = storage.join(report_to, Path(report).name)
     return FusionOutcome(cache, built, rows, outcome, splits, export_dir, report)
 
 
-def report_dir(cfg: FusionConfig) -> Path:
+def report_dir(cfg: FusionConfig) -> storage.Location:
     """The fusion report's folder: beside the search's Tune results."""
-    return search_dir(cfg) / "report"
+    return storage.join(search_dir(cfg), "report")
 
 
 def _fusion_row(name: str, model, logits: dict[str, SplitLogits], names: list[str]) -> ModelRow:
@@ -97,13 +104,16 @@ def _fusion_row(name: str, model, logits: dict[str, SplitLogits], names: list[st
                     [float(w) for w in model.fusion_weights().detach()])
 
 
-def _export(target: Path, model, card) -> Path:
-    """Write the serving checkpoint next to ``target`` and swap it in whole."""
-    target = Path(target)
-    staging = target.with_name(target.name + ".staging")
+def _export(target: storage.Location, model, card) -> storage.Location:
+    """Write the serving checkpoint next to ``target`` and swap it in whole; for a storage
+    URI, written on this node's mirror of it and sent (stale files removed)."""
+    local = storage.mirror_path(target) if storage.is_uri(target) else Path(target)
+    staging = local.with_name(local.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     save_fusion(staging, model, card, relative_to=target)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    if storage.is_uri(target):
+        storage.push(staging, target, delete=True)
+    shutil.rmtree(local, ignore_errors=True)
+    staging.rename(local)
     log.info("best Enhanced Late Fusion exported to %s", target)
     return target
