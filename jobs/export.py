@@ -13,15 +13,17 @@ DEST must not exist, or be empty. Prints what it wrote and each model's content 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from deepfusion import storage
 from jobs._cli import run_job
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a fusion, backbone or image checkpoint folder")
-    parser.add_argument("dest", type=Path, help="the folder to write (new, or empty)")
+    parser.add_argument("checkpoint", type=storage.location,
+                        help="a fusion, backbone or image checkpoint folder (or a storage URI)")
+    parser.add_argument("dest", type=storage.location,
+                        help="the folder to write, new or empty, or a storage URI (s3://bucket/models/x)")
     args = parser.parse_args()
     from deepfusion.artifacts.bundle import export_checkpoint
     from deepfusion.artifacts.checkpoint import backbone_path, read_card
@@ -31,7 +33,7 @@ def main() -> int:
           f"classes {card.label_names})")
     for field in card.backbones:
         backbone = read_card(backbone_path(card, field))
-        print(f"  {field}: {backbone.kind} {backbone.path.relative_to(args.dest.resolve())} "
+        print(f"  {field}: {backbone.kind} {card.backbones[field]['path']} "
               f"(sha256 {backbone.content_hash[:12]})")
     return 0
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.config import PredictSection, RayConfig, load_config
 from deepfusion.ray_runtime import connect
 from jobs._cli import run_job
@@ -28,9 +29,10 @@ from jobs._cli import run_job
 def prediction_parser(description: str, data_help: str, out_help: str, out_required: bool) -> argparse.ArgumentParser:
     """The options jobs.predict and jobs.evaluate share."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, type=Path, help="a fusion, backbone or textile checkpoint")
+    parser.add_argument("--checkpoint", required=True, type=storage.location,
+                        help="a fusion, backbone or textile checkpoint (a folder or a storage URI)")
     parser.add_argument("--data", required=True, type=Path, help=data_help)
-    parser.add_argument("--out", required=out_required, type=Path, help=out_help)
+    parser.add_argument("--out", required=out_required, type=storage.location, help=out_help)
     parser.add_argument("--media", type=Path, help="a MELD csv's folder of dia{D}_utt{U}.mp4 (+ .wav)")
     parser.add_argument("--label-map", metavar="MAP",
                         help="the data's labels onto the model's classes, overriding the map in the checkpoint's "
@@ -70,7 +72,7 @@ def report_lines(checkpoint: Path, data: Path, result) -> list[str]:
     """What both jobs print: counts, a missing modality, and with labels the metrics."""
     from deepfusion.evaluation.report import metrics_lines
 
-    quarantine = f", see {result.quarantine_path}" if result.quarantine_path else ""
+    quarantine = f", see {result.shown(result.quarantine_path)}" if result.quarantine_path else ""
     media = f"; {result.media}" if result.media else ""
     lines = [f"{checkpoint} on {data} ({result.layout}; n={result.total}{media}): {result.predicted} predicted, "
              f"{result.already_done} already done, {len(result.quarantined)} quarantined{quarantine}"]
@@ -78,7 +80,8 @@ def report_lines(checkpoint: Path, data: Path, result) -> list[str]:
         lines.append(f"  note: no sample has {' or '.join(result.unavailable)}; the model saw only its other inputs")
     if result.evaluation is not None:
         lines += [f"  labeled n={result.evaluation.metrics['num_samples']}", *metrics_lines(result.evaluation.metrics),
-                  f"  metrics: {result.metrics_path}", f"  confusion matrix: {result.confusion_path}"]
+                  f"  metrics: {result.shown(result.metrics_path)}",
+                  f"  confusion matrix: {result.shown(result.confusion_path)}"]
     return lines
 
 
@@ -94,7 +97,8 @@ def main() -> int:
     result = predict(args.checkpoint, args.data, args.out, media_dir=args.media, cfg=cfg, write_csv=args.csv,
                      overwrite=args.overwrite, **label_map_option(args))
     print("\n".join(report_lines(args.checkpoint, args.data, result)))
-    print(f"  predictions: {result.predictions_dir}" + (f" and {result.csv_path}" if result.csv_path else ""))
+    print(f"  predictions: {result.shown(result.predictions_dir)}"
+          + (f" and {result.shown(result.csv_path)}" if result.csv_path else ""))
     return 0
 
 

@@ -149,3 +149,64 @@ def test_fusion_sweep_keeps_cache_study_and_export_in_the_bucket_and_resumes_on_
     assert storage.read_bytes(f"{s3_store}/tune/sweep/optuna.journal") == journal_before
     study = load_study("sweep", again.search.optuna_storage)
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+
+
+def test_export_predict_and_serve_read_the_bucket(bucket_fusion, bucket_run, s3_store, demo_corpus, serve_port,
+                                                  tmp_path, capsys):
+    """`deepfusion export` bundles the bucket's fusion into the bucket; batch prediction
+    reads that bundle and writes its results there (a rerun finds them); the Serve app
+    serves the bundle and the bucket's textile classifier, each replica reading the store."""
+    import requests
+    from helpers import deploy, run_cli
+    from ray import serve
+
+    from deepfusion.config import validate_config
+    from deepfusion.config.serving import ServeSection
+    from deepfusion.serving.app import build_app
+    from deepfusion.workflows.predict import predict
+
+    bundle = f"{s3_store}/models/fusion-v1"
+    code, out, err = run_cli(["export", bucket_fusion["outcome"].export_dir, bundle], capsys)
+    assert code == 0, err
+    assert f"-> {bundle}" in out and "video_checkpoint: mimamo backbones/video" in out
+    assert {"card.json", "model.safetensors", "backbones/video/card.json", "backbones/audio_text/model.safetensors"} \
+        <= set(storage.files(bundle))
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for clip in sorted((demo_corpus / "meld" / "test").glob("*.mp4"))[:3]:
+        shutil.copy(clip, clips / clip.name)
+    small = {"decode": {"num_cpus": 0.5, "concurrency": 1, "batch_size": 4},
+             "model": {"num_cpus": 0.5, "concurrency": 1, "batch_size": 4}, "rows_per_file": 2}
+    from deepfusion.config import PredictSection
+
+    cfg = validate_config(PredictSection, small)
+    out_uri = f"{s3_store}/predictions/clips"
+    first = predict(bundle, clips, out_uri, cfg=cfg, write_csv=True)
+    assert (first.total, first.predicted, first.stored_at) == (3, 3, out_uri)
+    stored = storage.files(out_uri)
+    assert sum(f.startswith("predictions/part-") for f in stored) == 2 and "predictions.csv" in stored
+    assert first.shown(first.csv_path) == f"{out_uri}/predictions.csv"
+    shutil.rmtree(storage.cache_root() / "s3" / "deepfusion-test" / "predictions")  # another node
+    again = predict(bundle, clips, out_uri, cfg=cfg)
+    assert (again.predicted, again.already_done) == (0, 3)
+    assert again.table()["sample_id"].tolist() == first.table()["sample_id"].tolist()
+
+    url = deploy(build_app(validate_config(ServeSection, {
+        "fusion_checkpoint": bundle, "textile_checkpoint": bucket_run["outcome"].best_checkpoint})),
+        "from_bucket", serve_port)
+    try:
+        listed = requests.get(f"{url}/v1/models", timeout=30).json()
+        assert set(listed) == {"video", "audio_text", "fusion", "textile"}
+        clip = next(clips.glob("*.mp4"))
+        answer = requests.post(f"{url}/v1/emotion", files={"video": (clip.name, clip.read_bytes(), "video/mp4")},
+                               data={"text": "I can't believe it!"}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["emotion"] in listed["fusion"]["labels"]
+        image = next((demo_corpus / "textile").rglob("*.jpg"))
+        photo = requests.post(f"{url}/v1/textile", files={"image": (image.name, image.read_bytes(), "image/jpeg")},
+                              timeout=60)
+        assert photo.status_code == 200, photo.text
+        assert photo.json()["class"] in ["clothes_dump", "textile_billboard", "textile_dye"]
+    finally:
+        serve.delete("from_bucket")

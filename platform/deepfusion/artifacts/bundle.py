@@ -15,6 +15,7 @@ import json
 import shutil
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import (
     CARD,
     TRAIN_CONFIG,
@@ -22,6 +23,7 @@ from deepfusion.artifacts.checkpoint import (
     CheckpointError,
     backbone_path,
     checkpoint_hash,
+    local_folder,
     read_card,
 )
 
@@ -29,14 +31,21 @@ BACKBONES = "backbones"
 FIELDS = {"video_checkpoint": "video", "audio_text_checkpoint": "audio_text"}
 
 
-def export_checkpoint(checkpoint: Path, dest: Path):
+def export_checkpoint(checkpoint: storage.Location, dest: storage.Location):
     """Write ``checkpoint`` (fusion, backbone or image model) as one folder ``dest``
-    (which must not exist, or be empty). Returns the exported card, read back."""
-    checkpoint, dest = Path(checkpoint), Path(dest)
+    (which must not exist, or be empty). Either may be a storage URI: a bundle made here
+    is sent to the store whole. Returns the exported card, read back."""
     card = read_card(checkpoint)
-    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
-        raise CheckpointError(f"DEST {dest} exists and is not an empty folder; choose a new one")
-    staging = dest.with_name(f".{dest.name}.staging")
+    checkpoint = local_folder(checkpoint)
+    if storage.is_uri(dest):
+        if storage.files(dest):
+            raise CheckpointError(f"DEST {dest} is not empty; choose a new prefix")
+        local = storage.mirror_path(dest)
+    else:
+        local = dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise CheckpointError(f"DEST {dest} exists and is not an empty folder; choose a new one")
+    staging = local.with_name(f".{local.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         _copy_model(checkpoint, staging)
@@ -50,13 +59,16 @@ def export_checkpoint(checkpoint: Path, dest: Path):
                     raise CheckpointError(
                         f"{checkpoint}: was fitted on a {field} with sha256 {str(expected)[:12]}, but {source} "
                         f"now holds {found[:12]}; fit the fusion again for this backbone before exporting")
-                _copy_model(source, staging / BACKBONES / role)
+                _copy_model(local_folder(source), staging / BACKBONES / role)
                 raw["backbones"][field]["path"] = f"{BACKBONES}/{role}"
             (staging / CARD).write_text(json.dumps(raw, indent=2) + "\n")
-        if dest.exists():
-            dest.rmdir()
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        staging.rename(dest)
+        if storage.is_uri(dest):
+            storage.push(staging, dest)
+            shutil.rmtree(local, ignore_errors=True)
+        elif local.exists():
+            local.rmdir()
+        local.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(local)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

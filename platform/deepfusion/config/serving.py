@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
 
-from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.base import StoragePath, StrictModel, WorkPath
 from deepfusion.config.preprocess import MediaLimits
 
 
@@ -108,15 +108,17 @@ class AdmissionSection(StrictModel):
 
 
 class ServeSection(StrictModel):
+    # Each checkpoint is a folder or a storage URI (s3://bucket/fusion/best): every replica
+    # reads it on its own node, into that node's mirror of the store.
     # A backbone that reads video (MIMAMO Net); alone, or the fusion's video input.
-    video_checkpoint: WorkPath | None = None
+    video_checkpoint: StoragePath | None = None
     # A backbone that reads audio and/or text (the Multimodal LSTM, a speech model); alone,
     # or the fusion's audio-text input.
-    audio_text_checkpoint: WorkPath | None = None
+    audio_text_checkpoint: StoragePath | None = None
     # Enhanced Late Fusion (jobs.tune_fusion's export, or `deepfusion export`'s folder);
     # its backbones are the two above when given, else the ones its card names.
-    fusion_checkpoint: WorkPath | None = None
-    textile_checkpoint: WorkPath | None = None  # an image classifier; None: no /v1/textile
+    fusion_checkpoint: StoragePath | None = None
+    textile_checkpoint: StoragePath | None = None  # an image classifier; None: no /v1/textile
     limits: RequestLimits = RequestLimits()
     # None: no authentication (fine on loopback; the app warns when it binds elsewhere).
     auth: AuthSection | None = None

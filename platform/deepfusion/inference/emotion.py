@@ -101,7 +101,7 @@ class FusionModel:
         self.path = storage.location(checkpoint)
 
     def describe(self) -> dict:
-        return {"checkpoint": self.path.name, "sha256": self.sha256, "kind": self.card.kind,
+        return {"checkpoint": storage.name(self.path), "sha256": self.sha256, "kind": self.card.kind,
                 "preset": None, "labels": self.card.label_names, "fusion_weights": self.card.fusion_weights}
 
     def explain(self, video_logits: np.ndarray, audio_text_logits: np.ndarray) -> list[dict]:

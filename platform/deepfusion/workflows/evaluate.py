@@ -11,15 +11,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.config import ConfigError, PredictSection
 from deepfusion.workflows.predict import Prediction, predict
 
 
-def default_out_dir(checkpoint: Path, data: Path) -> Path:
-    """``evaluation/<checkpoint>/<data>`` beside the checkpoint: a run's ``best/`` and an
-    averaged checkpoint beside it never share a folder."""
-    checkpoint = Path(checkpoint).resolve()
-    return checkpoint.parent / "evaluation" / checkpoint.name / Path(data).stem
+def default_out_dir(checkpoint: storage.Location, data: Path) -> storage.Location:
+    """``evaluation/<checkpoint>/<data>`` beside the checkpoint (in its store, for one on a
+    URI): a run's ``best/`` and an averaged checkpoint beside it never share a folder."""
+    checkpoint = storage.location(checkpoint)
+    if not storage.is_uri(checkpoint):
+        checkpoint = Path(checkpoint).resolve()
+    return storage.join(storage.parent(checkpoint), "evaluation", storage.name(checkpoint), Path(data).stem)
 
 
 def evaluate(checkpoint: Path, data: Path, out_dir: Path | None = None, *, media_dir: Path | None = None,

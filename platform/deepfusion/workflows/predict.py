@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import backbone_path, read_card
 from deepfusion.config import ConfigError, PredictSection
 from deepfusion.evaluation.predict import Evaluation
@@ -61,6 +62,14 @@ class Prediction:
     first_file_s: float | None = None
     # the input's samples, in its order -> what each was predicted from (``input_key``)
     input_keys: dict[str, str] = field(default_factory=dict)
+    # --out on a storage URI: where the results were sent (``out_dir`` is this node's copy)
+    stored_at: str | None = None
+
+    def shown(self, path: Path | None) -> str | None:
+        """A result file as the user asked for it: in the store when --out is a URI."""
+        if path is None or self.stored_at is None:
+            return None if path is None else str(path)
+        return storage.join(self.stored_at, Path(path).relative_to(self.out_dir).as_posix())
 
     @property
     def sample_ids(self) -> list[str]:
@@ -130,12 +139,14 @@ class TextilePredictor:
                              "true_label": batch["true_class"], "source": batch["source"]})
 
 
-def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | None = None,
+def predict(checkpoint: storage.Location, data: Path, out_dir: storage.Location, *, media_dir: Path | None = None,
             cfg: PredictSection = PredictSection(), write_csv: bool = False, overwrite: bool = False,
             label_map: dict[str, str] | None = None, label_map_origin: str = "--label-map") -> Prediction:
     """Predict ``checkpoint`` (a fusion, backbone or image checkpoint) over ``data`` into
     ``out_dir`` (Ray must be up). Labels in ``data`` are mapped onto the model's classes
-    with the label map of its card, or ``label_map``."""
+    with the label map of its card, or ``label_map``. ``out_dir`` may be a storage URI: the
+    run works in this node's copy of it, sends each prediction file as it is written and
+    the rest at the end, so a rerun anywhere predicts only what the store does not hold."""
     import time
 
     import ray.data
@@ -143,7 +154,9 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
     from deepfusion.preprocess.quarantine import collect, remote_quarantine_log
 
     started = time.perf_counter()
-    checkpoint, data, out_dir = Path(checkpoint).resolve(), Path(data).resolve(), Path(out_dir).resolve()
+    checkpoint, data = storage.location(checkpoint), Path(data).resolve()
+    stored_at = out_dir if storage.is_uri(out_dir) else None
+    out_dir = _local_copy(stored_at) if stored_at else Path(out_dir).resolve()
     card = read_card(checkpoint)
     textile = card.kind == "textile"
     if textile:
@@ -179,20 +192,24 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
             rows = normalize_per_group(rows, normalization_groups(records, normalization), EMOTION_SCHEMA,
                                        keep={r["sample_id"] for r in todo})
         outputs = rows.map_batches(
-            predictor, fn_constructor_kwargs={"checkpoint": str(checkpoint), "torch_threads": cfg.model.torch_threads},
+            predictor,
+            fn_constructor_kwargs={"checkpoint": storage.display(checkpoint), "torch_threads": cfg.model.torch_threads},
             batch_format="numpy",
             batch_size=cfg.model.batch_size, num_cpus=cfg.model.num_cpus, num_gpus=cfg.model.num_gpus,
             compute=ray.data.ActorPoolStrategy(size=cfg.model.concurrency))
         for batch in outputs.iter_batches(batch_size=cfg.rows_per_file, batch_format="pyarrow"):
             ids = batch.column("sample_id").to_pylist()
-            _write_part(out_dir / PREDICTIONS, batch.append_column("input_key", pa.array([keys[i] for i in ids])))
+            part = _write_part(out_dir / PREDICTIONS,
+                               batch.append_column("input_key", pa.array([keys[i] for i in ids])))
+            if stored_at:  # a finished file is in the store as soon as it is written
+                storage.write_bytes(storage.join(stored_at, PREDICTIONS, part.name), part.read_bytes())
             predicted += batch.num_rows
             first_file_s = first_file_s or time.perf_counter() - started
     quarantined = quarantined + collect(quarantine_log)
     _write_quarantine(out_dir, quarantined)
     result = Prediction(out_dir, layout, len(records), predicted, len(records) - len(todo), quarantined,
                         media=extra.get("media", ""), unavailable=extra.get("unavailable", []),
-                        first_file_s=first_file_s, input_keys=keys)
+                        first_file_s=first_file_s, input_keys=keys, stored_at=stored_at)
     table = result.table()
     if write_csv:
         result.csv_path = out_dir / "predictions.csv"
@@ -203,8 +220,20 @@ def predict(checkpoint: Path, data: Path, out_dir: Path, *, media_dir: Path | No
 
         result.metrics_path, result.confusion_path = write_evaluation(
             result.evaluation, out_dir, checkpoint=checkpoint, checkpoint_hash=card.content_hash,
-            title=f"{card.kind} ({Path(checkpoint).name}) on {data.name}")
+            title=f"{card.kind} ({storage.name(checkpoint)}) on {data.name}")
+    if stored_at:
+        storage.push(out_dir, stored_at, delete=True)
     return result
+
+
+def _local_copy(uri: str) -> Path:
+    """This node's copy of a URI ``--out``, as the store holds it now (empty when new)."""
+    local = storage.mirror_path(uri)
+    shutil.rmtree(local, ignore_errors=True)
+    if storage.is_dir(uri):
+        storage.materialize(uri)
+    local.mkdir(parents=True, exist_ok=True)
+    return local
 
 
 def input_key(record: dict) -> str:
@@ -362,11 +391,11 @@ def _claim(out_dir: Path, hashes: dict, checkpoint: Path, data: Path, overwrite:
     elif overwrite:
         shutil.rmtree(out_dir / PREDICTIONS, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"checkpoints": hashes, "checkpoint_path": str(checkpoint),
+    state_path.write_text(json.dumps({"checkpoints": hashes, "checkpoint_path": storage.display(checkpoint),
                                       "data": str(data)}, indent=2) + "\n")
 
 
-def _write_part(folder: Path, batch) -> None:
+def _write_part(folder: Path, batch) -> Path:
     """One finished file, whole or not at all (written aside, then renamed). Plain Parquet
     types, without pandas' metadata: any reader gets ordinary columns."""
     import pyarrow.parquet as pq
@@ -376,6 +405,7 @@ def _write_part(folder: Path, batch) -> None:
     partial = folder / f".{name}.partial"
     pq.write_table(batch.replace_schema_metadata(None), partial)
     os.replace(partial, folder / name)
+    return folder / name
 
 
 def _write_quarantine(out_dir: Path, quarantined: list[Quarantined]) -> None:
