@@ -6,6 +6,7 @@ project's ``work/`` is used."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -210,3 +211,24 @@ def test_export_predict_and_serve_read_the_bucket(bucket_fusion, bucket_run, s3_
         assert photo.json()["class"] in ["clothes_dump", "textile_billboard", "textile_dye"]
     finally:
         serve.delete("from_bucket")
+
+
+def test_a_store_that_cannot_be_used_is_named_before_any_work(s3_store, capsys):
+    """A missing bucket, or an endpoint nobody answers on: the job stops at its config,
+    naming the key and the URI, before Ray or any worker starts."""
+    import subprocess
+
+    from helpers import BIN, REPO_ROOT, free_ports, run_cli
+
+    code, _, err = run_cli(["train", "--config", "configs/textile.yaml",
+                            "--set", "train.run.storage_path=s3://no-such-bucket/runs"], capsys)
+    assert code == 2
+    assert "train.run.storage_path: cannot use s3://no-such-bucket/runs: bucket 'no-such-bucket' does not exist" in err
+    [dead] = free_ports(1)
+    job = subprocess.run([str(BIN / "deepfusion"), "preprocess", "--config", "configs/demo.yaml",
+                          "--set", "preprocess.output_dir=s3://deepfusion-test/shards"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{dead}"})
+    assert job.returncode == 2, job.stderr[-2000:]
+    assert "preprocess.output_dir: cannot use s3://deepfusion-test/shards" in job.stderr
+    assert "AWS_ENDPOINT_URL" in job.stderr and "Traceback" not in job.stderr

@@ -33,6 +33,9 @@ __all__ = ["Location", "StorageError", "check_reachable", "display", "exists", "
            "read_text", "relative", "remote_of", "remove", "resolve", "write_bytes", "write_text"]
 
 
+CHECK_TIMEOUT_S = float(os.environ.get("DEEPFUSION_STORAGE_CHECK_TIMEOUT_S", "30"))
+
+
 class StorageError(ValueError):
     """A storage URI that cannot be used (unknown scheme, no credentials, unreachable
     endpoint, missing bucket): the message names the config key and the URI."""
@@ -244,11 +247,23 @@ def check_reachable(where: Location, key: str) -> None:
                   "and AWS_ENDPOINT_URL for an S3-compatible store such as MinIO",
             "gs": "set GOOGLE_APPLICATION_CREDENTIALS or run on nodes with a service account"}.get(
         scheme, "see pyarrow.fs for this scheme's settings")
-    try:
-        fs, _ = resolve(where)
-        info = fs.get_file_info(bucket)
-    except (OSError, ValueError) as err:
-        raise StorageError(f"{key}: cannot use {where}: {_first_line(err)}; {hint}") from None
+    answer: dict = {}
+
+    def ask() -> None:  # a daemon thread: a store that never answers does not keep the process alive
+        try:
+            answer["info"] = resolve(where)[0].get_file_info(bucket)
+        except (OSError, ValueError) as err:
+            answer["error"] = err
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(CHECK_TIMEOUT_S)
+    if asking.is_alive():
+        raise StorageError(f"{key}: cannot use {where}: no answer from the store in {CHECK_TIMEOUT_S:.0f} s "
+                           f"(credentials being looked for, or an endpoint that does not answer); {hint}")
+    if "error" in answer:
+        raise StorageError(f"{key}: cannot use {where}: {_first_line(answer['error'])}; {hint}")
+    info = answer["info"]
     if info.type == pafs.FileType.NotFound:
         raise StorageError(f"{key}: cannot use {where}: bucket {bucket!r} does not exist "
                            f"(create it first, e.g. `aws s3 mb {scheme}://{bucket}`)")
