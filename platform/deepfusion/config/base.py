@@ -45,3 +45,10 @@ def _location(value, info: ValidationInfo):
 # belongs on a URI.
 StoragePath = Annotated[Path | str, PlainValidator(_location), PlainSerializer(str, return_type=str),
                         WithJsonSchema({"type": "string", "description": "a folder or a storage URI"})]
+
+
+def is_storage_field(field) -> bool:
+    """A pydantic field declared as a ``StoragePath`` (optional or not)."""
+    return any(getattr(m, "func", None) is _location for m in field.metadata) or any(
+        getattr(m, "func", None) is _location for arg in getattr(field.annotation, "__args__", ())
+        for m in getattr(arg, "__metadata__", ()))

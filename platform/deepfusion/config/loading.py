@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from deepfusion.config.base import ConfigError
+from deepfusion.config.base import ConfigError, is_storage_field
 from deepfusion.config.experiment import ExperimentConfig
 from deepfusion.storage import check_reachable, is_uri
 
@@ -116,11 +116,11 @@ def load_config(
 
 
 def storage_uris(config: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
-    """Every storage URI in a validated config, with its dotted key."""
+    """Every storage URI in a validated config (its ``StoragePath`` fields), with its dotted key."""
     found = []
-    for name in type(config).model_fields:
+    for name, field in type(config).model_fields.items():
         value, key = getattr(config, name), f"{prefix}{name}"
-        if is_uri(value):
+        if is_uri(value) and is_storage_field(field):
             found.append((key, value))
         elif isinstance(value, BaseModel):
             found += storage_uris(value, key + ".")
