@@ -8,6 +8,10 @@ single-node Ray is paused for the module (its Serve app and actors go with it).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -45,7 +49,7 @@ def cluster(tmp_path_factory):
         gpu_nodes = [cluster.add_node(num_cpus=2, num_gpus=1, resources={"rtx3060": 1}) for _ in range(2)]
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
-        yield {"head": cluster.head_node.node_id, "gpu_nodes": {n.node_id for n in gpu_nodes}}
+        yield {"head": cluster.head_node.node_id, "gpu_nodes": {n.node_id for n in gpu_nodes}, "cluster": cluster}
         ray.shutdown()
         cluster.shutdown()
     if session_ray:
@@ -143,3 +147,72 @@ def test_serve_replicas_land_where_their_resources_are(cluster, fusion_outcome, 
         assert response.json()["individual_predictions"].keys() == {"video", "audio_text"}
     finally:
         serve.shutdown()
+
+
+
+def kill_the_node_of_the_train_worker_after(epoch: int, pids_by_node: dict[str, list[int]], record: Path):
+    """A Ray Train callback (it runs in the run's controller) that, once ``epoch``'s report
+    and checkpoint are registered, SIGKILLs every process of the node the Train worker runs
+    on (its raylet, object store and workers: the machine is gone) and records which."""
+
+    class LoseTheNode(ray.train.UserCallback):
+        def __init__(self):
+            self.done = False
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if self.done or checkpoint is None or metrics[0]["epoch"] != epoch:
+                return
+            from ray._private import state  # (this runs in the controller: no test helpers there)
+
+            [node] = [a["Address"]["NodeID"] for a in state.actors().values()
+                      if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"]
+            for pid in pids_by_node[node]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.done = True
+            record.write_text(json.dumps({"node": node, "checkpoint": checkpoint.path}))
+
+    return LoseTheNode()
+
+
+def test_a_gpu_node_lost_mid_training_the_run_finishes_on_the_other_from_the_buckets_checkpoint(
+        cluster, shards, s3_store, tmp_path):
+    """One Train worker on a whole GPU; after epoch 1's checkpoint is in the bucket, its
+    node dies (every process of it killed). Ray Train starts the worker again on the other
+    GPU node, from the bucket's checkpoint: no epoch is trained twice, the final checkpoint
+    is whole. A replacement node joins afterwards, as an autoscaler would add one."""
+    from deepfusion import storage
+    from deepfusion.artifacts.checkpoint import read_card
+    from deepfusion.training.trainer import train
+
+    data = f"{s3_store}/multinode/shards/textile"
+    storage.push(shards / "textile", data)
+    nodes = {n.node_id: n for n in cluster["cluster"].worker_nodes}
+    pids = {node_id: [info.process.pid for infos in node.all_processes.values() for info in infos]
+            for node_id, node in nodes.items()}
+    before = {a["actor_id"] for a in ray_actors("TrainWorker")}
+    record = tmp_path / "lost.json"
+    cfg = validate_config(TrainConfig, {
+        "model": {"kind": "textile", "preset": "cpu-small"}, "data": data, "epochs": 3, "batch_size": 16,
+        "early_stopping_patience": 3, "evaluate_test": False,
+        "scaling": {"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "backend": "gloo"},
+        "run": {"storage_path": f"{s3_store}/multinode/runs", "name": "node_lost", "max_failures": 1}})
+    try:
+        outcome = train(cfg, callbacks=[kill_the_node_of_the_train_worker_after(1, pids, record)])
+    finally:  # the dead node leaves the cluster's books; a fresh one takes its place
+        if record.is_file():
+            lost = json.loads(record.read_text())["node"]
+            cluster["cluster"].remove_node(nodes[lost], allow_graceful=False)
+            fresh = cluster["cluster"].add_node(num_cpus=2, num_gpus=1, resources={"rtx3060": 1})
+            cluster["gpu_nodes"].discard(lost)
+            cluster["gpu_nodes"].add(fresh.node_id)
+            cluster["cluster"].wait_for_nodes()
+    lost = json.loads(record.read_text())
+    assert lost["checkpoint"].endswith("checkpoint_epoch_0001") and lost["checkpoint"].startswith("deepfusion-test/")
+    assert outcome.resumed_from == [1] and [m["epoch"] for m in outcome.history] == [1, 2, 3]
+    workers = [a for a in ray_actors("TrainWorker") if a["actor_id"] not in before]
+    print("PLACEMENT train worker before and after the node was lost:",
+          [(a["node_id"][:6], a["state"]) for a in workers])
+    assert {a["node_id"] for a in workers} == {lost["node"], *(set(nodes) - {lost["node"]})}
+    assert read_card(outcome.best_checkpoint).label_names == ["clothes_dump", "textile_billboard", "textile_dye"]
+    assert "checkpoint_epoch_0003/model.safetensors" in storage.files(f"{s3_store}/multinode/runs/node_lost")

@@ -135,10 +135,16 @@ def _stage_lines(output: str) -> dict[str, str]:
 
 @pytest.mark.usefixtures("ray_local")  # token auth on in this process, as the `ray` CLI does
 @pytest.mark.timeout(1200)  # above the job's wait and the re-run's together: a hang shows the job's log
-def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_head, tmp_path):
+def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_head, s3_store, tmp_path):
+    """As on a cluster whose nodes share no disk: the job's artifacts go to the bucket named
+    by DEEPFUSION_STORAGE (given to the job as an environment variable, as cluster.env gives
+    it to a cluster's nodes); only the synthetic corpus and MLflow's local store are local."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
+    from deepfusion import storage
+
     work = tmp_path / "work_root"
+    store = f"{s3_store}/pipeline-job"
     (port,) = free_ports(1)
     # MLflow on for the whole pipeline: one experiment, its local SQLite store under work/
     # (the Serve app stays up for the dashboard check; the head goes with the fixture)
@@ -149,7 +155,8 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
         # the `deepfusion` console script (= python -m jobs.pipeline): preprocess, train, tune, serve
         entrypoint="deepfusion pipeline --config configs/demo.yaml --workdir " + str(work) + " "
                    + " ".join(f"--set '{o}'" for o in overrides),
-        runtime_env={"working_dir": str(REPO_ROOT), "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1"}},
+        runtime_env={"working_dir": str(REPO_ROOT),
+                     "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "DEEPFUSION_STORAGE": store}},
     )
     status, logs = wait_for_job(client, job_id, timeout_s=600)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
@@ -162,54 +169,61 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     # the comparison table and where everything is
     for model in ("MIMAMO Net", "Multimodal LSTM", "Late Fusion", "Enhanced Late Fusion"):
         assert f"\n{model} " in logs
-    assert "report:          work/demo/pipeline/report.md" in logs
-    assert re.search(r"Optuna study: +/\S+/tune/fusion/optuna\.journal\n", logs)
-    assert "Tune results:    work/tune/fusion" in logs
-    summary = json.loads((work / "work/demo/pipeline/summary.json").read_text())
+    assert f"report:          {store}/demo/pipeline/report.md" in logs
+    # the journal's copy on the driver's node (the study itself is in the bucket)
+    assert re.search(r"Optuna study: +/\S+/s3/deepfusion-test/pipeline-job/tune/fusion/optuna\.journal\n", logs)
+    assert f"Tune results:    {store}/tune/fusion" in logs
+    assert storage.is_file(f"{store}/tune/fusion/optuna.journal")
+    summary = json.loads(storage.read_text(f"{store}/demo/pipeline/summary.json"))
     assert [row["model"] for row in summary["comparison"]] == ["MIMAMO Net", "Multimodal LSTM", "Late Fusion",
                                                                "Enhanced Late Fusion"]
     assert all(0 <= row["test_accuracy"] <= 1 and 0 <= row["test_weighted_f1"] <= 1
                for row in summary["comparison"])
     assert summary["synthetic"] is True and len(summary["backbones"]) == 3
     for key in ("fusion_report", "tune_results", "fusion_checkpoint"):
-        assert (work / summary["artifacts"][key]).exists(), key
+        assert summary["artifacts"][key].startswith(store + "/") and storage.exists(summary["artifacts"][key]), key
+    assert not (work / "work" / "runs").exists() and not (work / "work" / "demo" / "shards").exists()
     assert {Path(p).name for p in summary["artifacts"]["plots"]} >= {"model_comparison.png", "optuna_history.png"}
     answer = summary["serve_response"]["response"]
     assert answer["emotion"] in answer["probabilities"] and len(answer["fusion_weights"]) == 2
     assert set(answer["individual_predictions"]) == {"video", "audio_text"}
-    _check_tracking(work, summary, logs)
+    _check_tracking(work, store, summary, logs)
     _check_dashboard(ray_head, job_id)
 
-    textile_before = _stage_record(work, "train__textile")
-    lstm_before = _stage_record(work, "train__multimodal_lstm")
-    fusion_before = _stage_record(work, "fusion")
+    textile_before = _stage_record(store, "train__textile")
+    lstm_before = _stage_record(store, "train__multimodal_lstm")
+    fusion_before = _stage_record(store, "fusion")
     # A re-run with the LSTM trained longer: the LSTM and the fusion (its input) redo, nothing else.
     changed = [o for o in SMALL if not o.startswith("pipeline.train.2")]
     changed += ['pipeline.train.2.overrides=["train.epochs=2"]', "pipeline.serve.deploy=false"]
     # `python -m jobs.pipeline` on this machine joins the session's head, as a user's would
     rerun = run_in_own_session([sys.executable, "-m", "jobs.pipeline", "--config", str(DEMO), "--workdir", str(work)]
-                               + [arg for o in changed for arg in ("--set", o)], env=job_env(), timeout=500)
+                               + [arg for o in changed for arg in ("--set", o)],
+                               env=job_env(DEEPFUSION_STORAGE=store), timeout=500)
     assert "joined the running Ray cluster" in rerun.stderr, rerun.stderr[-3000:]
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     assert _stage_lines(rerun.stdout) == {
         "demo_data": "up to date", "preprocess": "up to date", "train/textile": "skipped",
         "train/mimamo": "skipped", "train/multimodal_lstm": "ran", "fusion": "ran", "report": "ran"}, rerun.stdout
-    assert _stage_record(work, "train__textile") == textile_before  # untouched
-    assert _stage_record(work, "train__multimodal_lstm")["outputs"] != lstm_before["outputs"]
-    fusion_after = _stage_record(work, "fusion")
+    assert _stage_record(store, "train__textile") == textile_before  # untouched
+    assert _stage_record(store, "train__multimodal_lstm")["outputs"] != lstm_before["outputs"]
+    fusion_after = _stage_record(store, "fusion")
     assert fusion_after["inputs"]["audio_text_checkpoint"] != fusion_before["inputs"]["audio_text_checkpoint"]
     assert fusion_after["inputs"]["video_checkpoint"] == fusion_before["inputs"]["video_checkpoint"]
 
 
-def _check_tracking(work: Path, summary: dict, logs: str) -> None:
+def _check_tracking(work: Path, store: str, summary: dict, logs: str) -> None:
     """Where the pipeline's runs can be watched: each backbone's curves (PNG and TensorBoard
-    events), and one MLflow experiment with every backbone run and every fusion trial."""
+    events, in the bucket), and one MLflow experiment with every backbone run and every
+    fusion trial."""
     from mlflow.tracking import MlflowClient
 
+    from deepfusion import storage
+
     for backbone in summary["backbones"]:
-        assert (work / backbone["curves_png"]).stat().st_size > 10_000, backbone
-        assert list((work / backbone["tensorboard"] / "val").glob("events.out.tfevents.*")), backbone
-    assert "tensorboard --logdir work" in logs and "mlflow ui --backend-store-uri sqlite:///" in logs
+        assert len(storage.read_bytes(backbone["curves_png"])) > 10_000, backbone
+        assert any(f.startswith("val/events.out.tfevents.") for f in storage.files(backbone["tensorboard"])), backbone
+    assert f"tensorboard --logdir {store}" in logs and "mlflow ui --backend-store-uri sqlite:///" in logs
     store = f"sqlite:///{work / 'work' / 'mlflow' / 'mlflow.db'}"
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("demo-pipeline")
@@ -221,7 +235,7 @@ def _check_tracking(work: Path, summary: dict, logs: str) -> None:
     assert set(backbones) == {"textile", "mimamo", "multimodal_lstm"}
     for name, run in backbones.items():
         assert run.info.status == "FINISHED"
-        assert run.data.tags["checkpoint_path"] == str((work / "work" / "runs" / name / "best").resolve())
+        assert run.data.tags["checkpoint_path"] == f"{store}/runs/{name}/best"
         assert run.data.params["model.kind"] == name
         history = client.get_metric_history(run.info.run_id, "val_weighted_f1")
         assert [m.step for m in history] == [1]  # the one epoch each trained
@@ -233,7 +247,8 @@ def _check_tracking(work: Path, summary: dict, logs: str) -> None:
     for trial in trials:
         assert {"lr", "batch_size", "video_weight", "focal_alpha", "focal_gamma"} <= set(trial.data.params)
         assert "best_val_weighted_f1" in trial.data.metrics
-        assert Path(trial.data.tags["checkpoint_path"]).is_dir()
+        assert trial.data.tags["checkpoint_path"].startswith(f"{store}/tune/fusion/")
+        assert storage.files(trial.data.tags["checkpoint_path"])  # the trial's checkpoint, in the bucket
 
 
 def _check_dashboard(address: str, job_id: str) -> None:
@@ -261,8 +276,10 @@ def _check_dashboard(address: str, job_id: str) -> None:
     assert requests.delete(f"{address}/api/serve/applications/", headers=headers, timeout=120).status_code == 200
 
 
-def _stage_record(work: Path, name: str) -> dict:
-    return json.loads((work / "work/demo/pipeline/stages" / f"{name}.json").read_text())
+def _stage_record(store: str, name: str) -> dict:
+    from deepfusion import storage
+
+    return json.loads(storage.read_text(f"{store}/demo/pipeline/stages/{name}.json"))
 
 
 def test_demo_config_sizes_fit_the_2_core_budget():

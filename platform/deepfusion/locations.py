@@ -64,3 +64,8 @@ def relative(target: Location, base: Location) -> str | None:
     if t_scheme != b_scheme or t_key.split("/", 1)[0] != b_key.split("/", 1)[0]:
         return None
     return posixpath.relpath(t_key, b_key)
+
+
+def canonical(where: Location) -> str:
+    """One spelling per place, to compare locations: a URI as given, a path resolved."""
+    return where.rstrip("/") if is_uri(where) else str(Path(where).resolve())

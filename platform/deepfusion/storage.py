@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from deepfusion.locations import Location, display, is_uri, join, location, name, parent, relative
+from deepfusion.locations import Location, canonical, display, is_uri, join, location, name, parent, relative
 
-__all__ = ["Location", "StorageError", "check_reachable", "display", "exists", "files", "is_dir", "is_file",
-           "is_uri", "join", "location", "materialize", "mirror_path", "name", "parent", "push", "read_bytes",
-           "read_text", "relative", "remote_of", "remove", "resolve", "write_bytes", "write_text"]
+__all__ = ["Location", "StorageError", "canonical", "check_reachable", "display", "exists", "files", "is_dir",
+           "is_file", "is_uri", "join", "location", "location_in", "materialize", "mirror_path", "name", "parent",
+           "push", "read_bytes", "read_text", "relative", "remote_of", "remove", "resolve", "write_bytes",
+           "write_text"]
 
 
 CHECK_TIMEOUT_S = float(os.environ.get("DEEPFUSION_STORAGE_CHECK_TIMEOUT_S", "30"))
@@ -57,6 +58,20 @@ def resolve(where: Location) -> tuple[pafs.FileSystem, str]:
         return _filesystem(f"{scheme}://{bucket}"), rest
     except (ValueError, OSError) as err:
         raise StorageError(f"{where}: not a storage URI this machine can open ({err})") from None
+
+
+_SCHEMES = {"s3": "s3", "gcs": "gs", "hdfs": "hdfs", "abfs": "abfs"}
+
+
+def location_in(filesystem: pafs.FileSystem, path: str) -> Location:
+    """A path in a ``pyarrow.fs`` file system (a Ray checkpoint's ``.filesystem`` and
+    ``.path``) as a location: a local path, or a URI of the store's scheme."""
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return Path(path)
+    scheme = _SCHEMES.get(filesystem.type_name)
+    if scheme is None:
+        raise StorageError(f"{path}: on a {filesystem.type_name} file system this version cannot name")
+    return f"{scheme}://{path}"
 
 
 def _info(where: Location) -> pafs.FileInfo:

@@ -101,11 +101,11 @@ class StageLedger:
       record: the stage's earlier results are discarded and it runs from the start.
     """
 
-    def __init__(self, state_dir: Path):
-        self.folder = Path(state_dir) / "stages"
+    def __init__(self, state_dir: storage.Location):
+        self.folder = storage.join(state_dir, "stages")
 
-    def _path(self, stage: str) -> Path:
-        return self.folder / (stage.replace("/", "__") + ".json")
+    def _path(self, stage: str) -> storage.Location:
+        return storage.join(self.folder, stage.replace("/", "__") + ".json")
 
     def record(self, stage: str) -> dict | None:
         return _read_json(self._path(stage))

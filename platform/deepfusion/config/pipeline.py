@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from deepfusion.config.base import StrictModel, WorkPath
+from deepfusion.config.base import StoragePath, StrictModel
 
 
 class StageFile(StrictModel):
@@ -44,7 +44,7 @@ class ServeStage(StageFile):
 
 class PipelineConfig(StrictModel):
     # Stage records (what each stage was run from, the hashes of what it made) and the report.
-    state_dir: WorkPath = Field(Path("work/pipeline"), validate_default=True)
+    state_dir: StoragePath = Field(Path("work/pipeline"), validate_default=True)  # or s3://bucket/pipeline
     # Write the SYNTHETIC demo corpora first (needs a demo_data section beside this one).
     make_demo_data: bool = False
     # Preprocess with this file's own preprocess section first.

@@ -257,15 +257,8 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
         experiment_dir=experiment_dir, optuna_storage=storage_url, num_trials=len(grid),
         num_errored=grid.num_errors, best_config={k: best.config[k] for k in SEARCHED},
         best_metrics={k: v for k, v in best.metrics.items() if isinstance(v, (int, float))},
-        best_checkpoint=_location_of(best.checkpoint, experiment_dir),
+        best_checkpoint=storage.location_in(best.checkpoint.filesystem, best.checkpoint.path),
     )
-
-
-def _location_of(checkpoint, experiment_dir: storage.Location) -> storage.Location:
-    """A Tune checkpoint's folder as a location: in the experiment's store, a URI."""
-    if storage.is_uri(experiment_dir):
-        return f"{experiment_dir.split('://', 1)[0]}://{checkpoint.path}"
-    return Path(checkpoint.path)
 
 
 def _fail_orphaned_optuna_trials(storage_url: str, study_name: str) -> None:

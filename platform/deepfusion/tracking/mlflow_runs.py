@@ -20,6 +20,7 @@ import json
 import logging
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.config.tracking import TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def tune_callback(cfg: TrackingConfig, tags: dict):
         def log_trial_save(self, trial):
             run_id = self._trial_runs.get(trial)
             if run_id is not None and trial.checkpoint is not None:
-                client(cfg.tracking_uri).set_tag(run_id, "checkpoint_path", trial.checkpoint.path)
+                where = storage.location_in(trial.checkpoint.filesystem, trial.checkpoint.path)
+                client(cfg.tracking_uri).set_tag(run_id, "checkpoint_path", storage.display(where))
 
     experiment_id(cfg)  # create it with the local store's artifact folder
     return TrialRecords(tracking_uri=cfg.tracking_uri, experiment_name=cfg.experiment, tags=tags,

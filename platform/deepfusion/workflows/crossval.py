@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfusion import storage
 from deepfusion.config import ConfigError, ExperimentConfig
 from deepfusion.config.preprocess import PreprocessConfig, SpeechDataset
 from deepfusion.evaluation.metrics import classification_metrics
@@ -40,6 +41,11 @@ class CrossValidation:
 def fold_dataset(experiment: ExperimentConfig, source: str = "<config>") -> tuple[PreprocessConfig, SpeechDataset]:
     """The preprocess section and the speech dataset with ``folds`` that ``train.data`` names."""
     preprocess, train = experiment.require("preprocess", source), experiment.require("train", source)
+    remote = [key for key, where in (("preprocess.output_dir", preprocess.output_dir), ("train.data", train.data),
+                                     ("train.run.storage_path", train.run.storage_path)) if storage.is_uri(where)]
+    if remote:
+        raise ConfigError(f"{source}: {', '.join(remote)}: cross-validation writes its fold datasets and runs in "
+                          f"folders on this machine and cannot use a storage URI yet; use local folders")
     for dataset in preprocess.datasets:
         if Path(preprocess.output_dir) / dataset.name == Path(train.data):
             if not isinstance(dataset, SpeechDataset) or dataset.folds is None:

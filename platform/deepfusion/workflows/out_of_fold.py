@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deepfusion import storage
 from deepfusion.artifacts.checkpoint import TRAIN_CONFIG
 from deepfusion.artifacts.dataset import ShardDataset
 from deepfusion.artifacts.shards import MANIFEST
@@ -158,6 +159,12 @@ def run_fusion_stage(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: b
     first when ``fit_data.source`` is ``out_of_fold``. Ray must be up."""
     out_of_fold = None
     if cfg.fit_data.source == "out_of_fold":
+        remote = [f"fusion.{f}" for f in ("data", "video_checkpoint", "audio_text_checkpoint", "cache_dir")
+                  if storage.is_uri(getattr(cfg, f))]
+        if remote:
+            raise ConfigError(f"{', '.join(remote)}: fit_data.source out_of_fold retrains the backbones per fold "
+                              f"in folders on this machine and cannot use a storage URI yet; use a local "
+                              f"folder (or fit_data.source: train / val_holdout on the store)")
         cache, _ = open_or_build(cfg, force=rebuild_cache)
         out_of_fold = out_of_fold_logits(cfg, cache, tracking=tracking)
         rebuild_cache = False

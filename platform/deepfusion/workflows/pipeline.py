@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.artifacts.freshness import StageLedger
 from deepfusion.artifacts.shards import MANIFEST
 from deepfusion.config.resources import DataResources
-from deepfusion.hashing import sha256_of
+from deepfusion.hashing import sha256_bytes
 from deepfusion.workflows.pipeline_plan import PipelinePlan
 
 log = logging.getLogger("deepfusion.pipeline")
@@ -44,7 +45,7 @@ class PipelineRun:
     plan: PipelinePlan
     stages: list[StageResult] = field(default_factory=list)
     serve_response: dict | None = None
-    report: Path | None = None
+    report: storage.Location | None = None
     summary: dict | None = None
 
 
@@ -81,7 +82,7 @@ def pipeline(plan: PipelinePlan, *, redo: frozenset[str] = frozenset()) -> Pipel
 
     started = time.perf_counter()
     run.report, run.summary = write_pipeline_report(plan, run.stages)
-    run.stages.append(StageResult("report", "ran", time.perf_counter() - started, str(run.report)))
+    run.stages.append(StageResult("report", "ran", time.perf_counter() - started, storage.display(run.report)))
     if plan.serve is not None and plan.serve[1].deploy:
         announce("serve")
         from deepfusion.workflows.serve_check import deploy_and_ask
@@ -144,18 +145,18 @@ def _train(plan: PipelinePlan, cfg, ledger: StageLedger, resources: DataResource
 
     stage = f"train/{cfg.run.name}"
     best = plan.best_checkpoint(cfg)
-    inputs = {"config": cfg.model_dump(mode="json"), "data_manifest": sha256_of(Path(cfg.data) / MANIFEST)}
-    evaluation = best.parent / "evaluation" / "test_metrics.json"
+    inputs = {"config": cfg.model_dump(mode="json"), "data_manifest": _file_hash(storage.join(cfg.data, MANIFEST))}
+    evaluation = storage.join(storage.parent(best), "evaluation", "test_metrics.json")
 
     def outputs() -> dict:
         made = {"best": checkpoint_hash(best)}
         if cfg.evaluate_test:
-            made["test_metrics"] = sha256_of(evaluation)
+            made["test_metrics"] = _file_hash(evaluation)
         return made
 
     decision = _decide(ledger, stage, inputs, outputs, force)
     if decision == "skip":
-        return StageResult(stage, "skipped", 0.0, str(best))
+        return StageResult(stage, "skipped", 0.0, storage.display(best))
     started = time.perf_counter()
     ledger.started(stage, inputs)
     outcome = train(cfg, fresh=decision == "fresh", data_resources=resources, tracking=plan.experiment.tracking,
@@ -172,17 +173,17 @@ def _fusion(plan: PipelinePlan, ledger: StageLedger, *, force: bool) -> StageRes
     from deepfusion.workflows.out_of_fold import run_fusion_stage
 
     _, cfg = plan.fusion
-    inputs = {"config": cfg.model_dump(mode="json"), "data_manifest": sha256_of(Path(cfg.data) / MANIFEST),
+    inputs = {"config": cfg.model_dump(mode="json"), "data_manifest": _file_hash(storage.join(cfg.data, MANIFEST)),
               "video_checkpoint": checkpoint_hash(cfg.video_checkpoint),
               "audio_text_checkpoint": checkpoint_hash(cfg.audio_text_checkpoint)}
-    comparison = report_dir(cfg) / "comparison.json"
+    comparison = storage.join(report_dir(cfg), "comparison.json")
 
     def outputs() -> dict:
-        return {"export": checkpoint_hash(cfg.export_dir), "comparison": sha256_of(comparison)}
+        return {"export": checkpoint_hash(cfg.export_dir), "comparison": _file_hash(comparison)}
 
     decision = _decide(ledger, "fusion", inputs, outputs, force)
     if decision == "skip":
-        return StageResult("fusion", "skipped", 0.0, str(cfg.export_dir))
+        return StageResult("fusion", "skipped", 0.0, storage.display(cfg.export_dir))
     started = time.perf_counter()
     ledger.started("fusion", inputs)
     outcome = run_fusion_stage(cfg, fresh=decision == "fresh", tracking=plan.experiment.tracking,
@@ -193,3 +194,8 @@ def _fusion(plan: PipelinePlan, ledger: StageLedger, *, force: bool) -> StageRes
     detail = (f"logit cache {'built' if outcome.cache_built else 'reused'}; {search.num_trials} trials "
               f"({search.num_errored} errored)")
     return StageResult("fusion", "resumed" if decision == "resume" else "ran", wall_s, detail)
+
+
+def _file_hash(where: storage.Location) -> str:
+    """A file's content hash, in a folder or a store (``FileNotFoundError`` when gone)."""
+    return sha256_bytes(storage.read_bytes(where))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.config import ConfigError, ExperimentConfig, load_config
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.config.pipeline import PipelineConfig, ServeStage, StageFile
@@ -29,8 +30,8 @@ class PipelinePlan:
     fusion: tuple[Path, FusionConfig] | None
     serve: tuple[Path, ServeStage, ServeSection] | None
 
-    def best_checkpoint(self, cfg: TrainConfig) -> Path:
-        return Path(cfg.run.storage_path) / cfg.run.name / "best"
+    def best_checkpoint(self, cfg: TrainConfig) -> storage.Location:
+        return storage.join(cfg.run.storage_path, cfg.run.name, "best")
 
 
 def stage_file_path(ref: StageFile, pipeline_file: Path) -> Path:
@@ -63,10 +64,10 @@ def plan_pipeline(experiment: ExperimentConfig, source: Path) -> PipelinePlan:
 
 def _check_inputs(plan: PipelinePlan) -> None:
     """Every dataset and checkpoint a stage reads is made by an earlier stage or exists."""
-    made: set[Path] = set(_preprocessed(plan))
+    made: set[str] = set(_preprocessed(plan))
 
-    def need(path: Path, what: str, stage_file: Path, hint: str) -> None:
-        if Path(path).resolve() not in made and not Path(path).exists():
+    def need(path: storage.Location, what: str, stage_file: Path, hint: str) -> None:
+        if storage.canonical(path) not in made and not storage.exists(path):
             raise ConfigError(f"{stage_file}: {what} {path} is made by no earlier pipeline stage and does not "
                               f"exist; {hint}")
 
@@ -77,13 +78,13 @@ def _check_inputs(plan: PipelinePlan) -> None:
                               f"each training stage needs its own run")
         names[cfg.run.name] = path
         need(cfg.data, "train.data", path, f"add it to {plan.source}'s preprocess section")
-        made.add(plan.best_checkpoint(cfg).resolve())
+        made.add(storage.canonical(plan.best_checkpoint(cfg)))
     if plan.fusion is not None:
         path, cfg = plan.fusion
         need(cfg.data, "fusion.data", path, f"add it to {plan.source}'s preprocess section")
         for field in ("video_checkpoint", "audio_text_checkpoint"):
             need(getattr(cfg, field), f"fusion.{field}", path, "train it in an earlier stage (pipeline.train)")
-        made.add(Path(cfg.export_dir).resolve())
+        made.add(storage.canonical(cfg.export_dir))
     if plan.serve is not None:
         path, _, cfg = plan.serve
         for field in ("video_checkpoint", "audio_text_checkpoint", "fusion_checkpoint", "textile_checkpoint"):
@@ -104,10 +105,10 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
 
     made = _preprocessed(plan)
 
-    def check(model_cfg, data: Path, stage_file: Path, field: str) -> None:
-        dataset = made.get(Path(data).resolve())
+    def check(model_cfg, data: storage.Location, stage_file: Path, field: str) -> None:
+        dataset = made.get(storage.canonical(data))
         if dataset is None:
-            if (Path(data) / MANIFEST).is_file():
+            if storage.is_file(storage.join(data, MANIFEST)):
                 ShardDataset.open(data, field=f"{stage_file}: {field}").resolve_model_config(
                     model_cfg, field=f"{stage_file}: {field}")
             return
@@ -121,17 +122,18 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
                 raise ConfigError(f"{stage_file}: {field}: {model_cfg.kind} needs {modality}, and dataset "
                                   f"{dataset.name!r} has none (it carries {sorted(have) or 'nothing'})")
 
-    trained = {plan.best_checkpoint(cfg).resolve(): cfg.model for _, cfg in plan.train}
-    trained_on = {plan.best_checkpoint(cfg).resolve(): made.get(Path(cfg.data).resolve()) for _, cfg in plan.train}
+    trained = {storage.canonical(plan.best_checkpoint(cfg)): cfg.model for _, cfg in plan.train}
+    trained_on = {storage.canonical(plan.best_checkpoint(cfg)): made.get(storage.canonical(cfg.data))
+                  for _, cfg in plan.train}
     for path, cfg in plan.train:
         check(cfg.model, cfg.data, path, "train.model")
     if plan.fusion is None:
         return
     path, cfg = plan.fusion
     for field, kind in BACKBONE_KINDS.items():
-        folder = Path(getattr(cfg, field))
-        model_cfg = trained.get(folder.resolve())
-        if model_cfg is None and folder.is_dir():
+        folder = getattr(cfg, field)
+        model_cfg = trained.get(storage.canonical(folder))
+        if model_cfg is None and storage.is_dir(folder):
             model_cfg = read_card(folder).model_config
         if model_cfg is None:
             continue
@@ -139,7 +141,7 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
             raise ConfigError(f"{path}: fusion.{field}: {folder} is a {model_cfg.kind} model; the fusion's "
                               f"{field.removesuffix('_checkpoint')} input is a {kind}")
         check(model_cfg, cfg.data, path, f"fusion.{field}")
-        source, fused = trained_on.get(folder.resolve()), made.get(Path(cfg.data).resolve())
+        source, fused = trained_on.get(storage.canonical(folder)), made.get(storage.canonical(cfg.data))
         if source is not None and fused is not None and hasattr(source, "class_names") and \
                 list(source.class_names) != list(fused.class_names):
             raise ConfigError(f"{path}: fusion.{field} is trained on dataset {source.name!r}, classes "
@@ -148,8 +150,8 @@ def _check_models_fit_data(plan: PipelinePlan) -> None:
 
 
 def _preprocessed(plan: PipelinePlan) -> dict:
-    """The datasets this pipeline preprocesses, by the (resolved) folder their shards go to."""
+    """The datasets this pipeline preprocesses, by the folder their shards go to (canonical)."""
     if not plan.pipeline.preprocess:
         return {}
     pre = plan.experiment.preprocess
-    return {(Path(pre.output_dir) / d.name).resolve(): d for d in pre.datasets}
+    return {storage.canonical(storage.join(pre.output_dir, d.name)): d for d in pre.datasets}

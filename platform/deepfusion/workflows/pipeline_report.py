@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from deepfusion import storage
 from deepfusion.models.registry import random_init_parts
 from deepfusion.workflows.pipeline_plan import PipelinePlan
 
@@ -18,19 +19,19 @@ FUSION_MODELS = ("MIMAMO Net", "Multimodal LSTM", "Late Fusion", "Enhanced Late 
 
 
 def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict | None = None
-                          ) -> tuple[Path, dict]:
+                          ) -> tuple[storage.Location, dict]:
     summary = {"pipeline": shown(plan.source), "synthetic": bool(plan.pipeline.make_demo_data),
                "comparison": [], "backbones": [], "artifacts": {}, "stages": [], "serve_response": serve_response}
     for _, cfg in plan.train:
-        run_dir = Path(cfg.run.storage_path) / cfg.run.name
-        metrics = _read_json(run_dir / "evaluation" / "test_metrics.json")
+        run_dir = storage.join(cfg.run.storage_path, cfg.run.name)
+        metrics = _read_json(storage.join(run_dir, "evaluation", "test_metrics.json"))
         summary["backbones"].append({
             "run": cfg.run.name, "model": cfg.model.kind, "preset": cfg.model.preset,
             "random_init": random_init_parts(cfg.model),
-            "checkpoint": shown(run_dir / "best"),
-            "confusion_png": shown(run_dir / "evaluation" / "test_confusion.png"),
-            "curves_png": shown(run_dir / "evaluation" / "training_curves.png"),
-            "tensorboard": shown(run_dir / "tensorboard"),
+            "checkpoint": shown(storage.join(run_dir, "best")),
+            "confusion_png": shown(storage.join(run_dir, "evaluation", "test_confusion.png")),
+            "curves_png": shown(storage.join(run_dir, "evaluation", "training_curves.png")),
+            "tensorboard": shown(storage.join(run_dir, "tensorboard")),
             "test_accuracy": None if metrics is None else metrics["accuracy"],
             "test_weighted_f1": None if metrics is None else metrics["weighted_f1"],
         })
@@ -39,11 +40,11 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
         from deepfusion.fusion.tune import report_dir
 
         _, cfg = plan.fusion
-        summary["comparison"] = _read_json(report_dir(cfg) / "comparison.json") or []
+        summary["comparison"] = _read_json(storage.join(report_dir(cfg), "comparison.json")) or []
         folder = report_dir(cfg)
         summary["artifacts"] |= {
-            "fusion_report": shown(folder / "report.md"),
-            "plots": [shown(p) for p in sorted(folder.glob("*.png"))],
+            "fusion_report": shown(storage.join(folder, "report.md")),
+            "plots": [shown(storage.join(folder, p)) for p in sorted(storage.files(folder)) if p.endswith(".png")],
             "tune_results": shown(search_dir(cfg)),
             "optuna_study": optuna_storage_url(cfg),
             "fusion_checkpoint": shown(cfg.export_dir),
@@ -55,12 +56,11 @@ def write_pipeline_report(plan: PipelinePlan, stages: list, serve_response: dict
     summary["stages"] = [{"stage": s.stage, "status": s.status, "wall_s": round(s.wall_s, 1), "detail": s.detail}
                          for s in stages]
 
-    folder = Path(plan.pipeline.state_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    report = folder / "report.md"
+    folder = plan.pipeline.state_dir
+    report = storage.join(folder, "report.md")
     summary["artifacts"]["report"] = shown(report)
-    report.write_text(_markdown(summary))
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    storage.write_text(report, _markdown(summary))
+    storage.write_text(storage.join(folder, "summary.json"), json.dumps(summary, indent=2) + "\n")
     return report, summary
 
 
@@ -99,16 +99,23 @@ def _markdown(summary: dict) -> str:
 
 def _watch_commands(plan: PipelinePlan, summary: dict) -> dict:
     """The one-line commands that open this pipeline's curves, sweep and records."""
-    logdirs = [Path(cfg.run.storage_path) / cfg.run.name / "tensorboard" for _, cfg in plan.train]
+    logdirs = [storage.join(cfg.run.storage_path, cfg.run.name, "tensorboard") for _, cfg in plan.train]
     if plan.fusion is not None:
         from deepfusion.fusion.search import search_dir
 
         logdirs.append(search_dir(plan.fusion[1]))
     watch = {}
     if logdirs:
-        # TensorBoard finds event files in every folder under its logdir: their common parent.
-        common = Path(os.path.commonpath([str(p.resolve()) for p in logdirs]))
-        watch["TensorBoard (backbone curves and fusion trials)"] = f"tensorboard --logdir {shown(common)}"
+        # TensorBoard finds event files in every folder under its logdir: their common parent
+        # (TensorBoard reads s3:// and gs:// logdirs itself).
+        local = [p for p in logdirs if not storage.is_uri(p)]
+        if local:
+            common = Path(os.path.commonpath([str(Path(p).resolve()) for p in local]))
+            watch["TensorBoard (backbone curves and fusion trials)"] = f"tensorboard --logdir {shown(common)}"
+        remote = [p for p in logdirs if storage.is_uri(p)]
+        if remote:
+            common = os.path.commonpath([p.split("://", 1)[1] for p in remote])
+            watch["TensorBoard (from the store)"] = f"tensorboard --logdir {remote[0].split('://')[0]}://{common}"
     if "optuna_study" in summary["artifacts"]:
         watch["optuna-dashboard (the fusion study)"] = f"optuna-dashboard {summary['artifacts']['optuna_study']}"
     tracking = plan.experiment.tracking
@@ -120,7 +127,10 @@ def _watch_commands(plan: PipelinePlan, summary: dict) -> dict:
 
 
 def shown(path) -> str:
-    """A path as the user will type it: relative to the working folder when inside it."""
+    """A path as the user will type it: relative to the working folder when inside it (a
+    storage URI as it is)."""
+    if storage.is_uri(path):
+        return path
     absolute = Path(path).resolve()
     try:
         return str(absolute.relative_to(Path.cwd()))
@@ -132,8 +142,8 @@ def _pct(value) -> str:
     return "-" if value is None else f"{100 * value:.2f}"
 
 
-def _read_json(path: Path):
+def _read_json(path: storage.Location):
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(storage.read_text(path))
     except (OSError, ValueError):
         return None
