@@ -224,8 +224,8 @@ def _check_tracking(work: Path, store: str, summary: dict, logs: str) -> None:
         assert len(storage.read_bytes(backbone["curves_png"])) > 10_000, backbone
         assert any(f.startswith("val/events.out.tfevents.") for f in storage.files(backbone["tensorboard"])), backbone
     assert f"tensorboard --logdir {store}" in logs and "mlflow ui --backend-store-uri sqlite:///" in logs
-    store = f"sqlite:///{work / 'work' / 'mlflow' / 'mlflow.db'}"
-    client = MlflowClient(store)
+    mlflow_store = f"sqlite:///{work / 'work' / 'mlflow' / 'mlflow.db'}"
+    client = MlflowClient(mlflow_store)
     experiment = client.get_experiment_by_name("demo-pipeline")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     # one pipeline file for all (the job's copy of configs/demo.yaml in its working_dir)
