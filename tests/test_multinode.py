@@ -216,3 +216,59 @@ def test_a_gpu_node_lost_mid_training_the_run_finishes_on_the_other_from_the_buc
     assert {a["node_id"] for a in workers} == {lost["node"], *(set(nodes) - {lost["node"]})}
     assert read_card(outcome.best_checkpoint).label_names == ["clothes_dump", "textile_billboard", "textile_dye"]
     assert "checkpoint_epoch_0003/model.safetensors" in storage.files(f"{s3_store}/multinode/runs/node_lost")
+
+
+def test_a_gpu_node_lost_mid_sweep_its_trials_start_again_and_no_finished_trial_reruns(
+        cluster, fusion_outcome, s3_store):
+    """A 4-trial sweep, two at a time, kept in the bucket; when the first trial finishes, the
+    node of a running trial dies. Its trial starts again on what remains (search.max_failures),
+    every trial finishes once, and the study holds one finished Optuna trial per Tune trial."""
+    import optuna
+    from ray import tune
+
+    from deepfusion.fusion.study import load_study
+    from deepfusion.fusion.tune import tune_fusion
+
+    _, base = fusion_outcome
+    cfg = base.model_copy(update={
+        "export_dir": f"{s3_store}/multinode/fusion",
+        "search": base.search.model_copy(update={"name": "node_lost", "storage_path": f"{s3_store}/multinode/tune",
+                                                 "num_samples": 4, "max_concurrent_trials": 2,
+                                                 "max_failures": 2})})
+    nodes = {n.node_id: n for n in cluster["cluster"].worker_nodes}
+    pids = {node_id: [info.process.pid for infos in node.all_processes.values() for info in infos]
+            for node_id, node in nodes.items()}
+    events = {"completed": [], "recovered": [], "lost": None}
+
+    class LoseANode(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            events["completed"].append(trial.trial_id)
+            # the node of a trial still running (not of the one that just finished)
+            running = {t.temporary_state.ray_actor._actor_id.hex() for t in trials
+                       if t is not trial and t.status == "RUNNING" and t.temporary_state.ray_actor is not None}
+            alive = [a for a in ray_actors("ImplicitFunc", state="ALIVE")
+                     if a["actor_id"] in running and a["node_id"] in pids]
+            if events["lost"] is None and alive:
+                events["lost"] = alive[0]["node_id"]
+                for pid in pids[events["lost"]]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            events["recovered"].append(trial.trial_id)
+
+    try:
+        outcome = tune_fusion(cfg, callbacks=[LoseANode()])
+    finally:
+        if events["lost"] is not None:
+            cluster["cluster"].remove_node(nodes[events["lost"]], allow_graceful=False)
+            fresh = cluster["cluster"].add_node(num_cpus=2, num_gpus=1, resources={"rtx3060": 1})
+            cluster["gpu_nodes"].discard(events["lost"])
+            cluster["gpu_nodes"].add(fresh.node_id)
+            cluster["cluster"].wait_for_nodes()
+    print("FAULT " + json.dumps({"fault": "node_lost_mid_sweep", **events}))
+    assert events["lost"] is not None and events["recovered"], events
+    assert outcome.search.num_trials == 4 and outcome.search.num_errored == 0
+    assert sorted(events["completed"]) == sorted(set(events["completed"])) and len(events["completed"]) == 4
+    study = load_study("node_lost", outcome.search.optuna_storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 4 == len(study.trials)

@@ -69,6 +69,9 @@ class SearchSection(StrictModel):
     # false is Tune's default: a fresh worker process per trial.
     reuse_actors: bool = True
     seed: int = 0
+    # A trial whose actor dies (its node lost, an out-of-memory kill) is started again this
+    # many times; finished trials are never rerun. 0: it ends as an errored trial.
+    max_failures: int = Field(2, ge=0)
     storage_path: StoragePath = Field(Path("work/tune"), validate_default=True)  # or s3://bucket/tune
     name: str = Field("fusion", pattern=r"^[A-Za-z0-9_.-]+$")
     # Tune's console output: 0 silent, 1 its status table every few seconds, 2-3 every result.

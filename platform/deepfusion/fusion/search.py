@@ -246,6 +246,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
                 name=search.name, storage_path=storage.display(storage.parent(experiment_dir)),
                 verbose=search.verbose,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks or None,
+                failure_config=tune.FailureConfig(max_failures=search.max_failures),
             ),
         )
     grid = tuner.fit()
