@@ -295,11 +295,13 @@ def open_demo_page(page, http: str) -> None:
     assert listing.startswith("Serving"), listing  # else the page shows why /v1/models failed
 
 
-def kill_a_train_worker_after(epoch: int, record: Path):
+def kill_a_train_worker_after(epoch: int, record: Path, pids_by_node: dict[str, list[int]] | None = None):
     """A Ray Train callback that SIGKILLs one Train worker as soon as the controller has
     registered ``epoch``'s report and checkpoint (the workers are then in the next epoch),
     and writes what it did to ``record``. It runs on the controller, inside the report's
-    handling, so no later checkpoint can be registered before the kill: no race."""
+    handling, so no later checkpoint can be registered before the kill: no race.
+    ``pids_by_node`` (node id -> every process of that node): kill the worker's whole node
+    instead (its raylet, object store and workers: the machine is gone)."""
 
     import ray.train
 
@@ -316,9 +318,12 @@ def kill_a_train_worker_after(epoch: int, record: Path):
                               if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"),
                              key=lambda a: a["Pid"])
             victim = workers[-1]
-            os.kill(victim["Pid"], signal.SIGKILL)
+            node = victim["Address"]["NodeID"]
+            for pid in (pids_by_node[node] if pids_by_node else [victim["Pid"]]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.done = True
             record.write_text(json.dumps({"epoch": epoch, "pid": victim["Pid"], "workers": len(workers),
-                                          "checkpoint": checkpoint.path}))
+                                          "node": node, "checkpoint": checkpoint.path}))
 
     return KillAWorker()

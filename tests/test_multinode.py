@@ -21,6 +21,7 @@ import requests
 from helpers import (
     bootstrap_file_set_aside,
     free_ports,
+    kill_a_train_worker_after,
     ray_actors,
     save_backbone,
     start_local_ray,
@@ -150,31 +151,6 @@ def test_serve_replicas_land_where_their_resources_are(cluster, fusion_outcome, 
 
 
 
-def kill_the_node_of_the_train_worker_after(epoch: int, pids_by_node: dict[str, list[int]], record: Path):
-    """A Ray Train callback (it runs in the run's controller) that, once ``epoch``'s report
-    and checkpoint are registered, SIGKILLs every process of the node the Train worker runs
-    on (its raylet, object store and workers: the machine is gone) and records which."""
-
-    class LoseTheNode(ray.train.UserCallback):
-        def __init__(self):
-            self.done = False
-
-        def after_report(self, run_context, metrics, checkpoint):
-            if self.done or checkpoint is None or metrics[0]["epoch"] != epoch:
-                return
-            from ray._private import state  # (this runs in the controller: no test helpers there)
-
-            [node] = [a["Address"]["NodeID"] for a in state.actors().values()
-                      if "TrainWorker" in a["ActorClassName"] and a["State"] == "ALIVE"]
-            for pid in pids_by_node[node]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            self.done = True
-            record.write_text(json.dumps({"node": node, "checkpoint": checkpoint.path}))
-
-    return LoseTheNode()
-
-
 def test_a_gpu_node_lost_mid_training_the_run_finishes_on_the_other_from_the_buckets_checkpoint(
         cluster, shards, s3_store, tmp_path):
     """One Train worker on a whole GPU; after epoch 1's checkpoint is in the bucket, its
@@ -198,7 +174,7 @@ def test_a_gpu_node_lost_mid_training_the_run_finishes_on_the_other_from_the_buc
         "scaling": {"num_workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1, "backend": "gloo"},
         "run": {"storage_path": f"{s3_store}/multinode/runs", "name": "node_lost", "max_failures": 1}})
     try:
-        outcome = train(cfg, callbacks=[kill_the_node_of_the_train_worker_after(1, pids, record)])
+        outcome = train(cfg, callbacks=[kill_a_train_worker_after(1, record, pids_by_node=pids)])
     finally:  # the dead node leaves the cluster's books; a fresh one takes its place
         if record.is_file():
             lost = json.loads(record.read_text())["node"]
