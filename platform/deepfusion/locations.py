@@ -49,10 +49,6 @@ def _key(uri: str) -> str:
     return uri.split("://", 1)[1]
 
 
-def display(where: Location) -> str:
-    return where if is_uri(where) else str(where)
-
-
 def relative(target: Location, base: Location) -> str | None:
     """``target`` relative to the folder ``base`` when both are in one place (the same local
     file system, or the same bucket of one store), so the two can move together; else None."""

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from deepfusion.locations import Location, canonical, display, is_uri, join, location, name, parent, relative
+from deepfusion.locations import Location, canonical, is_uri, join, location, name, parent, relative
 
-__all__ = ["Location", "StorageError", "canonical", "check_reachable", "display", "exists", "files", "is_dir",
+__all__ = ["Location", "StorageError", "canonical", "check_reachable", "exists", "files", "is_dir",
            "is_file", "is_uri", "join", "location", "location_in", "materialize", "mirror_path", "name", "parent",
            "push", "read_bytes", "read_text", "relative", "remote_of", "remove", "resolve", "write_bytes",
            "write_text"]
@@ -227,14 +227,10 @@ def _fetch(fs: pafs.FileSystem, path: str, target: Path, size: int, mtime_ns: in
     staging.replace(target)
 
 
-def push(local: Path, where: Location, *, delete: bool = False) -> None:
-    """Send a local folder's files to ``where`` (a URI; a local target is copied into).
-    ``delete``: also remove files under ``where`` that ``local`` does not have."""
+def push(local: Path, where: str, *, delete: bool = False) -> None:
+    """Send a local folder's files to the storage URI ``where``: those it lacks or holds
+    older copies of. ``delete``: also remove files under ``where`` that ``local`` does not have."""
     local = Path(local)
-    if not is_uri(where):
-        if Path(where).resolve() != local.resolve():
-            shutil.copytree(local, where, dirs_exist_ok=True)
-        return
     fs, path = resolve(where)
     have = files(where)
     mine = {p.relative_to(local).as_posix(): p for p in local.rglob("*")

@@ -117,7 +117,7 @@ def save_fusion(folder: Path, model: torch.nn.Module, card: CheckpointCard, *,
         backbones = {}
         for field, entry in card.backbones.items():
             where = backbone_path(card, field)
-            backbones[field] = entry | {"path": storage.relative(where, relative_to) or storage.display(where)}
+            backbones[field] = entry | {"path": storage.relative(where, relative_to) or str(where)}
         card = replace(card, backbones=backbones)
     return write_checkpoint(folder, model, card)
 

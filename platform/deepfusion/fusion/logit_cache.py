@@ -121,11 +121,11 @@ def cache_key(cfg: FusionConfig) -> tuple[str, dict]:
     for field in ("video_checkpoint", "audio_text_checkpoint"):
         folder = getattr(cfg, field)
         try:
-            inputs[field] = {"path": storage.display(folder), "sha256": checkpoint_hash(folder)}
+            inputs[field] = {"path": str(folder), "sha256": checkpoint_hash(folder)}
         except FileNotFoundError as err:
             raise ConfigError(f"fusion.{field}: {err}") from None
     manifest = storage.read_bytes(storage.join(cfg.data, MANIFEST))
-    inputs["data"] = {"path": storage.display(cfg.data), "manifest_sha256": sha256_bytes(manifest)}
+    inputs["data"] = {"path": str(cfg.data), "manifest_sha256": sha256_bytes(manifest)}
     record = freshness_record({"cache_format": CACHE_FORMAT, "shard_schema": SCHEMA_VERSION}, inputs)
     return record["key"][:16], record
 
@@ -209,7 +209,7 @@ def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out:
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=resources.concurrency),
     )
     # write tasks at the workers' CPU share, not Ray Data's default whole CPU (see writer.py)
-    logits.write_parquet(storage.display(out), partition_cols=["split"],
+    logits.write_parquet(str(out), partition_cols=["split"],
                          ray_remote_args={"num_cpus": resources.num_cpus})
 
 

@@ -174,15 +174,15 @@ class JournalSync(Callback):
     def __init__(self, journal: str, uri: str):
         self.journal, self.uri = journal, uri
 
-    def _push(self) -> None:
+    def push(self) -> None:
         if Path(self.journal).is_file():
             storage.write_bytes(self.uri, Path(self.journal).read_bytes())
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._push()
+        self.push()
 
     def on_experiment_end(self, trials, **info):
-        self._push()
+        self.push()
 
 
 def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh: bool = False,
@@ -225,9 +225,9 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
 
         callbacks += [tune_callback(tracking, {"deepfusion.stage": "fusion", "deepfusion.search": str(experiment_dir),
                                               **(tags or {})})]
-    if resuming and tune.Tuner.can_restore(storage.display(experiment_dir)):
+    if resuming and tune.Tuner.can_restore(str(experiment_dir)):
         log.info("resuming the search in %s", experiment_dir)
-        tuner = tune.Tuner.restore(storage.display(experiment_dir), trainable=trainable,
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable,
                                    resume_unfinished=True, resume_errored=True)
     else:
         searcher = ResumableOptunaSearch(
@@ -243,7 +243,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
                 num_samples=search.num_samples, metric=metric, mode="max", reuse_actors=search.reuse_actors,
             ),
             run_config=tune.RunConfig(
-                name=search.name, storage_path=storage.display(storage.parent(experiment_dir)),
+                name=search.name, storage_path=str(storage.parent(experiment_dir)),
                 verbose=search.verbose,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=callbacks or None,
                 failure_config=tune.FailureConfig(max_failures=search.max_failures),
@@ -252,7 +252,7 @@ def run_search(cfg: FusionConfig, cache: LogitCache, splits: FitSplits, *, fresh
     grid = tuner.fit()
     _fail_orphaned_optuna_trials(storage_url, search.name)
     if journal_uri is not None:
-        JournalSync(storage_url, journal_uri)._push()
+        JournalSync(storage_url, journal_uri).push()
     best = grid.get_best_result(metric=metric, mode="max", scope="last")
     return SearchOutcome(
         experiment_dir=experiment_dir, optuna_storage=storage_url, num_trials=len(grid),

@@ -71,8 +71,8 @@ def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool =
     rows.append(enhanced)
     export_dir = _export(cfg.export_dir, best_model, replace(card, metrics={
         "val": enhanced.val, "test": enhanced.test, "search": {
-            "experiment_dir": storage.display(outcome.experiment_dir),
-            "trial_checkpoint": storage.display(outcome.best_checkpoint),
+            "experiment_dir": str(outcome.experiment_dir),
+            "trial_checkpoint": str(outcome.best_checkpoint),
             "num_trials": outcome.num_trials, "best_config": outcome.best_config},
         "fit_data": {"source": splits.source, **splits.detail, "fit_rows": len(splits.fit),
                      "select_rows": len(splits.select)}}))
@@ -84,7 +84,7 @@ def tune_fusion(cfg: FusionConfig, *, fresh: bool = False, rebuild_cache: bool =
         storage_url=outcome.optuna_storage,
         fit_data=splits,
         search={"num_trials": outcome.num_trials, "num_errored": outcome.num_errored, "metric": cfg.search.metric,
-                "experiment_dir": storage.display(outcome.experiment_dir), "best_config": outcome.best_config},
+                "experiment_dir": str(outcome.experiment_dir), "best_config": outcome.best_config},
     )
     if storage.is_uri(report_to):
         storage.push(storage.mirror_path(report_to), report_to)

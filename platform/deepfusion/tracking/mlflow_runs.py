@@ -137,7 +137,7 @@ def tune_callback(cfg: TrackingConfig, tags: dict):
             run_id = self._trial_runs.get(trial)
             if run_id is not None and trial.checkpoint is not None:
                 where = storage.location_in(trial.checkpoint.filesystem, trial.checkpoint.path)
-                client(cfg.tracking_uri).set_tag(run_id, "checkpoint_path", storage.display(where))
+                client(cfg.tracking_uri).set_tag(run_id, "checkpoint_path", str(where))
 
     experiment_id(cfg)  # create it with the local store's artifact folder
     return TrialRecords(tracking_uri=cfg.tracking_uri, experiment_name=cfg.experiment, tags=tags,

@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     mlflow_run_id = open_backbone_run(
         tracking, local_dir, run_name=cfg.run.name, params=cfg.model_dump(mode="json"),
         tags={"deepfusion.stage": "train", "deepfusion.model": cfg.model.kind,
-              "deepfusion.run_dir": storage.display(run_dir), "deepfusion.data": str(cfg.data), **(tags or {})})
+              "deepfusion.run_dir": str(run_dir), "deepfusion.data": str(cfg.data), **(tags or {})})
 
     trainer = TorchTrainer(
         train_loop_per_worker,
@@ -127,13 +127,13 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
             "class_weights": data.class_weights(),
             "train_rows": data.total("train"),
             "data_info": data.checkpoint_info(),
-            "tracking": {"run_dir": storage.display(run_dir), "tensorboard": tracking.tensorboard,
+            "tracking": {"run_dir": str(run_dir), "tensorboard": tracking.tensorboard,
                          "mlflow_uri": tracking.tracking_uri, "mlflow_run_id": mlflow_run_id},
         },
         scaling_config=scaling,
         torch_config=torch_config,
         run_config=ray.train.RunConfig(
-            name=cfg.run.name, storage_path=storage.display(storage.parent(run_dir)), callbacks=callbacks,
+            name=cfg.run.name, storage_path=str(storage.parent(run_dir)), callbacks=callbacks,
             failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=cfg.run.checkpoints_to_keep, checkpoint_score_attribute=cfg.monitor,
@@ -239,11 +239,7 @@ def _publish(outcome: TrainOutcome, run_dir: str) -> TrainOutcome:
     from dataclasses import replace
 
     local = Path(outcome.run_dir)
-    for name in sorted(p.name for p in local.iterdir() if p.name != BEST):
-        if (local / name).is_dir():
-            storage.push(local / name, storage.join(run_dir, name))
-        elif not name.endswith(".partial"):
-            storage.write_bytes(storage.join(run_dir, name), (local / name).read_bytes())
+    storage.push(local, run_dir)  # best/ is there already: its files are not sent again
 
     def remote(path):
         return None if path is None else storage.join(run_dir, Path(path).relative_to(local).as_posix())

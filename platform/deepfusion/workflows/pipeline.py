@@ -82,7 +82,7 @@ def pipeline(plan: PipelinePlan, *, redo: frozenset[str] = frozenset()) -> Pipel
 
     started = time.perf_counter()
     run.report, run.summary = write_pipeline_report(plan, run.stages)
-    run.stages.append(StageResult("report", "ran", time.perf_counter() - started, storage.display(run.report)))
+    run.stages.append(StageResult("report", "ran", time.perf_counter() - started, str(run.report)))
     if plan.serve is not None and plan.serve[1].deploy:
         announce("serve")
         from deepfusion.workflows.serve_check import deploy_and_ask
@@ -156,7 +156,7 @@ def _train(plan: PipelinePlan, cfg, ledger: StageLedger, resources: DataResource
 
     decision = _decide(ledger, stage, inputs, outputs, force)
     if decision == "skip":
-        return StageResult(stage, "skipped", 0.0, storage.display(best))
+        return StageResult(stage, "skipped", 0.0, str(best))
     started = time.perf_counter()
     ledger.started(stage, inputs)
     outcome = train(cfg, fresh=decision == "fresh", data_resources=resources, tracking=plan.experiment.tracking,
@@ -183,7 +183,7 @@ def _fusion(plan: PipelinePlan, ledger: StageLedger, *, force: bool) -> StageRes
 
     decision = _decide(ledger, "fusion", inputs, outputs, force)
     if decision == "skip":
-        return StageResult("fusion", "skipped", 0.0, storage.display(cfg.export_dir))
+        return StageResult("fusion", "skipped", 0.0, str(cfg.export_dir))
     started = time.perf_counter()
     ledger.started("fusion", inputs)
     outcome = run_fusion_stage(cfg, fresh=decision == "fresh", tracking=plan.experiment.tracking,

@@ -193,7 +193,7 @@ def predict(checkpoint: storage.Location, data: Path, out_dir: storage.Location,
                                        keep={r["sample_id"] for r in todo})
         outputs = rows.map_batches(
             predictor,
-            fn_constructor_kwargs={"checkpoint": storage.display(checkpoint), "torch_threads": cfg.model.torch_threads},
+            fn_constructor_kwargs={"checkpoint": str(checkpoint), "torch_threads": cfg.model.torch_threads},
             batch_format="numpy",
             batch_size=cfg.model.batch_size, num_cpus=cfg.model.num_cpus, num_gpus=cfg.model.num_gpus,
             compute=ray.data.ActorPoolStrategy(size=cfg.model.concurrency))
@@ -391,7 +391,7 @@ def _claim(out_dir: Path, hashes: dict, checkpoint: Path, data: Path, overwrite:
     elif overwrite:
         shutil.rmtree(out_dir / PREDICTIONS, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path.write_text(json.dumps({"checkpoints": hashes, "checkpoint_path": storage.display(checkpoint),
+    state_path.write_text(json.dumps({"checkpoints": hashes, "checkpoint_path": str(checkpoint),
                                       "data": str(data)}, indent=2) + "\n")
 
 
