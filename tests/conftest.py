@@ -171,6 +171,9 @@ def serve_port(ray_local):
 
 # -- the session's `ray start --head` ---------------------------------------------------------
 
+_SESSION_HEAD_GCS: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def session_head(tmp_path_factory):
     """One ``ray start --head`` on its own ports for the session (started when a test first
@@ -190,6 +193,7 @@ def session_head(tmp_path_factory):
             # as after `. .venv/bin/activate`: the job's `python` is the project's interpreter
             env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"})
     address = f"http://127.0.0.1:{dashboard_port}"
+    _SESSION_HEAD_GCS.append(f"127.0.0.1:{gcs_port}")
     deadline = time.monotonic() + 120
     while True:
         try:
@@ -206,6 +210,12 @@ def session_head(tmp_path_factory):
     os.killpg(head.pid, signal.SIGKILL)
     head.wait(timeout=60)
     bootstrap_file().unlink(missing_ok=True)
+
+
+@pytest.fixture
+def session_head_gcs(session_head) -> str:
+    """The session head's GCS address, which ``ray start --address`` joins a node to."""
+    return _SESSION_HEAD_GCS[-1]
 
 
 @pytest.fixture(scope="session")

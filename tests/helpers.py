@@ -327,3 +327,46 @@ def kill_a_train_worker_after(epoch: int, record: Path, pids_by_node: dict[str, 
                                           "node": node, "checkpoint": checkpoint.path}))
 
     return KillAWorker()
+
+
+@contextlib.contextmanager
+def node_without_these_folders(gcs_address: str, hidden: list[Path], log_path: Path, env: dict | None = None,
+                               **start_args):
+    """A Ray worker node joined to ``gcs_address`` that cannot see ``hidden``: its raylet
+    and every process it starts live in their own mount namespace, with an empty tmpfs over
+    each hidden folder, as on a machine that shares no disk with the head. The interpreter
+    and its packages stay (a node's installed software), even where the venv sits inside a
+    hidden folder; an editable install's source does not. ``env``: the node's environment
+    (its processes inherit it); ``start_args``: more ``ray start`` options (``num_gpus=1``).
+    Yields the ``ray start`` process; the node is killed after."""
+    import shlex
+
+    venv = Path(sys.prefix)
+    agent, grpc, node_manager, object_manager, env_agent, metrics = free_ports(6)
+    start = [str(venv / "bin" / "ray"), "start", f"--address={gcs_address}", "--block", "--disable-usage-stats",
+             f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
+             f"--node-manager-port={node_manager}", f"--object-manager-port={object_manager}",
+             f"--runtime-env-agent-port={env_agent}", f"--metrics-export-port={metrics}",
+             "--min-worker-port=21000", "--max-worker-port=21999",
+             *(f"--{key.replace('_', '-')}={value}" for key, value in start_args.items())]
+    keep_venv = any(venv.is_relative_to(folder) for folder in hidden)
+    script = ["set -e", "stash=$(mktemp -d)"]
+    if keep_venv:
+        script.append(f"mount --bind {shlex.quote(str(venv))} \"$stash\"")
+    script += [f"mount -t tmpfs -o size=256m tmpfs {shlex.quote(str(folder))}" for folder in hidden]
+    if keep_venv:
+        script += [f"mkdir -p {shlex.quote(str(venv))}", f"mount --bind \"$stash\" {shlex.quote(str(venv))}"]
+    script += ["cd /", "exec " + shlex.join(start)]
+    with log_path.open("w") as log:
+        node = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log_path.read_text():
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the worker node did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield node
+    finally:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait(timeout=60)

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO_ROOT, free_ports, job_env, run_in_own_session, wait_for_job
+from helpers import (
+    REPO_ROOT,
+    free_ports,
+    job_env,
+    node_without_these_folders,
+    run_in_own_session,
+    wait_for_job,
+)
 
 from deepfusion.artifacts.freshness import StageLedger, content_key
 from deepfusion.config import ConfigError, load_config
@@ -133,33 +140,74 @@ def _stage_lines(output: str) -> dict[str, str]:
     return statuses
 
 
+@pytest.fixture
+def gpu_node_without_the_project(ray_head, session_head_gcs, tmp_path):
+    """A worker node with one GPU joins the session head from its own mount namespace, where
+    the project folder and the job's work folder (its corpus, MLflow's local store) are empty:
+    the node has the installed software, none of the head's files (helpers). Its node-local
+    storage mirror is its own. Yields (the work folder, the node's id)."""
+    import ray.util.state
+
+    work = tmp_path / "work_root"
+    work.mkdir()
+    env = job_env(DEEPFUSION_STORAGE_CACHE=str(tmp_path / "worker_node_cache"))
+    with node_without_these_folders(session_head_gcs, [REPO_ROOT, work],
+                                    tmp_path / "worker_node.log", env=env, num_cpus=1, num_gpus=1):
+        nodes = ray.util.state.list_nodes(address=ray_head, detail=True)
+        joined = [n.node_id for n in nodes if not n.is_head_node and n.state == "ALIVE"]
+        assert len(joined) == 1, nodes
+        yield work, joined[0]
+
+
 @pytest.mark.usefixtures("ray_local")  # token auth on in this process, as the `ray` CLI does
 @pytest.mark.timeout(1200)  # above the job's wait and the re-run's together: a hang shows the job's log
-def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_head, s3_store, tmp_path):
-    """As on a cluster whose nodes share no disk: the job's artifacts go to the bucket named
-    by DEEPFUSION_STORAGE (given to the job as an environment variable, as cluster.env gives
-    it to a cluster's nodes); only the synthetic corpus and MLflow's local store are local."""
+def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_head, s3_store,
+                                                                            gpu_node_without_the_project):
+    """As on a cluster whose nodes share no disk: a GPU node that cannot see the head's
+    project folder nor the job's work folder; the job ships its code as README says
+    (deploy/runtime_env.yaml: the project as working_dir, the library as py_modules), its
+    artifacts go to the bucket named by DEEPFUSION_STORAGE (given to the job as an
+    environment variable, as cluster.env gives it to a cluster's nodes); the synthetic
+    corpus and MLflow's local store are on the head only. Every Train worker (half a GPU)
+    runs on the GPU node; the corpus is decoded where it is."""
+    import ray.util.state
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from deepfusion import storage
 
-    work = tmp_path / "work_root"
+    work, gpu_node = gpu_node_without_the_project
     store = f"{s3_store}/pipeline-job"
     (port,) = free_ports(1)
     # MLflow on for the whole pipeline: one experiment, its local SQLite store under work/
     # (the Serve app stays up for the dashboard check; the head goes with the fixture)
-    overrides = SMALL + [f"pipeline.serve.url=http://127.0.0.1:{port}", "pipeline.serve.keep_running=true",
+    # the GPU node's GPU is one Ray counts, not a CUDA device: DDP on gloo, as on a CPU
+    small = [o.replace('"train.epochs=1"]', '"train.epochs=1", "train.scaling.backend=gloo"]') for o in SMALL]
+    overrides = small + [f"pipeline.serve.url=http://127.0.0.1:{port}", "pipeline.serve.keep_running=true",
                          "tracking.mlflow=true", "tracking.experiment=demo-pipeline"]
     client = JobSubmissionClient(ray_head)
+    shipped = yaml.safe_load((REPO_ROOT / "deploy" / "runtime_env.yaml").read_text())
     job_id = client.submit_job(
         # the `deepfusion` console script (= python -m jobs.pipeline): preprocess, train, tune, serve
         entrypoint="deepfusion pipeline --config configs/demo.yaml --workdir " + str(work) + " "
                    + " ".join(f"--set '{o}'" for o in overrides),
-        runtime_env={"working_dir": str(REPO_ROOT),
+        # `ray job submit --runtime-env deploy/runtime_env.yaml`, its paths relative to the project
+        runtime_env={"working_dir": str(REPO_ROOT / shipped["working_dir"]),
+                     "py_modules": [str(REPO_ROOT / module) for module in shipped["py_modules"]],
                      "env_vars": {"RAY_DATA_DISABLE_PROGRESS_BARS": "1", "DEEPFUSION_STORAGE": store}},
     )
     status, logs = wait_for_job(client, job_id, timeout_s=600)
     assert status == JobStatus.SUCCEEDED, logs[-4000:]
+    # Placement: each backbone's one Train worker ran on the GPU node, with its GPU
+    workers = re.findall(r"worker rank 0/1: torch device cpu, Ray GPU ids \[0\], AMP off, node (\w+)", logs)
+    assert set(workers) == {gpu_node} and len(workers) >= 3, workers
+    driver = client.get_job_info(job_id).driver_info.id
+    actors = ray.util.state.list_actors(address=ray_head, filters=[("class_name", "=", "RayTrainWorker")],
+                                        detail=True, limit=10_000)
+    assert sorted(a.node_id for a in actors if a.job_id == driver) == [gpu_node] * 3
+    # the corpus, on the head only, was decoded on the head: not one sample lost to the GPU node
+    for name in ("textile_demo", "meld_demo"):
+        manifest = json.loads(storage.read_text(f"{store}/demo/shards/{name}/manifest.json"))
+        assert manifest["quarantined"] == 0 and sum(manifest["totals"].values()) > 0, (name, manifest["totals"])
     assert _stage_lines(logs) == {"demo_data": "ran", "preprocess": "ran", "train/textile": "ran",
                                   "train/mimamo": "ran", "train/multimodal_lstm": "ran", "fusion": "ran",
                                   "report": "ran", "serve": "ran"}, logs[-4000:]
@@ -194,14 +242,17 @@ def test_pipeline_via_ray_job_submit_then_a_rerun_redoes_only_what_changed(ray_h
     lstm_before = _stage_record(store, "train__multimodal_lstm")
     fusion_before = _stage_record(store, "fusion")
     # A re-run with the LSTM trained longer: the LSTM and the fusion (its input) redo, nothing else.
-    changed = [o for o in SMALL if not o.startswith("pipeline.train.2")]
-    changed += ['pipeline.train.2.overrides=["train.epochs=2"]', "pipeline.serve.deploy=false"]
+    changed = [o for o in small if not o.startswith("pipeline.train.2")]
+    changed += ['pipeline.train.2.overrides=["train.epochs=2", "train.scaling.backend=gloo"]',
+                "pipeline.serve.deploy=false"]
     # `python -m jobs.pipeline` on this machine joins the session's head, as a user's would
     rerun = run_in_own_session([sys.executable, "-m", "jobs.pipeline", "--config", str(DEMO), "--workdir", str(work)]
                                + [arg for o in changed for arg in ("--set", o)],
                                env=job_env(DEEPFUSION_STORAGE=store), timeout=500)
     assert "joined the running Ray cluster" in rerun.stderr, rerun.stderr[-3000:]
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    # its LSTM trained on the GPU node too, from the library this driver sent (ray_runtime.connect)
+    assert set(re.findall(r"Ray GPU ids \[0\], AMP off, node (\w+)", rerun.stdout + rerun.stderr)) == {gpu_node}
     assert _stage_lines(rerun.stdout) == {
         "demo_data": "up to date", "preprocess": "up to date", "train/textile": "skipped",
         "train/mimamo": "skipped", "train/multimodal_lstm": "ran", "fusion": "ran", "report": "ran"}, rerun.stdout
@@ -267,7 +318,7 @@ def _check_dashboard(address: str, job_id: str) -> None:
     [job] = [j for j in jobs if j["submission_id"] == job_id]
     assert job["status"] == "SUCCEEDED" and job["entrypoint"].startswith("deepfusion pipeline")
     nodes = requests.get(f"{address}/nodes?view=summary", headers=headers, timeout=30).json()
-    assert nodes["result"] is True and len(nodes["data"]["summary"]) == 1
+    assert nodes["result"] is True and len(nodes["data"]["summary"]) == 2  # the head and the GPU node
     serve_apps = requests.get(f"{address}/api/serve/applications/", headers=headers, timeout=30).json()
     assert serve_apps["applications"]["deepfusion"]["status"] == "RUNNING"
     assert {"ingress", "mimamo", "multimodal_lstm", "fusion"} <= set(

@@ -10,6 +10,10 @@ one fails loudly rather than silently):
 - Ray Train's internal logger names (``quiet_ray_train_reports``, here): only to lower
   two chatty INFO loggers. Public replacement: ``RAY_TRAIN_*`` logging configuration,
   should Ray Train expose per-logger levels; an ImportError leaves logging as it is.
+- ``ray._private.runtime_env.constants.RAY_JOB_CONFIG_JSON_ENV_VAR`` (``library_runtime_env``,
+  here): the variable through which ``ray job submit`` hands its runtime env to the
+  driver, read to tell whether the job already ships ``py_modules``. Public replacement:
+  none; ``ray.get_runtime_context().runtime_env`` needs a connected driver.
 - ``ray.serve._private.constants`` (``serving.app.build_app``): read-only, to warn when
   ``ray.serve`` was imported before the throughput mode was set. Public replacement:
   none; dropping the check only loses the warning.
@@ -21,6 +25,7 @@ one fails loudly rather than silently):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -28,7 +33,8 @@ from pathlib import Path
 
 import ray
 
-from deepfusion.config import RayConfig
+from deepfusion import storage
+from deepfusion.config import DataResources, RayConfig
 
 log = logging.getLogger(__name__)
 
@@ -103,24 +109,40 @@ def remove_stale_bootstrap_file() -> None:
         Path(get_ray_address_file(None)).unlink(missing_ok=True)
 
 
+def library_runtime_env() -> dict | None:
+    """The runtime env that sends this process's ``deepfusion`` package to the cluster's
+    workers (``py_modules``); None when the job's own runtime env already names
+    ``py_modules`` (``ray job submit --runtime-env deploy/runtime_env.yaml``): Ray refuses
+    to merge two, and the job's copy is the same code the driver imported."""
+    from ray._private.runtime_env.constants import RAY_JOB_CONFIG_JSON_ENV_VAR
+
+    job_config = json.loads(os.environ.get(RAY_JOB_CONFIG_JSON_ENV_VAR) or "{}")
+    if (job_config.get("runtime_env") or {}).get("py_modules"):
+        return None
+    return {"py_modules": [str(Path(__file__).parent)]}  # this module's package: deepfusion
+
+
 def connect(cfg: RayConfig = RayConfig()) -> None:
     """Join ``cfg.address`` / ``RAY_ADDRESS`` / a live local head; else start a node.
 
     Under ``ray job submit`` the driver finds its cluster through ``RAY_ADDRESS``; a plain
     ``python -m jobs.X`` joins a head started with ``ray start --head`` on this machine,
-    and otherwise starts a private node sized by ``cfg.num_cpus``/``cfg.num_gpus``.
+    and otherwise starts a private node sized by ``cfg.num_cpus``/``cfg.num_gpus``. A job
+    joining a cluster sends its deepfusion package along (``cfg.ship_library``): a node
+    that shares no disk with the driver runs the same code.
     """
     use_serve_environment()  # before anything imports ray.serve, and inherited by a node started here
     if ray.is_initialized():
         return
     explicit = cfg.address or os.environ.get("RAY_ADDRESS")
+    runtime_env = library_runtime_env() if cfg.ship_library else None
     if explicit:
-        ray.init(address=explicit)
+        ray.init(address=explicit, runtime_env=runtime_env)
         log.info("joined the running Ray cluster at %s", explicit)
     elif head := local_head_address():
         # "auto" resolves to the same head; unlike an explicit address it also picks up
         # the local auth token (Ray >= 2.59 turns token auth on for local heads).
-        ray.init(address="auto")
+        ray.init(address="auto", runtime_env=runtime_env)
         log.info("joined the running Ray cluster at %s", head)
     else:
         # The bootstrap file, if any, names a dead head: remove it, or Ray's own helpers
@@ -129,6 +151,27 @@ def connect(cfg: RayConfig = RayConfig()) -> None:
         remove_stale_bootstrap_file()
         ray.init(address="local", num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus)
         log.info("started a local Ray node")
+
+
+def on_this_node() -> dict:
+    """Ray remote args that keep a task or actor on this process's node (a hard affinity:
+    it waits for room there rather than run where the files it needs are missing)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                                                  soft=False)}
+
+
+def reading_local_files(data: DataResources) -> dict:
+    """Ray remote args for the decoders of a corpus's local files: on the driver's node,
+    which has them, unless ``data.decode_on`` says every node mounts them."""
+    return on_this_node() if data.decode_on == "driver_node" else {}
+
+
+def writing_to(folder: storage.Location) -> dict:
+    """Ray remote args for tasks that write into ``folder``: a local folder is this node's
+    (a task elsewhere would write to its own node's disk); a storage URI is reached anywhere."""
+    return {} if storage.is_uri(folder) else on_this_node()
 
 
 def quiet_ray_train_reports() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from deepfusion.config.base import StrictModel
@@ -14,6 +16,10 @@ class RayConfig(StrictModel):
     # Only used when this process starts a local node; None lets Ray count the cores.
     num_cpus: int | None = None
     num_gpus: int | None = None
+    # When joining a running cluster, send this process's deepfusion package to every
+    # worker (Ray's runtime_env ``py_modules``), so each node runs the driver's code, not
+    # whatever copy (or none) its own disk holds. Off: the nodes' installed copy runs.
+    ship_library: bool = True
 
 
 class DataResources(StrictModel):
@@ -28,3 +34,7 @@ class DataResources(StrictModel):
     batch_size: int = Field(8, ge=1)
     # Parquet files hold at least this many rows (the last one of a split may hold fewer).
     rows_per_shard: int = Field(256, ge=1)
+    # Where the decoders of local media files run. "driver_node": on the node of the job's
+    # driver, which reads the corpus's folders (a cluster's other nodes may not have them);
+    # "any_node": anywhere, for a corpus every node mounts at the same path.
+    decode_on: Literal["driver_node", "any_node"] = "driver_node"

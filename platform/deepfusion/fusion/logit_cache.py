@@ -31,6 +31,7 @@ from deepfusion.artifacts.shards import MANIFEST, SCHEMA_VERSION
 from deepfusion.config import ConfigError
 from deepfusion.config.fusion import FusionConfig
 from deepfusion.hashing import sha256_bytes
+from deepfusion.ray_runtime import writing_to
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def _write_splits(cfg: FusionConfig, data: ShardDataset, splits: list[str], out:
     )
     # write tasks at the workers' CPU share, not Ray Data's default whole CPU (see writer.py)
     logits.write_parquet(str(out), partition_cols=["split"],
-                         ray_remote_args={"num_cpus": resources.num_cpus})
+                         ray_remote_args={"num_cpus": resources.num_cpus, **writing_to(out)})
 
 
 def _count_rows(folder: storage.Location) -> int:

@@ -15,6 +15,7 @@ from deepfusion.preprocess.emotion_rows import EmotionRowDecoder
 from deepfusion.preprocess.feature_norm import POOLED, normalization_groups, normalize_per_group
 from deepfusion.preprocess.quarantine import collect, remote_quarantine_log
 from deepfusion.preprocess.writer import write_shards
+from deepfusion.ray_runtime import reading_local_files
 from deepfusion.sources.manifest import scan_manifest
 from deepfusion.sources.meld import scan_meld
 from deepfusion.sources.speech import scan_speech
@@ -52,6 +53,7 @@ def build_emotion_shards(cfg: MeldDataset | SpeechDataset | ManifestDataset, dat
         fn_constructor_kwargs={"video": video, "audio": cfg.audio, "text": cfg.text,
                                "speaker_ids": speakers, "quarantine": quarantine_log, "limits": cfg.limits},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
+        **reading_local_files(data),
     )
     features = cfg.audio.opensmile
     normalization = {}

@@ -12,6 +12,7 @@ from deepfusion.labels import LabelMap
 from deepfusion.preprocess.image_rows import ImageRowRenderer, probe_images
 from deepfusion.preprocess.quarantine import collect, remote_quarantine_log
 from deepfusion.preprocess.writer import write_shards
+from deepfusion.ray_runtime import reading_local_files
 from deepfusion.sources import Quarantined
 from deepfusion.sources.image_folder import scan_image_folder
 from deepfusion.splits import exact_split_counts, plan_balanced_split
@@ -27,7 +28,8 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
     probed = (
         ray.data.from_items(items)
         .map_batches(probe_images, batch_format="pandas", batch_size=data.batch_size, fn_kwargs={"limits": cfg.limits},
-                     num_cpus=data.num_cpus, compute=ray.data.TaskPoolStrategy(size=data.concurrency))
+                     num_cpus=data.num_cpus, compute=ray.data.TaskPoolStrategy(size=data.concurrency),
+                     **reading_local_files(data))
         .to_pandas()
     )
     bad = probed[probed["error"].notna()]
@@ -53,6 +55,7 @@ def build_image_shards(cfg: ImageFolderDataset, data: DataResources, staging: Pa
                                "image_size": cfg.image_size, "augment": cfg.augment,
                                "seed": cfg.seed, "quarantine": quarantine_log, "limits": cfg.limits},
         num_cpus=data.num_cpus, compute=ray.data.ActorPoolStrategy(size=data.concurrency),
+        **reading_local_files(data),
     )
     counts, shards = write_shards(rendered, IMAGE_SCHEMA, staging, "label_name", data.rows_per_shard, data.num_cpus)
     originals = {c: len(paths) for c, paths in usable_by_class.items()}

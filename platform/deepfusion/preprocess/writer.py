@@ -24,6 +24,7 @@ from deepfusion import __version__, storage
 from deepfusion.artifacts.freshness import freshness_record
 from deepfusion.artifacts.shards import MANIFEST, QUARANTINE, SCHEMA_VERSION, describe, read_manifest
 from deepfusion.hashing import tree_fingerprint
+from deepfusion.ray_runtime import writing_to
 from deepfusion.sources import Quarantined
 from deepfusion.splits import SPLITS
 
@@ -109,7 +110,7 @@ def write_shards(rows: ray.data.Dataset, schema: pa.Schema, staging: storage.Loc
     not Ray Data's default whole CPU, which a 2-core node with a Serve app up never has free.
     """
     rows.write_parquet(str(staging), partition_cols=["split"], max_rows_per_file=rows_per_shard,
-                       schema=schema, ray_remote_args={"num_cpus": num_cpus})
+                       schema=schema, ray_remote_args={"num_cpus": num_cpus, **writing_to(staging)})
     written = sorted(storage.files(staging))
     files = {split: [f for f in written if f.startswith(f"split={split}/") and f.endswith(".parquet")]
              for split in SPLITS}

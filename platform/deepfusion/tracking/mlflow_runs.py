@@ -3,7 +3,9 @@
 A backbone run is one MLflow run for the life of its run folder: the driver creates it
 (or, when the run resumes, reopens the one named in ``<run_dir>/mlflow_run.json``), the
 rank-0 worker logs each epoch's metrics to it, and the driver closes it with the best
-checkpoint's path, the test metrics and the plots. Ray's ``setup_mlflow`` starts a new
+checkpoint's path, the test metrics and the plots. A local store (SQLite, a folder) is
+only on the driver's node: a rank-0 worker on another node leaves the epochs to the
+driver, which logs every epoch missing from the run when it closes it. Ray's ``setup_mlflow`` starts a new
 MLflow run each time a worker starts, which would split a resumed or restarted run over
 several records; here the run id travels with the run folder instead.
 
@@ -90,6 +92,19 @@ def open_backbone_run(cfg: TrackingConfig, run_dir: Path, *, run_name: str, para
     return run_id
 
 
+def store_on_this_node(tracking_uri: str) -> bool:
+    """Whether this process reaches the store: a server always; a local store (``sqlite:///``,
+    ``file:``, a folder) only where its file is, which the driver created before training."""
+    scheme, _, rest = tracking_uri.partition(":")
+    if scheme == "sqlite":  # sqlite:///relative/path, sqlite:////absolute/path
+        return Path(rest.removeprefix("///")).is_file()
+    if scheme == "file":
+        return Path(rest.removeprefix("//")).is_dir()
+    if tracking_uri.startswith(("/", ".")):  # a folder
+        return Path(tracking_uri).is_dir()
+    return True
+
+
 def log_epoch(tracking_uri: str, run_id: str, metrics: dict) -> None:
     """One epoch's numeric metrics, stepped by epoch (called by the rank-0 worker)."""
     import time
@@ -103,11 +118,16 @@ def log_epoch(tracking_uri: str, run_id: str, metrics: dict) -> None:
 
 
 def close_backbone_run(tracking_uri: str, run_id: str, *, best_checkpoint: Path, best_metrics: dict,
-                       test_metrics: dict | None, artifacts: list[Path | None]) -> None:
-    """A finished run: its best and test metrics, the best checkpoint's path, the plots."""
+                       test_metrics: dict | None, artifacts: list[Path | None], history: list[dict]) -> None:
+    """A finished run: every epoch of ``history`` the workers did not log (their node had no
+    way to the store), its best and test metrics, the best checkpoint's path, the plots."""
     from mlflow.entities import Metric, RunTag
 
     mlflow = client(tracking_uri)
+    logged = {m.step for m in mlflow.get_metric_history(run_id, "train_loss")}
+    for metrics in history:
+        if int(metrics["epoch"]) not in logged:
+            log_epoch(tracking_uri, run_id, metrics)
     summary = {f"best_{k}": v for k, v in best_metrics.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if test_metrics is not None:

@@ -31,7 +31,7 @@ from deepfusion.evaluation.metrics import classification_metrics, flat_metrics
 from deepfusion.models import build_model
 from deepfusion.models.losses import build_loss
 from deepfusion.ray_runtime import quiet_ray_train_reports
-from deepfusion.tracking.mlflow_runs import log_epoch
+from deepfusion.tracking.mlflow_runs import log_epoch, store_on_this_node
 from deepfusion.tracking.tensorboard import EpochCurves
 from deepfusion.training.epoch import run_epoch
 from deepfusion.training.optimization import EarlyStopping, build_optimizer, build_scheduler, monitor_mode
@@ -63,8 +63,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     amp = cfg.scaling.amp and device.type == "cuda"
     if cfg.scaling.torch_threads:
         torch.set_num_threads(cfg.scaling.torch_threads)
-    log.info("worker rank %d/%d: torch device %s, Ray GPU ids %s, AMP %s",
-             rank, world, device, ray.get_gpu_ids(), "on" if amp else "off")
+    log.info("worker rank %d/%d: torch device %s, Ray GPU ids %s, AMP %s, node %s",
+             rank, world, device, ray.get_gpu_ids(), "on" if amp else "off", ray.get_runtime_context().get_node_id())
 
     torch.manual_seed(cfg.seed)
     model = build_model(model_cfg).to(device)
@@ -116,6 +116,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     curves = (EpochCurves(storage.location(tracking["run_dir"]), start_epoch)
               if rank == 0 and tracking.get("tensorboard") else None)
     mlflow_run = (tracking.get("mlflow_uri"), tracking.get("mlflow_run_id")) if rank == 0 else (None, None)
+    if mlflow_run[1] is not None and not store_on_this_node(mlflow_run[0]):
+        log.info("MLflow: the store %s is not on this node; the driver logs the epochs when training ends",
+                 mlflow_run[0])
+        mlflow_run = (None, None)
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             started = time.perf_counter()

@@ -172,7 +172,8 @@ def train(cfg: TrainConfig, *, fresh: bool = False, data_resources: DataResource
     if mlflow_run_id is not None:
         close_backbone_run(tracking.tracking_uri, mlflow_run_id, best_checkpoint=outcome.best_checkpoint,
                            best_metrics=outcome.best_metrics, test_metrics=outcome.test_metrics,
-                           artifacts=[outcome.curves_path, outcome.test_confusion_path, outcome.test_metrics_path])
+                           artifacts=[outcome.curves_path, outcome.test_confusion_path, outcome.test_metrics_path],
+                           history=outcome.history)
     return published
 
 

@@ -25,6 +25,7 @@ from deepfusion.evaluation.predict import Evaluation
 from deepfusion.evaluation.report import write_evaluation
 from deepfusion.hashing import sha256_file
 from deepfusion.labels import EMOTIONS
+from deepfusion.ray_runtime import reading_local_files
 from deepfusion.sources import Quarantined
 from deepfusion.sources.face_photos import scan_face_photos
 
@@ -72,7 +73,7 @@ def evaluate_faces(cfg: FaceEvalConfig) -> FaceEvaluation:
             "face_crop": cfg.face_crop, "face_margin": cfg.face_margin, "limits": cfg.limits, "quarantine": log,
             "face_cascade": None if cfg.face_cascade is None else str(cfg.face_cascade)},
         batch_format="pandas", batch_size=data.batch_size, num_cpus=data.num_cpus,
-        compute=ray.data.ActorPoolStrategy(size=data.concurrency))
+        compute=ray.data.ActorPoolStrategy(size=data.concurrency), **reading_local_files(data))
     predicted = rows.map_batches(_Predictor, fn_constructor_kwargs={"weights": str(cfg.weights)},
                                  batch_format="pandas", batch_size=64, num_cpus=data.num_cpus,
                                  compute=ray.data.ActorPoolStrategy(size=1)).to_pandas()

@@ -36,6 +36,7 @@ from deepfusion.artifacts.checkpoint import backbone_path, read_card
 from deepfusion.config import ConfigError, PredictSection
 from deepfusion.evaluation.predict import Evaluation
 from deepfusion.models.registry import FUSION_MODELS
+from deepfusion.ray_runtime import reading_local_files
 from deepfusion.sources import Quarantined
 
 log = logging.getLogger("deepfusion.predict")
@@ -184,7 +185,7 @@ def predict(checkpoint: storage.Location, data: Path, out_dir: storage.Location,
         rows = ray.data.from_items(records if normalization else todo).map_batches(
             decoder["class"], fn_constructor_kwargs=decoder["kwargs"] | {"quarantine": quarantine_log},
             batch_format="pandas", batch_size=decode.batch_size, num_cpus=decode.num_cpus,
-            compute=ray.data.ActorPoolStrategy(size=decode.concurrency))
+            compute=ray.data.ActorPoolStrategy(size=decode.concurrency), **reading_local_files(decode))
         if normalization:
             from deepfusion.artifacts.shards import EMOTION_SCHEMA
             from deepfusion.preprocess.feature_norm import normalization_groups, normalize_per_group
