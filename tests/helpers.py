@@ -329,6 +329,20 @@ def kill_a_train_worker_after(epoch: int, record: Path, pids_by_node: dict[str, 
     return KillAWorker()
 
 
+def _mount_namespace() -> list[str]:
+    """The ``unshare`` command that gives a process its own mount namespace here: as root
+    with CAP_SYS_ADMIN, else inside a user namespace; the test is skipped where neither is
+    allowed (a container without either), saying so."""
+    import pytest
+
+    for command in (["unshare", "--mount", "--propagation", "private"],
+                    ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]):
+        probe = subprocess.run([*command, "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return command
+    pytest.skip(f"no mount namespace can be made here (unshare: {probe.stderr.strip()})")
+
+
 @contextlib.contextmanager
 def node_without_these_folders(gcs_address: str, hidden: list[Path], log_path: Path, env: dict | None = None,
                                **start_args):
@@ -358,7 +372,7 @@ def node_without_these_folders(gcs_address: str, hidden: list[Path], log_path: P
         script += [f"mkdir -p {shlex.quote(str(venv))}", f"mount --bind \"$stash\" {shlex.quote(str(venv))}"]
     script += ["cd /", "exec " + shlex.join(start)]
     with log_path.open("w") as log:
-        node = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
+        node = subprocess.Popen([*_mount_namespace(), "sh", "-c", "\n".join(script)],
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 120

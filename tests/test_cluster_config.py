@@ -270,6 +270,17 @@ def test_kuberay_clusters_match_cluster_yaml_and_fit_the_configs_fractional_gpus
         for container in _containers({"spec": {"rayClusterSpec": spec}}):
             assert {"secretRef": {"name": "deepfusion-storage"}} in container["envFrom"]
     job, service = specs["rayjob"], specs["rayservice"]
+    # the job's driver, on the head pod, reads the corpus: a read-only claim at /data, where
+    # the paper pipeline's DEEPFUSION_MELD / DEEPFUSION_TEXTILE point
+    head = job["headGroupSpec"]["template"]["spec"]
+    assert head.pop("volumes") == [{"name": "corpus", "persistentVolumeClaim": {"claimName": "deepfusion-corpus",
+                                                                                "readOnly": True}}]
+    [head_container] = head["containers"]
+    assert head_container.pop("volumeMounts") == [{"name": "corpus", "mountPath": "/data", "readOnly": True}]
+    corpus_env = {e["name"]: e["value"] for e in head_container["env"]}
+    assert corpus_env == {"DEEPFUSION_MELD": "/data/MELD.Raw", "DEEPFUSION_TEXTILE": "/data/visual_pollution"}
+    pipeline_file = (REPO_ROOT / "configs" / "paper" / "pipeline.yaml").read_text()
+    assert all("${" + name + ":-" in pipeline_file for name in corpus_env)
     strip = lambda s: json.loads(json.dumps(s).replace(', {"containerPort": 8000, "name": "serve"}', ""))  # noqa: E731
     for part in (job, service):
         for container in _containers({"spec": {"rayClusterSpec": part}}):

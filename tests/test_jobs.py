@@ -122,6 +122,25 @@ def test_job_submission_api_runs_a_job_to_succeeded(ray_head, demo_corpus, tmp_p
     assert (out / "tiny" / "manifest.json").is_file()
 
 
+def test_a_driver_joining_a_cluster_ships_its_library_unless_the_job_already_does(monkeypatch):
+    """What ``connect`` adds to the job's runtime env: the deepfusion package this process
+    imported, as ``py_modules``; nothing when the submitted job carries ``py_modules`` (Ray
+    refuses to merge two). The pipeline job test runs both on a node without the project."""
+    import json
+
+    import deepfusion
+    from deepfusion.ray_runtime import library_runtime_env
+
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    shipped = library_runtime_env()
+    assert shipped == {"py_modules": [str(Path(deepfusion.__file__).parent)]}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg.zip"}}))
+    assert library_runtime_env() == shipped
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(
+        {"runtime_env": {"working_dir": "gcs://_ray_pkg.zip", "py_modules": ["gcs://_ray_pkg_lib.zip"]}}))
+    assert library_runtime_env() is None
+
+
 # A driver that dies (SIGKILL, with the Ray node it started: its process group) the moment
 # the shards are written and before the dataset's quarantine list, manifest and publishing.
 KILLED_PREPROCESS = """

@@ -150,6 +150,19 @@ def test_a_resumed_run_repeats_the_uninterrupted_one_and_continues_its_records(s
     assert [r.info.status for r in client.search_runs([run.info.experiment_id])] == ["FINISHED", "FINISHED"]
 
 
+def test_a_worker_logs_to_mlflow_only_on_a_node_that_has_the_store(tmp_path):
+    """A local store is a file on the driver's node: a rank-0 worker elsewhere must not
+    create an empty one of its own (the driver fills its epochs in at the end)."""
+    from deepfusion.tracking.mlflow_runs import store_on_this_node
+
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    assert store_on_this_node(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not store_on_this_node(f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}")
+    assert store_on_this_node(tmp_path.as_uri()) and store_on_this_node(str(tmp_path))
+    assert not store_on_this_node((tmp_path / "elsewhere").as_uri())
+    assert store_on_this_node("http://mlflow.internal:5000") and store_on_this_node("databricks")
+
+
 def test_mimamo_trains_on_partial_modalities_and_its_checkpoint_carries_the_datas_label_map(shards, tmp_path):
     from deepfusion.artifacts.dataset import ShardDataset
 
