@@ -5,9 +5,10 @@ A backbone run is one MLflow run for the life of its run folder: the driver crea
 rank-0 worker logs each epoch's metrics to it, and the driver closes it with the best
 checkpoint's path, the test metrics and the plots. A local store (SQLite, a folder) is
 only on the driver's node: a rank-0 worker on another node leaves the epochs to the
-driver, which logs every epoch missing from the run when it closes it. Ray's ``setup_mlflow`` starts a new
-MLflow run each time a worker starts, which would split a resumed or restarted run over
-several records; here the run id travels with the run folder instead.
+driver, which logs every epoch missing from the run when it closes it. Ray's
+``setup_mlflow`` starts a new MLflow run each time a worker starts, which would split a
+resumed or restarted run over several records; here the run id travels with the run
+folder instead.
 
 Fusion trials use Ray's own ``MLflowLoggerCallback`` (one MLflow run per Tune trial:
 its hyperparameters, every reported epoch, its checkpoint path).
